@@ -1,0 +1,53 @@
+//! Command-line interface of the `rkdump` binary.
+//!
+//! Every subcommand has its own `--help`. The process exit status is one of [`ExitStatus`]'s
+//! documented values, so scripts and the capture runtime can tell a usage error from a failed or an
+//! incomplete dump.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Process exit statuses of `rkdump`.
+///
+/// These values are part of the interface: kdump hooks receive them as `$1` and scripts test them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitStatus {
+    /// The command did everything it was asked to do.
+    Success = 0,
+    /// The command failed; nothing it promised was produced.
+    Failure = 1,
+    /// The command line or a configuration file is invalid.
+    Usage = 2,
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(status: ExitStatus) -> Self {
+        ExitCode::from(status as u8)
+    }
+}
+
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  success
+  1  failure: the requested output was not produced
+  2  invalid command line or configuration";
+
+/// rkdump: capture, filter and compress Linux crash dumps.
+#[derive(Debug, Parser)]
+#[command(name = "rkdump", version, about, after_help = EXIT_STATUS_HELP)]
+pub struct Cli {}
+
+/// Entry point of the `rkdump` binary.
+pub fn main() -> ExitCode {
+    match Cli::try_parse() {
+        Ok(_cli) => ExitStatus::Success.into(),
+        Err(err) => {
+            // clap prints help and version requests to stdout with exit status 0, and usage
+            // errors to stderr with status 2, matching `ExitStatus::Usage`.
+            let _ = err.print();
+            ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(ExitStatus::Usage as u8))
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! rkdump: a Linux crash-dump capture agent.
+//!
+//! # Brief overview
+//!
+//! When a kernel panics, kexec boots a small *capture kernel* whose `/proc/vmcore` exposes the dead
+//! kernel's memory as an ELF core. rkdump turns that memory into a small dump file that `crash`,
+//! `drgn` and `makedumpfile` read, and gets it somewhere safe.
+//!
+//! The library is layered so that each layer only knows the one below it:
+//!
+//! * [`cli`] parses the command line and reports errors with documented exit codes.
+//!
+//! Everything that touches the kernel through `unsafe` lives in one `sys` module; every other
+//! module is built with `unsafe_code` denied.
+
+pub mod cli;

@@ -1,0 +1,64 @@
+//! The capture binary is fully static: it must run as PID 1 of an initramfs that holds nothing
+//! else, so it may not ask for a dynamic loader or shared libraries.
+
+use std::process::Command;
+
+use object::elf;
+use object::read::elf::{Dyn, ElfFile64, ProgramHeader};
+use object::{Endianness, Object};
+
+/// Largest accepted size of the stripped static binary: it is copied into every capture image,
+/// whose memory comes out of the crashkernel= reservation.
+const MAX_BINARY_SIZE: u64 = 6 * 1024 * 1024;
+
+#[test]
+fn binary_has_no_interpreter_and_no_shared_libraries() {
+    let path = rkdump_lab::build::rkdump().unwrap();
+    let data = std::fs::read(&path).unwrap();
+    let file = ElfFile64::<Endianness>::parse(&*data).unwrap();
+    let endian = file.endian();
+    let mut needed = 0;
+    for segment in file.elf_program_headers() {
+        assert_ne!(
+            segment.p_type(endian),
+            elf::PT_INTERP,
+            "{} asks for a dynamic loader",
+            path.display()
+        );
+        if let Some(entries) = segment.dynamic(endian, &*data).unwrap() {
+            needed += entries
+                .iter()
+                .filter(|d| d.tag(endian) == elf::DT_NEEDED)
+                .count();
+        }
+    }
+    assert_eq!(needed, 0, "{} has DT_NEEDED entries", path.display());
+    assert!(
+        file.section_by_name(".debug_info").is_none(),
+        "binary is not stripped"
+    );
+    let size = data.len() as u64;
+    assert!(
+        size <= MAX_BINARY_SIZE,
+        "static binary is {size} bytes, over {MAX_BINARY_SIZE}"
+    );
+}
+
+#[test]
+fn binary_runs_alone_in_an_empty_root_with_an_empty_environment() {
+    let path = rkdump_lab::build::rkdump().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::copy(&path, root.path().join("rkdump")).unwrap();
+    let output = Command::new("/usr/sbin/chroot")
+        .env_clear()
+        .arg(root.path())
+        .args(["/rkdump", "--version"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "rkdump --version failed: {output:?}"
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout, format!("rkdump {}\n", env!("CARGO_PKG_VERSION")));
+}
