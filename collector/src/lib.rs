@@ -8,9 +8,12 @@
 //!
 //! The library is layered so that each layer only knows the one below it:
 //!
+//! * [`format`] encodes and decodes the byte formats (ELF, notes, VMCOREINFO, kdump-compressed,
+//!   flattened, cpio) with no I/O.
 //! * [`cli`] parses the command line and reports errors with documented exit codes.
 //!
 //! Everything that touches the kernel through `unsafe` lives in one `sys` module; every other
 //! module is built with `unsafe_code` denied.
 
 pub mod cli;
+pub mod format;

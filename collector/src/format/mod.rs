@@ -1,0 +1,21 @@
+//! Pure encoders and decoders for the byte formats rkdump reads and writes.
+//!
+//! Nothing here does I/O or uses `unsafe`: every function takes bytes (or values) and returns values
+//! (or bytes), so each format can be unit- and property-tested on its own and fuzzed with arbitrary
+//! input. Multi-byte integers of the dumped machine are little-endian (x86_64); the flattened
+//! stream's record headers are big-endian, as makedumpfile writes them.
+//!
+//! * [`elf`]: ELF64 core files (`/proc/vmcore`, ELF dumps): header and program headers.
+//! * [`note`]: the PT_NOTE segment (PRSTATUS, VMCOREINFO).
+//! * [`vmcoreinfo`]: the dead kernel's `KEY=VALUE` description of itself.
+//! * [`kdump`]: the kdump-compressed (`KDUMP   `) header, sub header and page descriptors.
+//! * [`flat`]: makedumpfile's flattened stream (`-F`).
+//! * [`cpio`]: the `newc` archives that initramfs images are made of.
+
+pub mod bytes;
+pub mod cpio;
+pub mod elf;
+pub mod flat;
+pub mod kdump;
+pub mod note;
+pub mod vmcoreinfo;
