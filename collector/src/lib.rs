@@ -10,10 +10,18 @@
 //!
 //! * [`format`] encodes and decodes the byte formats (ELF, notes, VMCOREINFO, kdump-compressed,
 //!   flattened, cpio) with no I/O.
+//! * [`kmod`] reads depmod's module index and orders modules for loading.
 //! * [`cli`] parses the command line and reports errors with documented exit codes.
 //!
 //! Everything that touches the kernel through `unsafe` lives in one `sys` module; every other
 //! module is built with `unsafe_code` denied.
 
 pub mod cli;
+pub mod dump;
+pub mod filter;
 pub mod format;
+pub mod kmod;
+pub mod output;
+pub mod pipeline;
+pub mod sys;
+pub mod vmcore;

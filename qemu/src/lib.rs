@@ -2,9 +2,16 @@
 //!
 //! # Brief overview
 //!
-//! The lab proves rkdump on real kernel crashes. It fetches Debian kernels , builds
-//! initramfs images for the first and the capture kernel from scratch, boots a guest under QEMU
-//! (TCG: there is no KVM here), crashes it with sysrq-c and collects what the capture kernel wrote.
-//! [`build`] produces the static binaries the images carry.
+//! The lab proves rkdump on real kernel crashes. [`kernels`] fetches Debian kernels into the
+//! [`cache`]; [`images`] builds initramfs images for the first and the capture kernel from
+//! scratch; [`vm`] boots a guest under QEMU (TCG: there is no KVM here) and follows its stages
+//! on the serial console; [`crash`] runs one [`variants`] entry end to end and keeps what the
+//! capture kernel wrote. [`build`] produces the static binaries the images carry.
 
 pub mod build;
+pub mod cache;
+pub mod crash;
+pub mod images;
+pub mod kernels;
+pub mod variants;
+pub mod vm;

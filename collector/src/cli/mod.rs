@@ -1,12 +1,15 @@
 //! Command-line interface of the `rkdump` binary.
 //!
 //! Every subcommand has its own `--help`. The process exit status is one of [`ExitStatus`]'s
-//! documented values, so scripts and the capture runtime can tell a usage error from a failed or an
-//! incomplete dump.
+//! documented values, so scripts and the capture runtime can tell a usage error from a failed or
+//! an incomplete dump. Errors are printed as one line: what failed and where.
+
+mod progress;
+mod save;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// Process exit statuses of `rkdump`.
 ///
@@ -20,6 +23,9 @@ pub enum ExitStatus {
     Failure = 1,
     /// The command line or a configuration file is invalid.
     Usage = 2,
+    /// A dump was started but could not be finished; the partial output is kept and marked
+    /// incomplete.
+    Incomplete = 3,
 }
 
 impl From<ExitStatus> for ExitCode {
@@ -32,22 +38,42 @@ const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  success
   1  failure: the requested output was not produced
-  2  invalid command line or configuration";
+  2  invalid command line or configuration
+  3  dump incomplete: the partial output is kept, marked incomplete";
 
 /// rkdump: capture, filter and compress Linux crash dumps.
 #[derive(Debug, Parser)]
 #[command(name = "rkdump", version, about, after_help = EXIT_STATUS_HELP)]
-pub struct Cli {}
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Save(save::SaveArgs),
+}
 
 /// Entry point of the `rkdump` binary.
 pub fn main() -> ExitCode {
-    match Cli::try_parse() {
-        Ok(_cli) => ExitStatus::Success.into(),
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(err) => {
-            // clap prints help and version requests to stdout with exit status 0, and usage
-            // errors to stderr with status 2, matching `ExitStatus::Usage`.
+            // clap prints help and version to stdout with status 0, usage errors to stderr
+            // with status 2 (`ExitStatus::Usage`).
             let _ = err.print();
-            ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(ExitStatus::Usage as u8))
+            return ExitCode::from(
+                u8::try_from(err.exit_code()).unwrap_or(ExitStatus::Usage as u8),
+            );
         }
-    }
+    };
+    let status = match cli.command {
+        Command::Save(args) => save::run(&args),
+    };
+    status.into()
+}
+
+/// Prints a one-line error, prefixed with the program name.
+fn report_error(message: &str) {
+    eprintln!("rkdump: error: {message}");
 }

@@ -1,0 +1,474 @@
+//! Page filtering: which page frames of the dead kernel's memory go into the dump.
+//!
+//! The dump level (`-d`) is makedumpfile's bit mask: 1 zero pages, 2 non-private cache, 4
+//! private cache, 8 user data, 16 free pages. Everything but zero pages is decided from the
+//! dead kernel's own `struct page` array ([`memmap`]), classified by makedumpfile's rules
+//! ([`layout`]); zero pages are found later, when the pipeline reads the page data.
+//!
+//! Work proceeds in *cycles*: windows of page frames whose two bitmaps ([`bitmap`]) are built,
+//! used and dropped before the next, so memory stays bounded whatever the machine's size (as in
+//! makedumpfile's cyclic mode). For each cycle [`Filter::cycle`] gives the 1st bitmap (frames
+//! present in the vmcore) and the 2nd bitmap (frames to dump), and adds to the [`Counts`].
+//! Results do not depend on the cycle size: a compound or free range that runs past a cycle is
+//! carried into the next one.
+//!
+//! If the metadata filtering needs is missing or inconsistent, the filter says why in
+//! [`Filter::warnings`] and falls back to a lower dump level (ultimately: every page) instead of
+//! failing, so a dump is never lost to a filtering problem.
+
+pub mod bitmap;
+pub mod layout;
+pub mod memmap;
+
+use std::ops::Range;
+
+pub use bitmap::Bitmap;
+pub use layout::{LayoutError, PageLayout, Verdict};
+pub use memmap::{MemMapError, MemMapRange};
+
+use crate::vmcore::{KernelMemory, PAGE_SHIFT, PAGE_SIZE, TranslateError, Vmcore};
+
+/// A makedumpfile dump level: which kinds of pages to leave out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DumpLevel(u8);
+
+impl DumpLevel {
+    /// Leave out pages filled with zeros.
+    pub const ZERO: Self = Self(1);
+    /// Leave out page-cache pages without private data.
+    pub const CACHE: Self = Self(2);
+    /// Leave out all page-cache pages.
+    pub const CACHE_PRIVATE: Self = Self(4);
+    /// Leave out user-process data pages.
+    pub const USER: Self = Self(8);
+    /// Leave out free pages.
+    pub const FREE: Self = Self(16);
+    /// The highest level (`-d 31`).
+    pub const MAX: u8 = 31;
+
+    /// The level with these bits; `None` above 31.
+    pub const fn new(bits: u8) -> Option<Self> {
+        if bits <= Self::MAX {
+            Some(Self(bits))
+        } else {
+            None
+        }
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// Whether every bit of `other` is set.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// This level without the bits of `other`.
+    pub const fn without(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+}
+
+/// Why a page frame was excluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Category {
+    /// Filled with zeros.
+    Zero,
+    /// Page cache without private data.
+    Cache,
+    /// Page cache with private data (buffer heads).
+    CachePrivate,
+    /// Anonymous or hugetlbfs memory of user processes.
+    User,
+    /// Free (buddy allocator) or unaccepted memory.
+    Free,
+    /// Memory with an uncorrectable hardware error.
+    Hwpoison,
+    /// Logically offline memory (balloons, virtio-mem).
+    Offline,
+}
+
+/// Excluded page counts, per category, as makedumpfile reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Pages filled with zero.
+    pub zero: u64,
+    /// Non-private cache pages.
+    pub cache: u64,
+    /// Private cache pages.
+    pub cache_private: u64,
+    /// User process data pages.
+    pub user: u64,
+    /// Free pages.
+    pub free: u64,
+    /// Hwpoison pages.
+    pub hwpoison: u64,
+    /// Offline pages.
+    pub offline: u64,
+}
+
+impl Counts {
+    /// Adds `pages` to `category`.
+    pub fn add(&mut self, category: Category, pages: u64) {
+        let counter = match category {
+            Category::Zero => &mut self.zero,
+            Category::Cache => &mut self.cache,
+            Category::CachePrivate => &mut self.cache_private,
+            Category::User => &mut self.user,
+            Category::Free => &mut self.free,
+            Category::Hwpoison => &mut self.hwpoison,
+            Category::Offline => &mut self.offline,
+        };
+        *counter += pages;
+    }
+
+    /// The sum over all categories.
+    pub fn excluded(&self) -> u64 {
+        self.zero
+            + self.cache
+            + self.cache_private
+            + self.user
+            + self.free
+            + self.hwpoison
+            + self.offline
+    }
+}
+
+/// Why filtering stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// A batch of `struct page` could not be read.
+    #[error("cannot read struct pages of pfn {pfn:#x} at {vaddr:#x}: {source}")]
+    StructPages {
+        /// First page frame of the batch.
+        pfn: u64,
+        /// Virtual address of its `struct page`.
+        vaddr: u64,
+        /// The reason.
+        source: TranslateError,
+    },
+}
+
+/// An exclusion that runs past the end of a cycle, finished in the next.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    end: u64,
+    category: Category,
+}
+
+/// Decides which page frames to dump, cycle by cycle.
+#[derive(Debug)]
+pub struct Filter<'a> {
+    memory: Option<KernelMemory<'a>>,
+    layout: Option<PageLayout>,
+    sections: Vec<MemMapRange>,
+    requested: DumpLevel,
+    level: DumpLevel,
+    walk: bool,
+    max_mapnr: u64,
+    loads: Vec<Range<u64>>,
+    nodata: Vec<Range<u64>>,
+    in_segments: Vec<Range<u64>>,
+    pending: Option<Pending>,
+    bad_free_orders: u64,
+    warnings: Vec<String>,
+}
+
+impl<'a> Filter<'a> {
+    /// Prepares filtering `vmcore` at `requested` level, lowering the level (with a warning)
+    /// where the dead kernel's metadata does not allow it.
+    pub fn new(vmcore: &'a Vmcore, requested: DumpLevel) -> Self {
+        let mut warnings = Vec::new();
+        let elf_max = vmcore.max_pfn();
+        let mut memory = match KernelMemory::new(vmcore) {
+            Ok(memory) => Some(memory),
+            Err(e) => {
+                warnings.push(format!("cannot translate kernel addresses: {e}"));
+                None
+            }
+        };
+        let layout = match PageLayout::from_vmcoreinfo(vmcore.info()) {
+            Ok(layout) => Some(layout),
+            Err(e) => {
+                warnings.push(format!("cannot interpret struct page: {e}"));
+                None
+            }
+        };
+        let sections = match memory.as_mut().map(|m| memmap::find_mem_map(m, elf_max)) {
+            Some(Ok(sections)) => sections,
+            Some(Err(e)) => {
+                warnings.push(format!("cannot find mem_map: {e}"));
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        let max_mapnr = sections
+            .iter()
+            .map(|s| s.pfn_end)
+            .max()
+            .map_or(elf_max, |m| m.min(elf_max));
+
+        let mut level = requested;
+        let can_walk = layout.is_some() && !sections.is_empty();
+        if !can_walk {
+            let dropped = requested.without(DumpLevel::ZERO);
+            if dropped.bits() != 0 {
+                warnings.push(format!(
+                    "page filtering is impossible; dump level lowered from {} to {}",
+                    requested.bits(),
+                    requested.bits() & DumpLevel::ZERO.bits()
+                ));
+            }
+            level = DumpLevel(requested.bits() & DumpLevel::ZERO.bits());
+        } else if let Some(layout) = &layout
+            && requested.contains(DumpLevel::FREE)
+            && !layout.can_find_free_pages()
+        {
+            warnings.push(
+                "free pages cannot be recognised from struct page; they are kept (dump level without 16)"
+                    .to_owned(),
+            );
+            level = level.without(DumpLevel::FREE);
+        }
+        let walk = can_walk && layout.as_ref().is_some_and(|l| l.walk_needed(level));
+
+        let segments = vmcore.segments();
+        let loads = segments
+            .iter()
+            .map(|s| s.first_pfn()..s.end_pfn())
+            .collect();
+        let nodata = segments
+            .iter()
+            .map(|s| s.file_phys_end().div_ceil(PAGE_SIZE)..s.phys_end.div_ceil(PAGE_SIZE))
+            .filter(|r| r.start < r.end)
+            .collect();
+        let mut in_segments: Vec<Range<u64>> = segments
+            .iter()
+            .map(|s| s.phys_start.div_ceil(PAGE_SIZE)..s.file_phys_end().div_ceil(PAGE_SIZE))
+            .filter(|r| r.start < r.end)
+            .collect();
+        in_segments.sort_by_key(|r| r.start);
+        let in_segments = merge(in_segments);
+
+        Self {
+            memory,
+            layout,
+            sections,
+            requested,
+            level,
+            walk,
+            max_mapnr,
+            loads,
+            nodata,
+            in_segments,
+            pending: None,
+            bad_free_orders: 0,
+            warnings,
+        }
+    }
+
+    /// The number of page frames the dump covers (`max_mapnr`).
+    pub fn max_mapnr(&self) -> u64 {
+        self.max_mapnr
+    }
+
+    /// The dump level asked for.
+    pub fn requested_level(&self) -> DumpLevel {
+        self.requested
+    }
+
+    /// The dump level actually applied.
+    pub fn level(&self) -> DumpLevel {
+        self.level
+    }
+
+    /// Problems met so far, one line each.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The sections' `struct page` arrays, if they were found.
+    pub fn sections(&self) -> &[MemMapRange] {
+        &self.sections
+    }
+
+    /// makedumpfile's "Memory Hole" count: `max_mapnr` minus the page frames of every PT_LOAD,
+    /// overlapping ones (the kernel-text alias) counted each time.
+    pub fn memory_hole(&self) -> u64 {
+        let present: u64 = self
+            .loads
+            .iter()
+            .map(|r| {
+                r.end
+                    .min(self.max_mapnr)
+                    .saturating_sub(r.start.min(self.max_mapnr))
+            })
+            .sum();
+        self.max_mapnr.saturating_sub(present)
+    }
+
+    /// Gives up page classification after `reason`: the level drops to zero-page exclusion only.
+    /// Call [`Filter::restart`] and redo the cycles afterwards.
+    pub fn degrade(&mut self, reason: &str) {
+        self.warnings.push(format!(
+            "{reason}; dump level lowered from {} to {}",
+            self.level.bits(),
+            self.level.bits() & DumpLevel::ZERO.bits()
+        ));
+        self.level = DumpLevel(self.level.bits() & DumpLevel::ZERO.bits());
+        self.walk = false;
+    }
+
+    /// Starts over from the first cycle.
+    pub fn restart(&mut self) {
+        self.pending = None;
+    }
+
+    /// Builds the bitmaps of the cycle `pfns` (which must start at a multiple of 8 and follow the
+    /// previous cycle) and adds its exclusions to `counts`. Returns `(1st, 2nd)` bitmaps.
+    pub fn cycle(
+        &mut self,
+        pfns: Range<u64>,
+        counts: &mut Counts,
+    ) -> Result<(Bitmap, Bitmap), FilterError> {
+        let mut first = Bitmap::new(pfns.clone());
+        for load in &self.loads {
+            first.set_range(load.clone());
+        }
+        let mut second = first.clone();
+        for range in &self.nodata {
+            second.clear_range(range.clone());
+        }
+        if self.walk {
+            self.walk_cycle(&pfns, &mut second, counts)?;
+        }
+        Ok((first, second))
+    }
+
+    fn walk_cycle(
+        &mut self,
+        cycle: &Range<u64>,
+        second: &mut Bitmap,
+        counts: &mut Counts,
+    ) -> Result<(), FilterError> {
+        let layout = self.layout.clone().expect("walk implies a layout");
+        let memory = self
+            .memory
+            .as_mut()
+            .expect("walk implies address translation");
+        let mut pending = self.pending.take();
+        let page_size = layout.size;
+        let mut batch = Vec::new();
+        for section in &self.sections {
+            if section.pfn_end < cycle.start || section.pfn_start > cycle.end {
+                continue;
+            }
+            let mut start = section.pfn_start;
+            if let Some(carried) = pending.take() {
+                pending = exclude_range(
+                    carried.category,
+                    cycle.start,
+                    carried.end,
+                    cycle,
+                    second,
+                    counts,
+                );
+                start = start.max(carried.end);
+            }
+            let mut batch_range = 0..0;
+            let mut pfn = start;
+            while pfn < section.pfn_end {
+                if !cycle.contains(&pfn) || !contains(&self.in_segments, pfn) {
+                    pfn += 1;
+                    continue;
+                }
+                if !batch_range.contains(&pfn) {
+                    let end = (pfn + 1)
+                        .next_multiple_of(layout::STRUCT_PAGE_BATCH)
+                        .min(section.pfn_end);
+                    let vaddr = section.mem_map + (pfn - section.pfn_start) * page_size as u64;
+                    batch.resize((end - pfn) as usize * page_size, 0);
+                    memory
+                        .read(vaddr, &mut batch)
+                        .map_err(|source| FilterError::StructPages { pfn, vaddr, source })?;
+                    batch_range = pfn..end;
+                }
+                let index = (pfn - batch_range.start) as usize;
+                let page = &batch[index * page_size..(index + 1) * page_size];
+                let next = batch.get((index + 1) * page_size..(index + 2) * page_size);
+                match layout.classify(self.level, pfn, page, next) {
+                    Verdict::Keep => pfn += 1,
+                    Verdict::BadFreeOrder(_) => {
+                        self.bad_free_orders += 1;
+                        pfn += 1;
+                    }
+                    Verdict::Exclude { category, pages: 1 } => {
+                        second.clear(pfn);
+                        counts.add(category, 1);
+                        pfn += 1;
+                    }
+                    Verdict::Exclude { category, pages } => {
+                        pending = exclude_range(category, pfn, pfn + pages, cycle, second, counts);
+                        pfn += pages;
+                    }
+                }
+            }
+        }
+        self.pending = pending;
+        if self.bad_free_orders > 0 && cycle.end >= self.max_mapnr {
+            self.warnings.push(format!(
+                "{} free pages claimed an invalid order and were kept",
+                self.bad_free_orders
+            ));
+            self.bad_free_orders = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Clears `[start, end)` within the cycle and counts every page frame of it (as makedumpfile
+/// does, whether or not its bit was set); returns what is left for the next cycle.
+fn exclude_range(
+    category: Category,
+    start: u64,
+    end: u64,
+    cycle: &Range<u64>,
+    second: &mut Bitmap,
+    counts: &mut Counts,
+) -> Option<Pending> {
+    let clipped = end.min(cycle.end);
+    if start < clipped {
+        second.clear_range(start..clipped);
+        counts.add(category, clipped - start);
+    }
+    (end > cycle.end).then_some(Pending { end, category })
+}
+
+fn merge(sorted: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(sorted.len());
+    for range in sorted {
+        match merged.last_mut() {
+            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+            _ => merged.push(range),
+        }
+    }
+    merged
+}
+
+fn contains(sorted: &[Range<u64>], pfn: u64) -> bool {
+    let i = sorted.partition_point(|r| r.end <= pfn);
+    sorted.get(i).is_some_and(|r| r.start <= pfn)
+}
+
+/// Splits `[0, max_mapnr)` into cycles of at most `pfns_per_cycle` page frames (a multiple of 8).
+pub fn cycles(max_mapnr: u64, pfns_per_cycle: u64) -> impl Iterator<Item = Range<u64>> {
+    let step = pfns_per_cycle.max(8).next_multiple_of(8);
+    (0..max_mapnr.div_ceil(step)).map(move |i| i * step..((i + 1) * step).min(max_mapnr))
+}
+
+/// Physical address of page frame `pfn`.
+pub const fn pfn_to_phys(pfn: u64) -> u64 {
+    pfn << PAGE_SHIFT
+}

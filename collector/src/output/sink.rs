@@ -1,0 +1,227 @@
+//! Destinations for positioned writes.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+
+use crate::format::flat::{self, Record};
+
+/// Why a dump could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The destination is full.
+    #[error("{target} is full: {len} bytes at offset {offset:#x} could not be written")]
+    NoSpace {
+        /// The destination.
+        target: String,
+        /// Offset of the failed write.
+        offset: u64,
+        /// Size of the failed write.
+        len: usize,
+    },
+    /// Any other write failure.
+    #[error("writing {len} bytes at offset {offset:#x} of {target}: {source}")]
+    Io {
+        /// The destination.
+        target: String,
+        /// Offset of the failed write.
+        offset: u64,
+        /// Size of the failed write.
+        len: usize,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl OutputError {
+    fn new(target: &str, offset: u64, len: usize, source: io::Error) -> Self {
+        let target = target.to_owned();
+        if source.raw_os_error() == Some(nix::libc::ENOSPC)
+            || source.kind() == io::ErrorKind::StorageFull
+        {
+            Self::NoSpace {
+                target,
+                offset,
+                len,
+            }
+        } else {
+            Self::Io {
+                target,
+                offset,
+                len,
+                source,
+            }
+        }
+    }
+
+    /// Whether the destination ran out of space.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Self::NoSpace { .. })
+    }
+}
+
+/// A destination for positioned writes.
+pub trait Sink: Send {
+    /// Writes `data` at `offset` of the dump file.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), OutputError>;
+
+    /// Completes the output (end marker, flush, fsync).
+    fn finish(&mut self) -> Result<(), OutputError>;
+
+    /// Bytes handed to the destination so far, including any framing.
+    fn bytes_written(&self) -> u64;
+}
+
+impl Sink for Box<dyn Sink> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), OutputError> {
+        (**self).write_at(offset, data)
+    }
+
+    fn finish(&mut self) -> Result<(), OutputError> {
+        (**self).finish()
+    }
+
+    fn bytes_written(&self) -> u64 {
+        (**self).bytes_written()
+    }
+}
+
+/// Positioned writes to a file or block device.
+#[derive(Debug)]
+pub struct FileSink {
+    file: File,
+    target: String,
+    written: u64,
+}
+
+impl FileSink {
+    /// Writes to `file`, named `target` in errors.
+    pub fn new(file: File, target: &str) -> Self {
+        Self {
+            file,
+            target: target.to_owned(),
+            written: 0,
+        }
+    }
+
+    /// The file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl Sink for FileSink {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), OutputError> {
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| OutputError::new(&self.target, offset, data.len(), e))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), OutputError> {
+        self.file
+            .sync_all()
+            .map_err(|e| OutputError::new(&self.target, self.written, 0, e))
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.written
+    }
+}
+
+/// Positioned writes as a makedumpfile flattened stream.
+#[derive(Debug)]
+pub struct FlatSink<W: Write + Send> {
+    out: W,
+    target: String,
+    written: u64,
+}
+
+impl<W: Write + Send> FlatSink<W> {
+    /// Starts a flattened stream on `out` (writes the stream header).
+    pub fn new(mut out: W, target: &str) -> Result<Self, OutputError> {
+        out.write_all(&flat::encode_header())
+            .map_err(|e| OutputError::new(target, 0, flat::HEADER_SIZE, e))?;
+        Ok(Self {
+            out,
+            target: target.to_owned(),
+            written: flat::HEADER_SIZE as u64,
+        })
+    }
+
+    /// Gives the stream back (after [`Sink::finish`]).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+impl<W: Write + Send> Sink for FlatSink<W> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), OutputError> {
+        let header = flat::encode_record(Record::Data {
+            offset,
+            size: data.len() as u64,
+        });
+        let at = self.written;
+        self.out
+            .write_all(&header)
+            .and_then(|()| self.out.write_all(data))
+            .map_err(|e| OutputError::new(&self.target, at, data.len(), e))?;
+        self.written += (header.len() + data.len()) as u64;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), OutputError> {
+        let at = self.written;
+        self.out
+            .write_all(&flat::encode_record(Record::End))
+            .and_then(|()| self.out.flush())
+            .map_err(|e| OutputError::new(&self.target, at, flat::RECORD_HEADER_SIZE, e))?;
+        self.written += flat::RECORD_HEADER_SIZE as u64;
+        Ok(())
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_records_carry_offsets_big_endian() {
+        let mut sink = FlatSink::new(Vec::new(), "memory").unwrap();
+        sink.write_at(0x1000, b"abc").unwrap();
+        sink.finish().unwrap();
+        let bytes = sink.into_inner();
+        assert_eq!(bytes.len(), 4096 + 16 + 3 + 16);
+        assert_eq!(
+            &bytes[4096..4112],
+            &[0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 3]
+        );
+        assert_eq!(&bytes[4112..4115], b"abc");
+        assert_eq!(&bytes[4115..], &[0xff; 16]);
+    }
+
+    #[test]
+    fn a_full_device_is_reported_as_no_space() {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut sink = FlatSink::new(io::BufWriter::with_capacity(0, full), "/dev/full")
+            .expect_err("writing to /dev/full fails");
+        assert!(sink.is_no_space(), "{sink}");
+        sink = OutputError::NoSpace {
+            target: "x".into(),
+            offset: 4096,
+            len: 1,
+        };
+        assert_eq!(
+            sink.to_string(),
+            "x is full: 1 bytes at offset 0x1000 could not be written"
+        );
+    }
+}
