@@ -17,6 +17,7 @@
 //! module is built with `unsafe_code` denied.
 
 pub mod cli;
+pub mod dmesg;
 pub mod dump;
 pub mod filter;
 pub mod format;

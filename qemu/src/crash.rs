@@ -27,7 +27,7 @@ const DISK_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "ext4"];
 /// The dump level and options rkdump uses in the capture kernel (kdump-utils' default level).
 pub const SAVE_ARGS: &str = "-d 31";
 /// Bumped when the run procedure changes in a way the hashed inputs do not show.
-const PROCEDURE_VERSION: u32 = 1;
+const PROCEDURE_VERSION: u32 = 2;
 
 /// The stages of a run, in order, with how long each may take under TCG.
 pub const STAGES: &[(&str, u64)] = &[
@@ -48,8 +48,8 @@ pub struct CrashRun {
     pub kernel: Kernel,
     /// The run's directory.
     pub dir: PathBuf,
-    /// Seconds from QEMU start to each stage.
-    pub stages: Vec<(String, f64)>,
+    /// Each stage: name, seconds from QEMU start, and the rest of its console line.
+    pub stages: Vec<(String, f64, String)>,
 }
 
 impl CrashRun {
@@ -77,8 +77,16 @@ impl CrashRun {
     pub fn stage(&self, stage: &str) -> Option<f64> {
         self.stages
             .iter()
-            .find(|(name, _)| name == stage)
-            .map(|(_, at)| *at)
+            .find(|(name, ..)| name == stage)
+            .map(|(_, at, _)| *at)
+    }
+
+    /// The console line's text after the name of `stage`.
+    pub fn stage_detail(&self, stage: &str) -> Option<&str> {
+        self.stages
+            .iter()
+            .find(|(name, ..)| name == stage)
+            .map(|(.., detail)| detail.as_str())
     }
 }
 
@@ -113,8 +121,12 @@ pub fn crash(variant: &Variant) -> Result<CrashRun> {
     if let Ok(text) = std::fs::read_to_string(&stages_file) {
         let stages = text
             .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(name, at)| Ok((name.to_owned(), at.parse()?)))
+            .map(|line| {
+                let mut parts = line.splitn(3, ' ');
+                let name = parts.next().unwrap_or_default().to_owned();
+                let at = parts.next().unwrap_or_default().parse()?;
+                Ok((name, at, parts.next().unwrap_or_default().to_owned()))
+            })
             .collect::<Result<_>>()?;
         return Ok(CrashRun {
             variant: *variant,
@@ -130,7 +142,7 @@ pub fn crash(variant: &Variant) -> Result<CrashRun> {
     let stages = run(variant, &kernel, &rkdump, &workload, &dir)?;
     let text: String = stages
         .iter()
-        .map(|(name, at)| format!("{name} {at:.1}\n"))
+        .map(|(name, at, detail)| format!("{name} {at:.1} {detail}\n"))
         .collect();
     std::fs::write(&stages_file, text)?;
     Ok(CrashRun {
@@ -147,7 +159,7 @@ fn run(
     rkdump: &Path,
     workload: &Path,
     dir: &Path,
-) -> Result<Vec<(String, f64)>> {
+) -> Result<Vec<(String, f64, String)>> {
     let mut capture = ImageBuilder::new();
     capture.busybox()?;
     capture.host_file("/bin/rkdump", 0o755, rkdump)?;
@@ -210,10 +222,10 @@ fn run(
     let mut stages = Vec::new();
     for (stage, limit) in STAGES {
         let seen = vm.wait_for(stage, Duration::from_secs(*limit))?;
-        stages.push((seen.name, seen.at.as_secs_f64()));
+        stages.push((seen.name, seen.at.as_secs_f64(), seen.detail));
     }
     let (_, exit_at) = vm.wait_exit(Duration::from_secs(120))?;
-    stages.push(("exit".to_owned(), exit_at.as_secs_f64()));
+    stages.push(("exit".to_owned(), exit_at.as_secs_f64(), String::new()));
 
     extract_dir(&dump_disk, "/crash", dir)?;
     truncate_to_elf_end(&raw_disk)?;

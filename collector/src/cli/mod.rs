@@ -4,6 +4,7 @@
 //! documented values, so scripts and the capture runtime can tell a usage error from a failed or
 //! an incomplete dump. Errors are printed as one line: what failed and where.
 
+mod dmesg;
 mod progress;
 mod save;
 
@@ -52,6 +53,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Save(save::SaveArgs),
+    Dmesg(dmesg::DmesgArgs),
 }
 
 /// Entry point of the `rkdump` binary.
@@ -69,6 +71,7 @@ pub fn main() -> ExitCode {
     };
     let status = match cli.command {
         Command::Save(args) => save::run(&args),
+        Command::Dmesg(args) => dmesg::run(&args),
     };
     status.into()
 }

@@ -29,8 +29,8 @@ fn main() -> Result<()> {
                 .with_context(|| format!("no variant named {variant:?}"))?;
             let run = crash::crash(variant)?;
             println!("run directory: {}", run.dir.display());
-            for (stage, at) in &run.stages {
-                println!("  {stage:<15} {at:>7.1} s");
+            for (stage, at, detail) in &run.stages {
+                println!("  {stage:<15} {at:>7.1} s  {detail}");
             }
         }
         Command::Variants => {

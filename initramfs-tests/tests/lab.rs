@@ -1,0 +1,261 @@
+//! Real crashes in QEMU, captured by rkdump in the capture kernel, checked against the
+//! reference tools on the host.
+//!
+//! Each variant crashes once (`rkdump_lab::crash::crash` caches the run); every check below
+//! reads that one run. The guest writes rkdump's dump and `vmcore-dmesg.txt`, then a raw copy
+//! of `/proc/vmcore`, which is the reference input for makedumpfile.
+//!
+//! Variants whose module name starts with `long_` are slow (3 GiB, 5-level paging) and run only
+//! in the long mode (`RKDUMP_LAB_LONG=1 bash .ci/test`).
+
+use std::process::Command;
+
+use initramfs_tests::{
+    Report, crash, drgn_crashed_stack, makedumpfile, makedumpfile_report, rkdump, rkdump_report,
+    run_ok,
+};
+use rkdump_lab::crash::CrashRun;
+use rkdump_lab::kernels::Flavor;
+use rkdump_lab::variants;
+
+fn crash_run(name: &str) -> CrashRun {
+    let variant = variants::by_name(name).expect("variant exists");
+    let run = rkdump_lab::crash::crash(variant)
+        .unwrap_or_else(|e| panic!("lab run of {name} failed: {e:#}"));
+    for (stage, at, detail) in &run.stages {
+        println!("{name}: {stage:<15} {at:7.1} s  {detail}");
+    }
+    run
+}
+
+fn summary(run: &CrashRun) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(run.capture_dir().join("summary.json")).expect("summary.json");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("summary.json is not JSON ({e}): {text}"))
+}
+
+fn check_capture_completed(run: &CrashRun) {
+    let status = std::fs::read_to_string(run.capture_dir().join("save.status")).unwrap();
+    let log = std::fs::read_to_string(run.capture_dir().join("save.log")).unwrap();
+    assert_eq!(
+        status.trim(),
+        "0",
+        "rkdump save failed in the capture kernel:\n{log}"
+    );
+    let summary = summary(run);
+    assert_eq!(summary["complete"], true);
+    // One worker per CPU the capture kernel has online. That is nr_cpus, except on kernels that
+    // keep the real boot CPU offline when another CPU panicked (6.12: "Crash kernel detected.
+    // Disabling real BSP to prevent machine INIT").
+    let detail = run.stage_detail("capture-boot").unwrap();
+    let online: u64 = detail.rsplit_once("cpus=").unwrap().1.parse().unwrap();
+    assert!(
+        (1..=u64::from(run.variant.capture_cpus)).contains(&online),
+        "{detail}"
+    );
+    assert_eq!(
+        summary["threads"], online,
+        "threads = online CPUs of the capture kernel"
+    );
+    assert!(run.dump().is_file() && !run.capture_dir().join("vmcore-incomplete").exists());
+    let dump_size = std::fs::metadata(run.dump()).unwrap().len();
+    assert_eq!(summary["bytes_written"], dump_size);
+    let panic_to_dump = run.stage("dump-done").unwrap() - run.stage("panic").unwrap();
+    println!(
+        "{}: panic to dump complete {panic_to_dump:.1} s, dump {dump_size} bytes, rkdump peak RSS {} KiB",
+        run.variant.name, summary["peak_rss_kib"]
+    );
+}
+
+fn check_drgn(run: &CrashRun) {
+    let stack = drgn_crashed_stack(&run.kernel.vmlinux(), &run.dump());
+    assert!(
+        stack.contains("sysrq_handle_crash"),
+        "drgn's crashed-thread stack:\n{stack}"
+    );
+}
+
+fn check_crash(run: &CrashRun) {
+    let output = crash(&run.kernel.vmlinux(), &run.dump(), &["sys", "log", "bt"]);
+    if run.kernel.flavor == Flavor::Generic612 {
+        // bookworm's crash 8.0.2 predates 6.12: it must fail on makedumpfile's dump of the same
+        // vmcore too, or this variant has to be checked with crash as well.
+        let dir = tempfile::tempdir().unwrap();
+        let reference = dir.path().join("vmcore.mdf");
+        makedumpfile_report(&run.raw_vmcore(), 31, &reference);
+        let theirs = crash(&run.kernel.vmlinux(), &reference, &["sys", "bt"]);
+        assert!(
+            !theirs.contains("sysrq_handle_crash"),
+            "crash now reads 6.12:\n{theirs}"
+        );
+        assert!(!output.contains("sysrq_handle_crash"));
+        return;
+    }
+    assert!(
+        output.contains("PANIC: \"Kernel panic - not syncing: sysrq triggered crash"),
+        "sys:\n{output}"
+    );
+    assert!(output.contains("sysrq: Trigger a crash"), "log:\n{output}");
+    assert!(output.contains("sysrq_handle_crash"), "bt:\n{output}");
+    assert!(
+        !output.contains("read error"),
+        "crash reported read errors:\n{output}"
+    );
+}
+
+fn check_dmesg(run: &CrashRun) {
+    let ours = std::fs::read(run.capture_dir().join("vmcore-dmesg.txt")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = dir.path().join("dmesg");
+    run_ok(
+        Command::new(makedumpfile())
+            .arg("--dump-dmesg")
+            .arg(run.raw_vmcore())
+            .arg(&theirs),
+    );
+    let theirs = std::fs::read(theirs).unwrap();
+    assert!(
+        ours == theirs,
+        "vmcore-dmesg.txt differs from makedumpfile --dump-dmesg"
+    );
+    assert!(String::from_utf8_lossy(&ours).contains("sysrq: Trigger a crash"));
+}
+
+fn check_counts_in_guest(run: &CrashRun) {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("vmcore.mdf");
+    let theirs = makedumpfile_report(&run.raw_vmcore(), 31, &reference);
+    let ours = summary(run);
+    let excluded = &ours["excluded"];
+    let field = |name: &str| excluded[name].as_u64().unwrap();
+    assert_eq!(
+        (
+            field("zero"),
+            field("cache"),
+            field("cache_private"),
+            field("user"),
+            field("free")
+        ),
+        (
+            theirs.zero,
+            theirs.cache,
+            theirs.cache_private,
+            theirs.user,
+            theirs.free
+        ),
+        "in-guest counts differ from makedumpfile on the raw vmcore"
+    );
+    assert_eq!(
+        (field("hwpoison"), field("offline")),
+        (theirs.hwpoison, theirs.offline)
+    );
+    assert_eq!(ours["total_pages"], theirs.total);
+    assert_eq!(ours["memory_hole"], theirs.memory_hole);
+    // Same layout and the same zstd level-1 frames per page: the files are identical.
+    assert!(
+        std::fs::read(&reference).unwrap() == std::fs::read(run.dump()).unwrap(),
+        "rkdump's dump differs from makedumpfile -z -d 31 of the same vmcore"
+    );
+}
+
+fn check_counts_on_host(run: &CrashRun) {
+    let dir = tempfile::tempdir().unwrap();
+    for level in [0, 1, 2, 4, 8, 16, 31] {
+        let theirs = makedumpfile_report(&run.raw_vmcore(), level, &dir.path().join("mdf"));
+        let ours = rkdump_report(&run.raw_vmcore(), level, &[], &dir.path().join("rk"));
+        assert_eq!(ours, theirs, "-d {level}: rkdump and makedumpfile disagree");
+    }
+}
+
+fn check_flattened(run: &CrashRun) {
+    let dir = tempfile::tempdir().unwrap();
+    let direct = dir.path().join("direct");
+    let stream = dir.path().join("stream");
+    run_ok(
+        Command::new(rkdump())
+            .args(["save", "--message-level", "0", "-d", "31"])
+            .arg(run.raw_vmcore())
+            .arg(&direct),
+    );
+    run_ok(
+        Command::new(rkdump())
+            .args(["save", "--message-level", "0", "-F", "-d", "31"])
+            .arg(run.raw_vmcore())
+            .arg(&stream),
+    );
+    let rebuilt = dir.path().join("rebuilt");
+    run_ok(Command::new("sh").arg("-c").arg(format!(
+        "{} -R {} < {}",
+        makedumpfile().display(),
+        rebuilt.display(),
+        stream.display()
+    )));
+    assert!(
+        std::fs::read(&direct).unwrap() == std::fs::read(&rebuilt).unwrap(),
+        "makedumpfile -R of rkdump -F differs from the direct file"
+    );
+}
+
+macro_rules! lab_variant {
+    ($module:ident, $name:literal) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn capture_completed_in_the_capture_kernel() {
+                check_capture_completed(&crash_run($name));
+            }
+
+            #[test]
+            fn drgn_shows_the_sysrq_panic() {
+                check_drgn(&crash_run($name));
+            }
+
+            #[test]
+            fn crash_runs_sys_log_and_bt() {
+                check_crash(&crash_run($name));
+            }
+
+            #[test]
+            fn dmesg_matches_makedumpfile() {
+                check_dmesg(&crash_run($name));
+            }
+
+            #[test]
+            fn counts_match_makedumpfile_on_the_same_vmcore() {
+                check_counts_in_guest(&crash_run($name));
+            }
+
+            #[test]
+            fn counts_match_makedumpfile_at_each_dump_level() {
+                check_counts_on_host(&crash_run($name));
+            }
+
+            #[test]
+            fn flattened_stream_rebuilds_with_makedumpfile_r() {
+                check_flattened(&crash_run($name));
+            }
+        }
+    };
+}
+
+lab_variant!(default, "default");
+lab_variant!(cloud_nokaslr_idle, "cloud-nokaslr-idle");
+lab_variant!(v6_12, "6.12");
+lab_variant!(long_la57, "la57");
+lab_variant!(long_3g, "3g");
+
+#[test]
+fn report_parser_reads_makedumpfile_output() {
+    let text = "\nOriginal pages  : 0x00000000000333a8\n  Excluded pages   : 0x000000000002992b\n\
+    Pages filled with zero  : 0x000000000000177e\n    Non-private cache pages : 0x000000000000164a\n\
+    Private cache pages     : 0x000000000000482b\n    User process data pages : 0x000000000000d7f0\n\
+    Free pages              : 0x0000000000014b48\n    Hwpoison pages          : 0x0000000000000000\n\
+    Offline pages           : 0x0000000000000000\n    Extension filter pages  : 0x0000000000000000\n\
+  Remaining pages  : 0x0000000000009a7d\nMemory Hole     : 0x000000000000cc32\nTotal pages     : 0x000000000003ffda\n";
+    let report = Report::parse(text);
+    assert_eq!(
+        (report.original, report.free, report.total),
+        (0x333a8, 0x14b48, 0x3ffda)
+    );
+}
