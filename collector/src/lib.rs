@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod dmesg;
 pub mod dump;
+pub mod dumpfile;
 pub mod filter;
 pub mod format;
 pub mod kmod;

@@ -5,7 +5,9 @@
 //! an incomplete dump. Errors are printed as one line: what failed and where.
 
 mod dmesg;
+mod info;
 mod progress;
+mod reassemble;
 mod save;
 
 use std::process::ExitCode;
@@ -54,6 +56,8 @@ pub struct Cli {
 enum Command {
     Save(save::SaveArgs),
     Dmesg(dmesg::DmesgArgs),
+    Info(info::InfoArgs),
+    Reassemble(reassemble::ReassembleArgs),
 }
 
 /// Entry point of the `rkdump` binary.
@@ -72,6 +76,8 @@ pub fn main() -> ExitCode {
     let status = match cli.command {
         Command::Save(args) => save::run(&args),
         Command::Dmesg(args) => dmesg::run(&args),
+        Command::Info(args) => info::run(&args),
+        Command::Reassemble(args) => reassemble::run(&args),
     };
     status.into()
 }

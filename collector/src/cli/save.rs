@@ -64,6 +64,10 @@ pub struct SaveArgs {
     /// Write makedumpfile's flattened format (to standard output if DUMPFILE is omitted).
     #[arg(short = 'F')]
     flattened: bool,
+    /// Wrap the -F stream in an LZ4 frame, for transports (`lz4 -d` or `rkdump reassemble`
+    /// unwraps it). Pages are compressed already; this mostly shrinks the bitmaps and zero runs.
+    #[arg(long, requires = "flattened")]
+    lz4: bool,
     /// Worker threads (default: the online CPUs).
     #[arg(long = "num-threads", value_name = "N")]
     num_threads: Option<usize>,
@@ -150,6 +154,7 @@ impl SaveArgs {
             destination,
             format: if self.elf { Format::Elf } else { Format::Kdump },
             flattened: self.flattened,
+            lz4: self.lz4,
             codec,
             level,
             threads,

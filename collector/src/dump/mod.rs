@@ -30,6 +30,7 @@ pub use report::{ExcludedPages, Summary};
 use crate::filter::{self, Bitmap, Counts, DumpLevel, Filter, FilterError};
 use crate::format::kdump::{COMPRESSED_ZSTD, UTS_FIELD_LEN};
 use crate::output::kdump::{KdumpSpec, KdumpWriter};
+use crate::output::sink::Stream;
 use crate::output::{FileSink, FlatSink, OutputError, Sink};
 use crate::pipeline::{self, Chunk, Codec, PipelineError, Settings};
 use crate::vmcore::window::{Access, PageMap};
@@ -67,6 +68,8 @@ pub struct SaveOptions {
     pub format: Format,
     /// Write a flattened stream instead of a seekable file.
     pub flattened: bool,
+    /// Wrap the flattened stream in an LZ4 frame (`lz4 -d` unwraps it).
+    pub lz4: bool,
     /// Page compression (kdump format only).
     pub codec: Codec,
     /// Dump level.
@@ -160,13 +163,40 @@ struct Opened {
     label: String,
 }
 
-fn incomplete_name(path: &Path) -> PathBuf {
+/// The name a file is written under until it is complete: `<name>-incomplete`.
+pub fn incomplete_name(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push("-incomplete");
     path.with_file_name(name)
 }
 
+/// Starts a flattened stream on `out`, inside an LZ4 frame when asked.
+fn flat_sink<W: Stream + 'static>(
+    out: W,
+    lz4: bool,
+    label: &str,
+) -> Result<Box<dyn Sink>, OutputError> {
+    Ok(if lz4 {
+        Box::new(FlatSink::new(
+            lz4_flex::frame::FrameEncoder::new(out),
+            label,
+        )?)
+    } else {
+        Box::new(FlatSink::new(out, label)?)
+    })
+}
+
 fn open_destination(options: &SaveOptions) -> Result<Opened, SaveError> {
+    if options.lz4 && !options.flattened {
+        return Err(SaveError::Usage(
+            "--lz4 frames a flattened stream: it needs -F".into(),
+        ));
+    }
+    let started = |source| SaveError::Output {
+        source,
+        partial: None,
+        summary: Box::default(),
+    };
     let path = match &options.destination {
         Destination::Stdout => {
             if !options.flattened {
@@ -174,17 +204,10 @@ fn open_destination(options: &SaveOptions) -> Result<Opened, SaveError> {
                     "writing to standard output needs -F (flattened format)".into(),
                 ));
             }
-            let sink = FlatSink::new(
-                BufWriter::with_capacity(1 << 20, io::stdout()),
-                "standard output",
-            )
-            .map_err(|source| SaveError::Output {
-                source,
-                partial: None,
-                summary: Box::default(),
-            })?;
+            let out = BufWriter::with_capacity(1 << 20, io::stdout());
+            let sink = flat_sink(out, options.lz4, "standard output").map_err(started)?;
             return Ok(Opened {
-                sink: Box::new(sink),
+                sink,
                 rename: None,
                 label: "-".into(),
             });
@@ -218,15 +241,8 @@ fn open_destination(options: &SaveOptions) -> Result<Opened, SaveError> {
         )
     };
     let label = written_as.display().to_string();
-    let sink: Box<dyn Sink> = if options.flattened {
-        let stream = BufWriter::with_capacity(1 << 20, file);
-        Box::new(
-            FlatSink::new(stream, &label).map_err(|source| SaveError::Output {
-                source,
-                partial: rename.as_ref().map(|(t, _)| t.clone()),
-                summary: Box::default(),
-            })?,
-        )
+    let sink = if options.flattened {
+        flat_sink(BufWriter::with_capacity(1 << 20, file), options.lz4, &label).map_err(started)?
     } else {
         Box::new(FileSink::new(file, &label))
     };

@@ -10,6 +10,7 @@
 //! * [`vmcoreinfo`]: the dead kernel's `KEY=VALUE` description of itself.
 //! * [`kdump`]: the kdump-compressed (`KDUMP   `) header, sub header and page descriptors.
 //! * [`flat`]: makedumpfile's flattened stream (`-F`).
+//! * [`time`]: UTC calendar dates from Unix time.
 //! * [`cpio`]: the `newc` archives that initramfs images are made of.
 
 pub mod bytes;
@@ -18,4 +19,5 @@ pub mod elf;
 pub mod flat;
 pub mod kdump;
 pub mod note;
+pub mod time;
 pub mod vmcoreinfo;

@@ -1,7 +1,7 @@
 //! Destinations for positioned writes.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 
 use crate::format::flat::{self, Record};
@@ -130,15 +130,42 @@ impl Sink for FileSink {
     }
 }
 
+/// A byte stream that can be completed: flushed, made durable where that means something,
+/// and closed where the encoding has a trailer (an LZ4 frame's end mark).
+pub trait Stream: Write + Send {
+    /// Completes the stream.
+    fn complete(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+}
+
+impl Stream for Vec<u8> {}
+
+impl Stream for BufWriter<io::Stdout> {}
+
+impl Stream for BufWriter<File> {
+    fn complete(&mut self) -> io::Result<()> {
+        self.flush()?;
+        self.get_ref().sync_all()
+    }
+}
+
+impl<W: Stream> Stream for lz4_flex::frame::FrameEncoder<W> {
+    fn complete(&mut self) -> io::Result<()> {
+        self.try_finish().map_err(io::Error::other)?;
+        self.get_mut().complete()
+    }
+}
+
 /// Positioned writes as a makedumpfile flattened stream.
 #[derive(Debug)]
-pub struct FlatSink<W: Write + Send> {
+pub struct FlatSink<W: Stream> {
     out: W,
     target: String,
     written: u64,
 }
 
-impl<W: Write + Send> FlatSink<W> {
+impl<W: Stream> FlatSink<W> {
     /// Starts a flattened stream on `out` (writes the stream header).
     pub fn new(mut out: W, target: &str) -> Result<Self, OutputError> {
         out.write_all(&flat::encode_header())
@@ -156,8 +183,12 @@ impl<W: Write + Send> FlatSink<W> {
     }
 }
 
-impl<W: Write + Send> Sink for FlatSink<W> {
+impl<W: Stream> Sink for FlatSink<W> {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), OutputError> {
+        // makedumpfile -R takes a record of size 0 for the end of the stream.
+        if data.is_empty() {
+            return Ok(());
+        }
         let header = flat::encode_record(Record::Data {
             offset,
             size: data.len() as u64,
@@ -175,7 +206,7 @@ impl<W: Write + Send> Sink for FlatSink<W> {
         let at = self.written;
         self.out
             .write_all(&flat::encode_record(Record::End))
-            .and_then(|()| self.out.flush())
+            .and_then(|()| self.out.complete())
             .map_err(|e| OutputError::new(&self.target, at, flat::RECORD_HEADER_SIZE, e))?;
         self.written += flat::RECORD_HEADER_SIZE as u64;
         Ok(())

@@ -131,6 +131,7 @@ pub struct Vmcore {
     info: VmcoreInfo,
     vmcoreinfo_range: Option<(u64, u64)>,
     cpus: usize,
+    elf_flags: u32,
 }
 
 impl Vmcore {
@@ -266,6 +267,7 @@ impl Vmcore {
             info,
             vmcoreinfo_range,
             cpus,
+            elf_flags: header.flags,
         })
     }
 
@@ -307,6 +309,11 @@ impl Vmcore {
     /// Offset and size of the VMCOREINFO text within [`Vmcore::notes`].
     pub fn vmcoreinfo_range(&self) -> Option<(u64, u64)> {
         self.vmcoreinfo_range
+    }
+
+    /// Whether the ELF header carries the incomplete-dump flag (an interrupted `-E` dump).
+    pub fn elf_incomplete(&self) -> bool {
+        self.elf_flags & elf::EF_DUMP_INCOMPLETE != 0
     }
 
     /// Number of CPUs with register notes.
