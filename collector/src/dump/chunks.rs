@@ -86,6 +86,7 @@ mod tests {
             virt_start: 0xffff_8880_0000_1000,
             file_offset: 0x2000,
             file_size: 600 * 4096 + 0x800,
+            flags_align: (7, 0),
         };
         let map = PageMap::new(&[segment]);
         let mut second = Bitmap::new(0..1024);

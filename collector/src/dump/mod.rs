@@ -156,11 +156,11 @@ impl SaveError {
 }
 
 /// An opened destination: the sink and how to finalise it.
-struct Opened {
-    sink: Box<dyn Sink>,
+pub(crate) struct Opened {
+    pub(crate) sink: Box<dyn Sink>,
     /// `(incomplete name, final name)` of a regular file to rename at the end.
-    rename: Option<(PathBuf, PathBuf)>,
-    label: String,
+    pub(crate) rename: Option<(PathBuf, PathBuf)>,
+    pub(crate) label: String,
 }
 
 /// The name a file is written under until it is complete: `<name>-incomplete`.
@@ -186,7 +186,7 @@ fn flat_sink<W: Stream + 'static>(
     })
 }
 
-fn open_destination(options: &SaveOptions) -> Result<Opened, SaveError> {
+pub(crate) fn open_destination(options: &SaveOptions) -> Result<Opened, SaveError> {
     if options.lz4 && !options.flattened {
         return Err(SaveError::Usage(
             "--lz4 frames a flattened stream: it needs -F".into(),

@@ -94,6 +94,8 @@ pub struct Segment {
     pub file_offset: u64,
     /// Bytes present in the file (`p_filesz`; the rest up to `p_memsz` reads as zeros).
     pub file_size: u64,
+    /// `p_flags` and `p_align` of the program header, copied into ELF dumps.
+    pub flags_align: (u32, u64),
 }
 
 impl Segment {
@@ -128,6 +130,7 @@ pub struct Vmcore {
     segments: Vec<Segment>,
     notes: Vec<u8>,
     notes_offset: u64,
+    notes_header: ProgramHeader,
     info: VmcoreInfo,
     vmcoreinfo_range: Option<(u64, u64)>,
     cpus: usize,
@@ -221,6 +224,7 @@ impl Vmcore {
                         virt_start: ph.vaddr,
                         file_offset: ph.offset,
                         file_size: ph.filesz,
+                        flags_align: (ph.flags, ph.align),
                     });
                 }
                 _ => {}
@@ -264,6 +268,7 @@ impl Vmcore {
             segments,
             notes,
             notes_offset: notes_header.offset,
+            notes_header,
             info,
             vmcoreinfo_range,
             cpus,
@@ -299,6 +304,11 @@ impl Vmcore {
     /// File offset of the PT_NOTE segment.
     pub fn notes_offset(&self) -> u64 {
         self.notes_offset
+    }
+
+    /// The PT_NOTE program header.
+    pub fn notes_header(&self) -> &ProgramHeader {
+        &self.notes_header
     }
 
     /// VMCOREINFO (empty if the vmcore has none).

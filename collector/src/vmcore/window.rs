@@ -222,6 +222,7 @@ mod tests {
             virt_start: virt,
             file_offset,
             file_size: size,
+            flags_align: (7, 0),
         }
     }
 
