@@ -18,7 +18,7 @@ use crate::build;
 use crate::images::{ImageBuilder, env_file};
 use crate::kernels::Kernel;
 use crate::variants::Variant;
-use crate::vm::{Vm, VmConfig};
+use crate::vm::{Stage, Vm, VmConfig};
 
 const FIRST_INIT: &str = include_str!("../guest/first-init");
 const CAPTURE_INIT: &str = include_str!("../guest/capture-init");
@@ -117,8 +117,7 @@ pub fn crash(variant: &Variant) -> Result<CrashRun> {
     let variant_dir = crate::cache::root().join("lab").join(variant.name);
     let _lock = crate::cache::lock(&variant_dir.with_extension("lock"))?;
     let dir = variant_dir.join(&key);
-    let stages_file = dir.join("stages");
-    if let Ok(text) = std::fs::read_to_string(&stages_file) {
+    if let Ok(text) = std::fs::read_to_string(dir.join(STAGES_FILE)) {
         let stages = text
             .lines()
             .map(|line| {
@@ -138,17 +137,33 @@ pub fn crash(variant: &Variant) -> Result<CrashRun> {
     if variant_dir.exists() {
         std::fs::remove_dir_all(&variant_dir)?;
     }
-    std::fs::create_dir_all(&dir)?;
-    let stages = run(variant, &kernel, &rkdump, &workload, &dir)?;
+    crash_fresh(variant, &kernel, &dir, &mut |_| {})
+}
+
+/// File of a run directory listing its stages (written last: its presence means the run is
+/// complete).
+const STAGES_FILE: &str = "stages";
+
+/// Crashes `variant` now, in the new directory `dir`, calling `on_stage` as each stage arrives.
+pub fn crash_fresh(
+    variant: &Variant,
+    kernel: &Kernel,
+    dir: &Path,
+    on_stage: &mut dyn FnMut(&Stage),
+) -> Result<CrashRun> {
+    let rkdump = build::rkdump()?;
+    let workload = build::static_binary("rkdump-lab", "lab-workload")?;
+    std::fs::create_dir_all(dir)?;
+    let stages = run(variant, kernel, &rkdump, &workload, dir, on_stage)?;
     let text: String = stages
         .iter()
         .map(|(name, at, detail)| format!("{name} {at:.1} {detail}\n"))
         .collect();
-    std::fs::write(&stages_file, text)?;
+    std::fs::write(dir.join(STAGES_FILE), text)?;
     Ok(CrashRun {
         variant: *variant,
-        kernel,
-        dir,
+        kernel: kernel.clone(),
+        dir: dir.to_owned(),
         stages,
     })
 }
@@ -159,6 +174,7 @@ fn run(
     rkdump: &Path,
     workload: &Path,
     dir: &Path,
+    on_stage: &mut dyn FnMut(&Stage),
 ) -> Result<Vec<(String, f64, String)>> {
     let mut capture = ImageBuilder::new();
     capture.busybox()?;
@@ -222,10 +238,17 @@ fn run(
     let mut stages = Vec::new();
     for (stage, limit) in STAGES {
         let seen = vm.wait_for(stage, Duration::from_secs(*limit))?;
+        on_stage(&seen);
         stages.push((seen.name, seen.at.as_secs_f64(), seen.detail));
     }
     let (_, exit_at) = vm.wait_exit(Duration::from_secs(120))?;
-    stages.push(("exit".to_owned(), exit_at.as_secs_f64(), String::new()));
+    let exit = Stage {
+        name: "exit".to_owned(),
+        detail: String::new(),
+        at: exit_at,
+    };
+    on_stage(&exit);
+    stages.push((exit.name, exit.at.as_secs_f64(), exit.detail));
 
     extract_dir(&dump_disk, "/crash", dir)?;
     truncate_to_elf_end(&raw_disk)?;

@@ -6,12 +6,14 @@
 //! [`cache`]; [`images`] builds initramfs images for the first and the capture kernel from
 //! scratch; [`vm`] boots a guest under QEMU (TCG: there is no KVM here) and follows its stages
 //! on the serial console; [`crash`] runs one [`variants`] entry end to end and keeps what the
-//! capture kernel wrote. [`build`] produces the static binaries the images carry.
+//! capture kernel wrote; [`reference`] runs the tools rkdump is compared with (makedumpfile,
+//! crash, drgn). [`build`] produces the static binaries the images carry.
 
 pub mod build;
 pub mod cache;
 pub mod crash;
 pub mod images;
 pub mod kernels;
+pub mod reference;
 pub mod variants;
 pub mod vm;

@@ -1,8 +1,13 @@
-//! `rkdump-lab`: run the crash lab by hand.
+//! `rkdump-lab`: run the crash lab by hand, and the README's demo.
 
-use anyhow::{Context, Result};
+use std::process::Command as Process;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use rkdump_lab::{crash, variants};
+use rkdump::format::time::UtcTime;
+use rkdump_lab::kernels::Kernel;
+use rkdump_lab::{build, cache, crash, reference, variants};
 
 /// The rkdump crash lab: real Debian kernels crashed in QEMU and captured with rkdump.
 #[derive(Parser)]
@@ -20,6 +25,8 @@ enum Command {
     },
     /// List the variants.
     Variants,
+    /// Crash the default guest now, capture it with rkdump, and show the dump.
+    Demo,
 }
 
 fn main() -> Result<()> {
@@ -42,6 +49,103 @@ fn main() -> Result<()> {
                 );
             }
         }
+        Command::Demo => demo()?,
     }
+    Ok(())
+}
+
+fn describe(stage: &str) -> &'static str {
+    match stage {
+        "first-boot" => "first kernel booted",
+        "capture-loaded" => "capture kernel loaded (kexec -p)",
+        "panic" => "memory filled, crashing with sysrq-c",
+        "capture-boot" => "capture kernel booted",
+        "dump-done" => "rkdump saved vmcore and vmcore-dmesg.txt",
+        "raw-done" => "raw /proc/vmcore copied (the tests' reference)",
+        "exit" => "capture kernel rebooted, QEMU exited",
+        _ => "",
+    }
+}
+
+fn demo() -> Result<()> {
+    let started = Instant::now();
+    let variant = &variants::DEFAULT;
+    println!(
+        "rkdump demo: {} MiB guest, {:?} kernel, crash on CPU {}",
+        variant.memory_mib, variant.flavor, variant.panic_cpu
+    );
+    let kernel = Kernel::fetch(variant.flavor)?;
+    let rkdump = build::rkdump()?;
+    println!(
+        "[{:6.1} s] kernel {} and static rkdump ({} bytes) ready",
+        started.elapsed().as_secs_f64(),
+        kernel.release,
+        std::fs::metadata(&rkdump)?.len()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let dir = cache::root()
+        .join("demo")
+        .join(UtcTime::from_unix(now.cast_signed()).dump_dir_stamp());
+    let guest_started = started.elapsed().as_secs_f64();
+    let run = crash::crash_fresh(variant, &kernel, &dir, &mut |stage| {
+        println!(
+            "[{:6.1} s] {:<15} {} {}",
+            guest_started + stage.at.as_secs_f64(),
+            stage.name,
+            describe(&stage.name),
+            if stage.detail.is_empty() {
+                String::new()
+            } else {
+                format!("({})", stage.detail)
+            }
+        );
+    })?;
+    // The raw copy of /proc/vmcore is the tests' reference input; the demo does not need it.
+    std::fs::remove_file(run.raw_vmcore())?;
+    let status = std::fs::read_to_string(run.capture_dir().join("save.status"))?;
+    if status.trim() != "0" {
+        let log = std::fs::read_to_string(run.capture_dir().join("save.log")).unwrap_or_default();
+        bail!(
+            "rkdump save failed in the capture kernel (status {}):\n{log}",
+            status.trim()
+        );
+    }
+    let panic_to_dump = run.stage("dump-done").unwrap_or(0.0) - run.stage("panic").unwrap_or(0.0);
+    println!("\nThe dump: {}", run.dump().display());
+    println!("Panic to dump complete: {panic_to_dump:.1} s (under TCG emulation)\n");
+    let info = Process::new(&rkdump).arg("info").arg(run.dump()).output()?;
+    print!("{}", String::from_utf8_lossy(&info.stdout));
+    let version = Process::new("crash").arg("--version").output()?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    println!(
+        "\ncrash's view ({}, with the -dbg vmlinux):",
+        version
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("crash")
+            .trim()
+    );
+    let output = reference::crash(&kernel.vmlinux(), &run.dump(), &["sys", "bt"]);
+    let panic_line = output
+        .lines()
+        .find(|l| l.trim_start().starts_with("PANIC:"));
+    println!(
+        "  {}",
+        panic_line.context("crash printed no PANIC line")?.trim()
+    );
+    for line in output
+        .lines()
+        .filter(|l| l.trim_start().starts_with('#'))
+        .take(8)
+    {
+        println!("  {line}");
+    }
+    println!(
+        "\nDone in {:.0} s. Files of this run: {}",
+        started.elapsed().as_secs_f64(),
+        run.dir.display()
+    );
     Ok(())
 }

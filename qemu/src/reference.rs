@@ -1,0 +1,190 @@
+//! The reference tools rkdump is compared with, run from the lab and the tests.
+//!
+//! * upstream makedumpfile (built by `../shared/tools/build-makedumpfile` into the cache): the
+//!   reference for excluded-page counts and `--dump-dmesg` output;
+//! * Debian's `crash` with the kernel's debug vmlinux: must run `sys`, `log` and `bt`;
+//! * `drgn` from PyPI (with libkdumpfile), in the cache's virtualenv: must show the crashed
+//!   thread's stack.
+//!
+//! `qemu/install-deps` installs all of them; a missing one fails the test that needs it with a
+//! message saying so.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Upstream makedumpfile.
+pub fn makedumpfile() -> PathBuf {
+    let path = crate::cache::root().join("makedumpfile");
+    assert!(
+        path.is_file(),
+        "{} is missing: run qemu/install-deps",
+        path.display()
+    );
+    path
+}
+
+/// The static rkdump binary.
+pub fn rkdump() -> PathBuf {
+    crate::build::rkdump().expect("building the static rkdump")
+}
+
+/// Runs a command and returns its output, failing the test if it cannot start.
+pub fn run(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+/// Runs a command that must succeed and returns its stdout.
+pub fn run_ok(command: &mut Command) -> String {
+    let output = run(command);
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The counts of a makedumpfile-shaped "Excluded pages" report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Report {
+    /// Original pages.
+    pub original: u64,
+    /// Pages filled with zero.
+    pub zero: u64,
+    /// Non-private cache pages.
+    pub cache: u64,
+    /// Private cache pages.
+    pub cache_private: u64,
+    /// User process data pages.
+    pub user: u64,
+    /// Free pages.
+    pub free: u64,
+    /// Hwpoison pages.
+    pub hwpoison: u64,
+    /// Offline pages.
+    pub offline: u64,
+    /// Remaining pages.
+    pub remaining: u64,
+    /// Memory Hole.
+    pub memory_hole: u64,
+    /// Total pages.
+    pub total: u64,
+}
+
+impl Report {
+    /// Parses the report lines out of `text` (makedumpfile's or rkdump's).
+    pub fn parse(text: &str) -> Self {
+        let mut report = Self::default();
+        let mut seen = 0;
+        for line in text.lines() {
+            let Some((label, value)) = line.split_once(':') else {
+                continue;
+            };
+            let Some(hex) = value.trim().strip_prefix("0x") else {
+                continue;
+            };
+            let Ok(value) = u64::from_str_radix(hex, 16) else {
+                continue;
+            };
+            let field = match label.trim() {
+                "Original pages" => &mut report.original,
+                "Pages filled with zero" => &mut report.zero,
+                "Non-private cache pages" => &mut report.cache,
+                "Private cache pages" => &mut report.cache_private,
+                "User process data pages" => &mut report.user,
+                "Free pages" => &mut report.free,
+                "Hwpoison pages" => &mut report.hwpoison,
+                "Offline pages" => &mut report.offline,
+                "Remaining pages" => &mut report.remaining,
+                "Memory Hole" => &mut report.memory_hole,
+                "Total pages" => &mut report.total,
+                _ => continue,
+            };
+            *field = value;
+            seen += 1;
+        }
+        assert!(seen >= 11, "no complete Excluded pages report in:\n{text}");
+        report
+    }
+}
+
+/// makedumpfile's report for `-d level` on `vmcore` (kdump format with zstd, written to
+/// `output`).
+pub fn makedumpfile_report(vmcore: &Path, level: u8, output: &Path) -> Report {
+    let stdout = run_ok(
+        Command::new(makedumpfile())
+            .args([
+                "-z",
+                "-f",
+                "--message-level",
+                "16",
+                "-d",
+                &level.to_string(),
+            ])
+            .arg(vmcore)
+            .arg(output),
+    );
+    Report::parse(&stdout)
+}
+
+/// rkdump's report for `rkdump save -d level <extra> vmcore output`.
+pub fn rkdump_report(vmcore: &Path, level: u8, extra: &[&str], output: &Path) -> Report {
+    let stdout = run_ok(
+        Command::new(rkdump())
+            .args([
+                "save",
+                "-f",
+                "--message-level",
+                "16",
+                "-d",
+                &level.to_string(),
+            ])
+            .args(extra)
+            .arg(vmcore)
+            .arg(output),
+    );
+    Report::parse(&stdout)
+}
+
+/// Output of `crash` running `commands` non-interactively on `dump`.
+pub fn crash(vmlinux: &Path, dump: &Path, commands: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let script = dir.path().join("commands");
+    let mut text = commands.join("\n");
+    text.push_str("\nquit\n");
+    std::fs::write(&script, text).expect("writing the crash script");
+    let output = run(Command::new("timeout")
+        .args(["300", "crash", "-s"])
+        .arg(vmlinux)
+        .arg(dump)
+        .arg("-i")
+        .arg(&script));
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    text
+}
+
+/// The crashed thread's stack trace as drgn shows it.
+pub fn drgn_crashed_stack(vmlinux: &Path, dump: &Path) -> String {
+    let python = crate::cache::root().join("venv/bin/python3");
+    assert!(
+        python.is_file(),
+        "{} is missing: run qemu/install-deps",
+        python.display()
+    );
+    const SCRIPT: &str = "import sys, drgn\n\
+prog = drgn.Program()\n\
+prog.set_core_dump(sys.argv[1])\n\
+prog.load_debug_info([sys.argv[2]])\n\
+print(prog.crashed_thread().stack_trace())\n";
+    run_ok(
+        Command::new(python)
+            .args(["-c", SCRIPT])
+            .arg(dump)
+            .arg(vmlinux),
+    )
+}
