@@ -320,18 +320,3 @@ lab_variant!(cloud_nokaslr_idle, "cloud-nokaslr-idle");
 lab_variant!(v6_12, "6.12");
 lab_variant!(long_la57, "la57");
 lab_variant!(long_3g, "3g");
-
-#[test]
-fn report_parser_reads_makedumpfile_output() {
-    let text = "\nOriginal pages  : 0x00000000000333a8\n  Excluded pages   : 0x000000000002992b\n\
-    Pages filled with zero  : 0x000000000000177e\n    Non-private cache pages : 0x000000000000164a\n\
-    Private cache pages     : 0x000000000000482b\n    User process data pages : 0x000000000000d7f0\n\
-    Free pages              : 0x0000000000014b48\n    Hwpoison pages          : 0x0000000000000000\n\
-    Offline pages           : 0x0000000000000000\n    Extension filter pages  : 0x0000000000000000\n\
-  Remaining pages  : 0x0000000000009a7d\nMemory Hole     : 0x000000000000cc32\nTotal pages     : 0x000000000003ffda\n";
-    let report = Report::parse(text);
-    assert_eq!(
-        (report.original, report.free, report.total),
-        (0x333a8, 0x14b48, 0x3ffda)
-    );
-}

@@ -95,7 +95,7 @@ impl Summary {
     /// makedumpfile's "Original pages": page frames in PT_LOAD segments (the kernel-text alias
     /// counted again).
     pub fn original_pages(&self) -> u64 {
-        self.total_pages.saturating_sub(self.memory_hole)
+        self.total_pages.wrapping_sub(self.memory_hole)
     }
 
     /// The report in the shape of makedumpfile's `print_report` (message level 16), with

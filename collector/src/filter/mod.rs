@@ -295,7 +295,8 @@ impl<'a> Filter<'a> {
     }
 
     /// makedumpfile's "Memory Hole" count: `max_mapnr` minus the page frames of every PT_LOAD,
-    /// overlapping ones (the kernel-text alias) counted each time.
+    /// overlapping ones (the kernel-text alias) counted each time; like makedumpfile's unsigned
+    /// counter it wraps below zero when the overlaps outweigh the holes.
     pub fn memory_hole(&self) -> u64 {
         let present: u64 = self
             .loads
@@ -306,7 +307,7 @@ impl<'a> Filter<'a> {
                     .saturating_sub(r.start.min(self.max_mapnr))
             })
             .sum();
-        self.max_mapnr.saturating_sub(present)
+        self.max_mapnr.wrapping_sub(present)
     }
 
     /// Gives up page classification after `reason`: the level drops to zero-page exclusion only.

@@ -1,0 +1,839 @@
+//! A builder of small synthetic vmcores, for tests that need exact control of the dead
+//! kernel's state: every kind of page, each kernel generation's page encoding, 4- and 5-level
+//! page tables, both printk ring formats, memory holes, and corrupt variants.
+//!
+//! The vmcore is a real x86_64 ELF core, laid out the way the kernel lays out its own:
+//!
+//! ```text
+//! physical                      virtual
+//! [0, pages*4K)          RAM    direct map at PAGE_OFFSET (4 KiB PTEs for the first 2 MiB,
+//!                                2 MiB PMD leaves above)
+//! [2 MiB, 4 MiB)  "kernel image": page tables, VMCOREINFO symbols, mem_section, printk
+//!                                also mapped at 0xffffffff81000000 (the kernel-text alias)
+//! [4 MiB, ...)    struct pages   mapped at VMEMMAP_START with 4 KiB PTEs
+//! ```
+//!
+//! and PT_LOADs like `/proc/vmcore`'s: the kernel-text alias first, then RAM (minus holes).
+//! makedumpfile reads these files as it reads real ones, so tests can compare against it.
+
+use std::ops::Range;
+
+use rkdump::format::elf::{self, FileHeader, ProgramHeader};
+use rkdump::format::note;
+
+/// Page size.
+pub const PAGE: u64 = 4096;
+const KERNEL_PHYS: u64 = 2 << 20;
+const KERNEL_SIZE: u64 = 2 << 20;
+const KERNEL_VIRT: u64 = 0xffff_ffff_8100_0000;
+const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+const VMEMMAP_PHYS: u64 = 4 << 20;
+const STRUCT_PAGE: u64 = 64;
+const SECTION_BITS: u32 = 22;
+
+/// How a kernel generation marks page kinds in `struct page` and VMCOREINFO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// 4.18 to 6.5: `PG_slab` flag, `_mapcount` -129 for buddy, compound order and destructor
+    /// fields in the first tail page.
+    V6_1,
+    /// 6.6 to 6.8: hugetlb is the `PG_hugetlb` flag of the first tail page, whose flags' low
+    /// byte is the compound order.
+    V6_6,
+    /// 6.12: page types in the top byte of `page_type` (buddy 0xf0, offline 0xf1, hugetlb
+    /// 0xf4, slab 0xf5), no `PG_slab`, order in the first tail page's flags.
+    V6_12,
+}
+
+struct Flags {
+    lru: u32,
+    private: u32,
+    swapcache: u32,
+    swapbacked: u32,
+    slab: Option<u32>,
+    hwpoison: u32,
+    head_mask: u64,
+    hugetlb: Option<u32>,
+    buddy: i32,
+    offline: i32,
+    slab_type: Option<i32>,
+    hugetlb_type: Option<i32>,
+}
+
+impl Generation {
+    fn flags(self) -> Flags {
+        match self {
+            Self::V6_1 => Flags {
+                lru: 4,
+                private: 13,
+                swapcache: 10,
+                swapbacked: 19,
+                slab: Some(9),
+                hwpoison: 23,
+                head_mask: 1 << 16,
+                hugetlb: None,
+                buddy: -129,
+                offline: -257,
+                slab_type: None,
+                hugetlb_type: None,
+            },
+            Self::V6_6 => Flags {
+                hugetlb: Some(8),
+                ..Self::V6_1.flags()
+            },
+            Self::V6_12 => Flags {
+                lru: 5,
+                private: 14,
+                swapcache: 10,
+                swapbacked: 17,
+                slab: None,
+                hwpoison: 20,
+                head_mask: 1 << 6,
+                hugetlb: None,
+                buddy: 0xf000_0000_u32.cast_signed(),
+                offline: 0xf100_0000_u32.cast_signed(),
+                slab_type: Some(0xf500_0000_u32.cast_signed()),
+                hugetlb_type: Some(0xf400_0000_u32.cast_signed()),
+            },
+        }
+    }
+
+    fn release(self) -> &'static str {
+        match self {
+            Self::V6_1 => "6.1.0-synthetic",
+            Self::V6_6 => "6.6.0-synthetic",
+            Self::V6_12 => "6.12.0-synthetic",
+        }
+    }
+}
+
+/// What a range of page frames is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Kernel memory with data (kept at every level).
+    Kernel,
+    /// Kernel memory full of zeros.
+    Zero,
+    /// A free buddy block of `2^order` pages (the range must be exactly that, aligned).
+    Free {
+        /// log2 of the block's pages.
+        order: u32,
+    },
+    /// Page cache without private data.
+    Cache,
+    /// Page cache with buffer heads (`PG_private`).
+    CachePrivate,
+    /// Anonymous user memory.
+    Anon,
+    /// A compound anonymous page (`2^order` pages, aligned).
+    CompoundAnon {
+        /// log2 of its pages.
+        order: u32,
+    },
+    /// A hugetlbfs page (`2^order` pages, aligned).
+    Hugetlb {
+        /// log2 of its pages.
+        order: u32,
+    },
+    /// Slab memory.
+    Slab,
+    /// Memory with a hardware error.
+    Hwpoison,
+    /// Logically offline memory.
+    Offline,
+}
+
+/// One printk record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Timestamp in nanoseconds since boot.
+    pub ts_nsec: u64,
+    /// `T<pid>`, or `C<cpu>` with bit 31 set.
+    pub caller_id: u32,
+    /// The message.
+    pub text: Vec<u8>,
+}
+
+/// Which printk buffer the kernel has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Log {
+    /// The lockless ring (5.10+).
+    Lockless(Vec<Record>),
+    /// The `printk_log` records of 3.5 to 5.9 (`caller_id` when the flag is set).
+    Legacy {
+        /// The records, oldest first.
+        records: Vec<Record>,
+        /// Whether `struct printk_log` has `caller_id` (CONFIG_PRINTK_CALLER).
+        caller_id: bool,
+    },
+}
+
+/// A synthetic vmcore under construction.
+pub struct Builder {
+    /// How the kernel encodes page kinds.
+    pub generation: Generation,
+    /// RAM size in pages (a multiple of 512, at least 2048).
+    pub pages: u64,
+    /// 5-level paging (`la57`).
+    pub five_level: bool,
+    /// Page frame ranges no PT_LOAD covers.
+    pub holes: Vec<Range<u64>>,
+    /// What page frame ranges hold (later entries win; the rest is kernel memory).
+    pub kinds: Vec<(Range<u64>, Kind)>,
+    /// CPUs with register notes.
+    pub cpus: usize,
+    /// The printk buffer.
+    pub log: Log,
+    /// VMCOREINFO entries appended at the end.
+    pub extra_vmcoreinfo: Vec<(String, String)>,
+    /// VMCOREINFO keys left out.
+    pub omit_vmcoreinfo: Vec<String>,
+}
+
+impl Builder {
+    /// A 32 MiB, 4-level vmcore with a few log lines and only kernel pages.
+    pub fn new(generation: Generation) -> Self {
+        Self {
+            generation,
+            pages: 8192,
+            five_level: false,
+            holes: Vec::new(),
+            kinds: Vec::new(),
+            cpus: 2,
+            log: Log::Lockless(default_records()),
+            extra_vmcoreinfo: Vec::new(),
+            omit_vmcoreinfo: Vec::new(),
+        }
+    }
+
+    /// Every kind of page, somewhere above the kernel's own memory.
+    pub fn with_every_kind(mut self) -> Self {
+        let base = self.first_free_pfn().next_multiple_of(1024);
+        let layout = [
+            (16, Kind::Free { order: 4 }),
+            (16, Kind::Zero),
+            (8, Kind::Kernel),
+            (12, Kind::Cache),
+            (4, Kind::CachePrivate),
+            (10, Kind::Anon),
+            (6, Kind::Slab),
+            (8, Kind::CompoundAnon { order: 3 }),
+            (432, Kind::Kernel),
+            (512, Kind::Hugetlb { order: 9 }),
+            (3, Kind::Hwpoison),
+            (5, Kind::Offline),
+            (1016, Kind::Kernel),
+            (1024, Kind::Free { order: 10 }),
+        ];
+        let mut at = base;
+        for (len, kind) in layout {
+            self.kinds.push((at..at + len, kind));
+            at += len;
+        }
+        self
+    }
+
+    fn first_free_pfn(&self) -> u64 {
+        (VMEMMAP_PHYS + self.pages * STRUCT_PAGE).div_ceil(PAGE)
+    }
+
+    fn page_offset(&self) -> u64 {
+        if self.five_level {
+            0xff11_0000_0000_0000
+        } else {
+            0xffff_8880_0000_0000
+        }
+    }
+
+    fn vmemmap(&self) -> u64 {
+        if self.five_level {
+            0xffd4_0000_0000_0000
+        } else {
+            0xffff_ea00_0000_0000
+        }
+    }
+
+    fn physmem_bits(&self) -> u32 {
+        if self.five_level { 52 } else { 46 }
+    }
+
+    /// Builds the vmcore file's bytes.
+    pub fn build(&self) -> Vec<u8> {
+        assert!(
+            self.pages.is_multiple_of(512) && self.pages >= 2048,
+            "pages: a multiple of 512, at least 8 MiB"
+        );
+        let mut mem = Memory {
+            bytes: vec![0; (self.pages * PAGE) as usize],
+            next_kernel: KERNEL_PHYS,
+        };
+        // Deterministic non-zero content everywhere; zero pages are cleared below.
+        let mut state = 0x243f_6a88_85a3_08d3u64;
+        for word in mem.bytes.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&(state & 0x00ff_00ff_00ff_00ff).to_le_bytes());
+        }
+        let struct_pages_end = VMEMMAP_PHYS + self.pages * STRUCT_PAGE;
+        mem.bytes[VMEMMAP_PHYS as usize..struct_pages_end as usize].fill(0);
+
+        let root = self.page_tables(&mut mem);
+        let flags = self.generation.flags();
+        self.struct_pages(&mut mem, &flags);
+        let (mem_section, _) = self.mem_section(&mut mem);
+        let uts = mem.kernel_alloc(390, 8);
+        for (i, field) in [
+            "Linux",
+            "synthetic",
+            self.generation.release(),
+            "#1 SMP synthetic",
+            "x86_64",
+            "(none)",
+        ]
+        .iter()
+        .enumerate()
+        {
+            mem.write(uts + i as u64 * 65, field.as_bytes());
+        }
+        let log_symbols = self.printk(&mut mem);
+
+        let phys_base = KERNEL_PHYS.wrapping_sub(KERNEL_VIRT - START_KERNEL_MAP);
+        let kvirt = |phys: u64| KERNEL_VIRT + (phys - KERNEL_PHYS);
+        let mut info: Vec<(String, String)> = Vec::new();
+        let mut put = |k: &str, v: String| info.push((k.to_owned(), v));
+        put("OSRELEASE", self.generation.release().to_owned());
+        put("PAGESIZE", "4096".into());
+        put("SYMBOL(init_uts_ns)", format!("{:x}", kvirt(uts)));
+        put("OFFSET(uts_namespace.name)", "0".into());
+        put(
+            "SYMBOL(mem_section)",
+            format!("{:x}", self.page_offset() + mem_section),
+        );
+        put(
+            "LENGTH(mem_section)",
+            (1u64 << (self.physmem_bits() - SECTION_BITS))
+                .div_ceil(4096 / 32)
+                .to_string(),
+        );
+        put("SIZE(mem_section)", "32".into());
+        put("OFFSET(mem_section.section_mem_map)", "0".into());
+        put("NUMBER(SECTION_SIZE_BITS)", SECTION_BITS.to_string());
+        put("NUMBER(MAX_PHYSMEM_BITS)", self.physmem_bits().to_string());
+        put("SIZE(page)", STRUCT_PAGE.to_string());
+        for (member, offset) in [
+            ("flags", 0),
+            ("_refcount", 52),
+            ("mapping", 24),
+            ("lru", 8),
+            ("_mapcount", 48),
+            ("private", 40),
+            ("compound_head", 8),
+        ] {
+            put(&format!("OFFSET(page.{member})"), offset.to_string());
+        }
+        if self.generation == Generation::V6_1 {
+            put("OFFSET(page.compound_dtor)", "16".into());
+            put("OFFSET(page.compound_order)", "17".into());
+            put("NUMBER(HUGETLB_PAGE_DTOR)", "2".into());
+        }
+        put("LENGTH(zone.free_area)", "11".into());
+        put("NUMBER(PG_lru)", flags.lru.to_string());
+        put("NUMBER(PG_private)", flags.private.to_string());
+        put("NUMBER(PG_swapcache)", flags.swapcache.to_string());
+        put("NUMBER(PG_swapbacked)", flags.swapbacked.to_string());
+        if let Some(bit) = flags.slab {
+            put("NUMBER(PG_slab)", bit.to_string());
+        }
+        if let Some(bit) = flags.hugetlb {
+            put("NUMBER(PG_hugetlb)", bit.to_string());
+        }
+        put("NUMBER(PG_hwpoison)", flags.hwpoison.to_string());
+        put("NUMBER(PG_head_mask)", flags.head_mask.to_string());
+        put("NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)", flags.buddy.to_string());
+        put(
+            "NUMBER(PAGE_OFFLINE_MAPCOUNT_VALUE)",
+            flags.offline.to_string(),
+        );
+        if let Some(value) = flags.slab_type {
+            put("NUMBER(PAGE_SLAB_MAPCOUNT_VALUE)", value.to_string());
+        }
+        if let Some(value) = flags.hugetlb_type {
+            put("NUMBER(PAGE_HUGETLB_MAPCOUNT_VALUE)", value.to_string());
+        }
+        for (key, value) in log_symbols {
+            put(&key, value);
+        }
+        put("NUMBER(phys_base)", phys_base.cast_signed().to_string());
+        put("SYMBOL(init_top_pgt)", format!("{:x}", kvirt(root)));
+        put(
+            "NUMBER(pgtable_l5_enabled)",
+            u8::from(self.five_level).to_string(),
+        );
+        put(
+            "KERNELOFFSET",
+            format!("{:x}", KERNEL_VIRT - 0xffff_ffff_8100_0000),
+        );
+        put("NUMBER(KERNEL_IMAGE_SIZE)", "1073741824".into());
+        put("NUMBER(sme_mask)", "0".into());
+        put("CRASHTIME", "1764072000".into());
+        info.retain(|(k, _)| !self.omit_vmcoreinfo.contains(k));
+        info.extend(self.extra_vmcoreinfo.iter().cloned());
+        let text: String = info.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+
+        let mut notes = Vec::new();
+        for cpu in 0..self.cpus {
+            let mut prstatus = vec![0u8; 336];
+            prstatus[32..36].copy_from_slice(&(cpu as u32 + 1).to_le_bytes());
+            notes.extend(note::encode(note::CORE_NAME, note::NT_PRSTATUS, &prstatus));
+        }
+        notes.extend(note::encode(note::VMCOREINFO_NAME, 0, text.as_bytes()));
+        self.elf(&mem.bytes, &notes)
+    }
+
+    fn page_tables(&self, mem: &mut Memory) -> u64 {
+        let root = mem.kernel_alloc(PAGE, PAGE);
+        let mut tables = Tables {
+            root,
+            five_level: self.five_level,
+        };
+        // Direct map: 4 KiB pages for the first 2 MiB, 2 MiB leaves above.
+        for phys in (0..2 << 20).step_by(PAGE as usize) {
+            tables.map(mem, self.page_offset() + phys, phys, Level::Pte);
+        }
+        for phys in ((2 << 20)..self.pages * PAGE).step_by(2 << 20) {
+            tables.map(mem, self.page_offset() + phys, phys, Level::Pmd);
+        }
+        // The kernel image.
+        tables.map(mem, KERNEL_VIRT, KERNEL_PHYS, Level::Pmd);
+        // vmemmap: the struct page array.
+        let bytes = (self.pages * STRUCT_PAGE).next_multiple_of(PAGE);
+        for offset in (0..bytes).step_by(PAGE as usize) {
+            tables.map(
+                mem,
+                self.vmemmap() + offset,
+                VMEMMAP_PHYS + offset,
+                Level::Pte,
+            );
+        }
+        root
+    }
+
+    fn struct_pages(&self, mem: &mut Memory, flags: &Flags) {
+        let page_at = |pfn: u64| VMEMMAP_PHYS + pfn * STRUCT_PAGE;
+        for pfn in 0..self.pages {
+            mem.write_u32(page_at(pfn) + 48, u32::MAX); // _mapcount = -1
+            mem.write_u32(page_at(pfn) + 52, 1); // _refcount
+        }
+        for (range, kind) in &self.kinds {
+            for pfn in range.clone() {
+                let at = page_at(pfn);
+                let head = pfn == range.start;
+                let bit = |b: u32| 1u64 << b;
+                match kind {
+                    Kind::Kernel => {}
+                    Kind::Zero => {
+                        mem.bytes[(pfn * PAGE) as usize..((pfn + 1) * PAGE) as usize].fill(0);
+                    }
+                    Kind::Free { order } => {
+                        if head {
+                            mem.write_u32(at + 48, flags.buddy.cast_unsigned());
+                            mem.write_u64(at + 40, u64::from(*order));
+                            mem.write_u32(at + 52, 0);
+                        } else {
+                            mem.write_u32(at + 52, 0);
+                        }
+                    }
+                    Kind::Cache => {
+                        mem.write_u64(at, bit(flags.lru));
+                        mem.write_u64(at + 24, self.page_offset() + 0x1000);
+                    }
+                    Kind::CachePrivate => {
+                        mem.write_u64(at, bit(flags.lru) | bit(flags.private));
+                        mem.write_u64(at + 24, self.page_offset() + 0x1000);
+                    }
+                    Kind::Anon => {
+                        mem.write_u64(at, bit(flags.lru) | bit(flags.swapbacked));
+                        mem.write_u64(at + 24, self.page_offset() + 0x2001);
+                    }
+                    Kind::Slab => match (flags.slab, flags.slab_type) {
+                        (_, Some(value)) => mem.write_u32(at + 48, value.cast_unsigned()),
+                        (Some(b), None) => mem.write_u64(at, bit(b)),
+                        (None, None) => unreachable!(),
+                    },
+                    Kind::Hwpoison => mem.write_u64(at, bit(flags.hwpoison)),
+                    Kind::Offline => mem.write_u32(at + 48, flags.offline.cast_unsigned()),
+                    Kind::CompoundAnon { order } | Kind::Hugetlb { order } => {
+                        let hugetlb = matches!(kind, Kind::Hugetlb { .. });
+                        if head {
+                            let mut f = flags.head_mask;
+                            if !hugetlb {
+                                f |= bit(flags.lru) | bit(flags.swapbacked);
+                                mem.write_u64(at + 24, self.page_offset() + 0x2001);
+                            }
+                            mem.write_u64(at, f);
+                            if hugetlb && let Some(value) = flags.hugetlb_type {
+                                mem.write_u32(at + 48, value.cast_unsigned());
+                            }
+                        } else {
+                            mem.write_u64(at + 8, (self.vmemmap() + range.start * STRUCT_PAGE) | 1);
+                            if pfn == range.start + 1 {
+                                match self.generation {
+                                    Generation::V6_1 => {
+                                        mem.bytes[(at + 17) as usize] = *order as u8;
+                                        mem.bytes[(at + 16) as usize] = if hugetlb { 2 } else { 1 };
+                                    }
+                                    Generation::V6_6 | Generation::V6_12 => {
+                                        let mut f = u64::from(*order);
+                                        if hugetlb && let Some(b) = flags.hugetlb {
+                                            f |= bit(b);
+                                        }
+                                        mem.write_u64(at, f);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// SPARSEMEM_EXTREME: a root array in the direct map, one page of sections per root.
+    fn mem_section(&self, mem: &mut Memory) -> (u64, u64) {
+        let per_section = 1u64 << (SECTION_BITS - 12);
+        let sections = self.pages.div_ceil(per_section);
+        let roots = sections.div_ceil(4096 / 32);
+        let root_array = mem.kernel_alloc(roots.max(1) * 8, 8);
+        for r in 0..roots {
+            let page = mem.kernel_alloc(PAGE, PAGE);
+            mem.write_u64(root_array + r * 8, self.page_offset() + page);
+            for i in 0..(4096 / 32) {
+                let nr = r * (4096 / 32) + i;
+                if nr >= sections {
+                    break;
+                }
+                let start = nr * per_section;
+                let end = start + per_section;
+                let all_hole = self.holes.iter().any(|h| h.start <= start && end <= h.end);
+                if !all_hole {
+                    // The kernel stores mem_map minus the section's first pfn, with flags below.
+                    let coded = self.vmemmap() | 0x1 | 0x2 | 0x8;
+                    mem.write_u64(page + i * 32, coded);
+                }
+            }
+        }
+        (root_array, sections)
+    }
+
+    fn printk(&self, mem: &mut Memory) -> Vec<(String, String)> {
+        let kvirt = |phys: u64| KERNEL_VIRT + (phys - KERNEL_PHYS);
+        let mut symbols = Vec::new();
+        let mut sym = |k: &str, v: String| symbols.push((k.to_owned(), v));
+        match &self.log {
+            Log::Lockless(records) => {
+                let count_bits = 5u32;
+                let count = 1u64 << count_bits;
+                let size_bits = 14u32;
+                let ring = 1u64 << size_bits;
+                let descs = mem.kernel_alloc(count * 24, 8);
+                let infos = mem.kernel_alloc(count * 88, 8);
+                let data = mem.kernel_alloc(ring, 8);
+                // Unused ring bytes hold old messages in a real kernel, not zeros.
+                mem.bytes[data as usize..(data + ring) as usize].fill(0x5a);
+                let rb = mem.kernel_alloc(88, 8);
+                let prb = mem.kernel_alloc(8, 8);
+                mem.write_u64(prb, kvirt(rb));
+                let first_id = 0x80u64;
+                // Start near the end of the ring so that a record's block wraps to its start.
+                let mut lpos = 4 * ring - 48;
+                for (i, record) in records.iter().enumerate() {
+                    let id = first_id + i as u64;
+                    let slot = id % count;
+                    let (begin, next) = if record.text.is_empty() {
+                        (3, 3) // an empty line has no data block
+                    } else {
+                        let block = (8 + record.text.len() as u64).next_multiple_of(8);
+                        let at = lpos % ring;
+                        let (begin, write_at) = if at + block > ring {
+                            (lpos, 0)
+                        } else {
+                            (lpos, at)
+                        };
+                        mem.write_u64(data + write_at, id);
+                        mem.write(data + write_at + 8, &record.text);
+                        lpos = if write_at == 0 && at != 0 {
+                            lpos - at + ring + block
+                        } else {
+                            lpos + block
+                        };
+                        (begin, lpos)
+                    };
+                    mem.write_u64(descs + slot * 24, (2u64 << 62) | id);
+                    mem.write_u64(descs + slot * 24 + 8, begin);
+                    mem.write_u64(descs + slot * 24 + 16, next);
+                    mem.write_u64(infos + slot * 88, id);
+                    mem.write_u64(infos + slot * 88 + 8, record.ts_nsec);
+                    mem.write_u16(infos + slot * 88 + 16, record.text.len() as u16);
+                    mem.write_u32(infos + slot * 88 + 20, record.caller_id);
+                }
+                let head = first_id + records.len() as u64 - 1;
+                mem.write_u32(rb, count_bits);
+                mem.write_u64(rb + 8, kvirt(descs));
+                mem.write_u64(rb + 16, kvirt(infos));
+                mem.write_u64(rb + 24, head);
+                mem.write_u64(rb + 32, first_id);
+                mem.write_u32(rb + 48, size_bits);
+                mem.write_u64(rb + 56, kvirt(data));
+                sym("SYMBOL(prb)", format!("{:x}", kvirt(prb)));
+                for (k, v) in [
+                    ("SIZE(printk_ringbuffer)", 88),
+                    ("OFFSET(printk_ringbuffer.desc_ring)", 0),
+                    ("OFFSET(printk_ringbuffer.text_data_ring)", 48),
+                    ("OFFSET(printk_ringbuffer.fail)", 80),
+                    ("OFFSET(prb_desc_ring.count_bits)", 0),
+                    ("OFFSET(prb_desc_ring.descs)", 8),
+                    ("OFFSET(prb_desc_ring.infos)", 16),
+                    ("OFFSET(prb_desc_ring.head_id)", 24),
+                    ("OFFSET(prb_desc_ring.tail_id)", 32),
+                    ("SIZE(prb_desc)", 24),
+                    ("OFFSET(prb_desc.state_var)", 0),
+                    ("OFFSET(prb_desc.text_blk_lpos)", 8),
+                    ("OFFSET(prb_data_blk_lpos.begin)", 0),
+                    ("OFFSET(prb_data_blk_lpos.next)", 8),
+                    ("SIZE(printk_info)", 88),
+                    ("OFFSET(printk_info.seq)", 0),
+                    ("OFFSET(printk_info.ts_nsec)", 8),
+                    ("OFFSET(printk_info.text_len)", 16),
+                    ("OFFSET(printk_info.caller_id)", 20),
+                    ("OFFSET(prb_data_ring.size_bits)", 0),
+                    ("OFFSET(prb_data_ring.data)", 8),
+                    ("SIZE(atomic_long_t)", 8),
+                    ("OFFSET(atomic_long_t.counter)", 0),
+                ] {
+                    sym(k, v.to_string());
+                }
+            }
+            Log::Legacy { records, caller_id } => {
+                let header = if *caller_id { 24u64 } else { 16 };
+                let len = 1u64 << 13;
+                let buf = mem.kernel_alloc(len, 8);
+                let mut at = 0u64;
+                for record in records {
+                    let size = (header + record.text.len() as u64).next_multiple_of(8);
+                    if at + size > len {
+                        break;
+                    }
+                    mem.write_u64(buf + at, record.ts_nsec);
+                    mem.write_u16(buf + at + 8, size as u16);
+                    mem.write_u16(buf + at + 10, record.text.len() as u16);
+                    if *caller_id {
+                        mem.write_u32(buf + at + 16, record.caller_id);
+                    }
+                    mem.write(buf + at + header, &record.text);
+                    at += size;
+                }
+                let pointer = mem.kernel_alloc(8, 8);
+                mem.write_u64(pointer, kvirt(buf));
+                let values = mem.kernel_alloc(12, 4);
+                mem.write_u32(values, len as u32);
+                mem.write_u32(values + 4, 0);
+                mem.write_u32(values + 8, at as u32);
+                sym("SYMBOL(log_buf)", format!("{:x}", kvirt(pointer)));
+                sym("SYMBOL(log_buf_len)", format!("{:x}", kvirt(values)));
+                sym("SYMBOL(log_first_idx)", format!("{:x}", kvirt(values + 4)));
+                sym("SYMBOL(log_next_idx)", format!("{:x}", kvirt(values + 8)));
+                sym("SIZE(printk_log)", header.to_string());
+                sym("OFFSET(printk_log.ts_nsec)", "0".into());
+                sym("OFFSET(printk_log.len)", "8".into());
+                sym("OFFSET(printk_log.text_len)", "10".into());
+                if *caller_id {
+                    sym("OFFSET(printk_log.caller_id)", "16".into());
+                }
+            }
+        }
+        symbols
+    }
+
+    /// The program headers and file: notes, the kernel-text alias, then RAM without holes.
+    fn elf(&self, memory: &[u8], notes: &[u8]) -> Vec<u8> {
+        let mut ram: Vec<Range<u64>> = std::iter::once(0..self.pages).collect();
+        for hole in &self.holes {
+            ram = ram
+                .into_iter()
+                .flat_map(|r| {
+                    [
+                        r.start..hole.start.clamp(r.start, r.end),
+                        hole.end.clamp(r.start, r.end)..r.end,
+                    ]
+                })
+                .filter(|r| r.start < r.end)
+                .collect();
+        }
+        let loads: Vec<(u64, u64, u64)> = std::iter::once((KERNEL_VIRT, KERNEL_PHYS, KERNEL_SIZE))
+            .chain(ram.iter().map(|r| {
+                (
+                    self.page_offset() + r.start * PAGE,
+                    r.start * PAGE,
+                    (r.end - r.start) * PAGE,
+                )
+            }))
+            .collect();
+        let phnum = 1 + loads.len();
+        let header_size = elf::HEADER_SIZE + phnum * elf::PROGRAM_HEADER_SIZE;
+        let notes_at = header_size as u64;
+        let mut data_at = (notes_at + notes.len() as u64).next_multiple_of(PAGE);
+        let mut headers = vec![ProgramHeader {
+            p_type: elf::PT_NOTE,
+            offset: notes_at,
+            filesz: notes.len() as u64,
+            memsz: notes.len() as u64,
+            ..Default::default()
+        }];
+        for &(vaddr, paddr, size) in &loads {
+            headers.push(ProgramHeader {
+                p_type: elf::PT_LOAD,
+                flags: 7,
+                offset: data_at,
+                vaddr,
+                paddr,
+                filesz: size,
+                memsz: size,
+                align: 0,
+            });
+            data_at += size;
+        }
+        let mut out = vec![0u8; data_at as usize];
+        let file = FileHeader {
+            e_type: elf::ET_CORE,
+            machine: elf::EM_X86_64,
+            flags: 0,
+            phoff: elf::HEADER_SIZE as u64,
+            shoff: 0,
+            phnum: phnum as u16,
+            shnum: 0,
+        };
+        out[..elf::HEADER_SIZE].copy_from_slice(&file.encode());
+        for (i, ph) in headers.iter().enumerate() {
+            let at = elf::HEADER_SIZE + i * elf::PROGRAM_HEADER_SIZE;
+            out[at..at + elf::PROGRAM_HEADER_SIZE].copy_from_slice(&ph.encode());
+        }
+        out[notes_at as usize..notes_at as usize + notes.len()].copy_from_slice(notes);
+        for ph in &headers[1..] {
+            let src = &memory[ph.paddr as usize..(ph.paddr + ph.filesz) as usize];
+            out[ph.offset as usize..(ph.offset + ph.filesz) as usize].copy_from_slice(src);
+        }
+        out
+    }
+}
+
+fn default_records() -> Vec<Record> {
+    vec![
+        Record {
+            ts_nsec: 0,
+            caller_id: 0,
+            text: b"Linux version 6.1.0-synthetic".to_vec(),
+        },
+        Record {
+            ts_nsec: 1_500_000_000,
+            caller_id: 1,
+            text: b"first\nsecond line".to_vec(),
+        },
+        Record {
+            ts_nsec: 2_000_001_000,
+            caller_id: 0x8000_0001,
+            text: b"cpu record \x01\x7f\xc3\xa9 tab\t".to_vec(),
+        },
+        Record {
+            ts_nsec: 3_000_000_000,
+            caller_id: 42,
+            text: Vec::new(),
+        },
+        Record {
+            ts_nsec: 123_456_789_012,
+            caller_id: 4242,
+            text: b"sysrq: Trigger a crash".to_vec(),
+        },
+    ]
+}
+
+struct Memory {
+    bytes: Vec<u8>,
+    next_kernel: u64,
+}
+
+impl Memory {
+    fn kernel_alloc(&mut self, size: u64, align: u64) -> u64 {
+        let at = self.next_kernel.next_multiple_of(align);
+        assert!(
+            at + size <= KERNEL_PHYS + KERNEL_SIZE,
+            "synthetic kernel image is full"
+        );
+        self.next_kernel = at + size;
+        self.bytes[at as usize..(at + size) as usize].fill(0);
+        at
+    }
+
+    fn write(&mut self, at: u64, data: &[u8]) {
+        self.bytes[at as usize..at as usize + data.len()].copy_from_slice(data);
+    }
+
+    fn write_u16(&mut self, at: u64, v: u16) {
+        self.write(at, &v.to_le_bytes());
+    }
+
+    fn write_u32(&mut self, at: u64, v: u32) {
+        self.write(at, &v.to_le_bytes());
+    }
+
+    fn write_u64(&mut self, at: u64, v: u64) {
+        self.write(at, &v.to_le_bytes());
+    }
+
+    fn read_u64(&self, at: u64) -> u64 {
+        u64::from_le_bytes(self.bytes[at as usize..at as usize + 8].try_into().unwrap())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Pmd,
+    Pte,
+}
+
+struct Tables {
+    root: u64,
+    five_level: bool,
+}
+
+impl Tables {
+    /// Maps `virt` to `phys` with a leaf at `level`, creating tables on the way.
+    fn map(&mut self, mem: &mut Memory, virt: u64, phys: u64, level: Level) {
+        let mut shifts: Vec<u32> = if self.five_level {
+            vec![48, 39, 30, 21]
+        } else {
+            vec![39, 30, 21]
+        };
+        if level == Level::Pte {
+            shifts.push(12);
+        }
+        let mut table = self.root;
+        let last = shifts.len() - 1;
+        for (i, shift) in shifts.iter().enumerate() {
+            let entry_at = table + ((virt >> shift) & 511) * 8;
+            if i == last {
+                let leaf_flags = if level == Level::Pmd { 0x83 } else { 0x3 };
+                mem.write_u64(entry_at, phys | leaf_flags);
+                return;
+            }
+            let entry = mem.read_u64(entry_at);
+            table = if entry & 1 != 0 {
+                entry & 0x000f_ffff_ffff_f000
+            } else {
+                let next = mem.kernel_alloc(PAGE, PAGE);
+                mem.write_u64(entry_at, next | 0x3);
+                next
+            };
+        }
+    }
+}
