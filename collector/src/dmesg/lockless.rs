@@ -111,6 +111,11 @@ pub fn extract(memory: &mut KernelMemory<'_>) -> Result<Vec<u8>, DmesgError> {
         )));
     }
     let data_size = 1u64 << size_bits;
+    if count * layout.desc_size.max(layout.info_size) > MAX_RING_BYTES {
+        return Err(DmesgError::Corrupt(format!(
+            "{count} descriptors of implausible size"
+        )));
+    }
     let descs = memory.read_vec(descs_at, (count * layout.desc_size) as usize)?;
     let infos = memory.read_vec(infos_at, (count * layout.info_size) as usize)?;
     let data = memory.read_vec(data_at, data_size as usize)?;

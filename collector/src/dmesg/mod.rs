@@ -13,9 +13,10 @@ pub mod lockless;
 use crate::format::vmcoreinfo::VmcoreInfoError;
 use crate::vmcore::{KernelMemory, TranslateError, Vmcore};
 
-/// Largest ring buffer accepted (the kernel's maximum `log_buf_len` is 1 GiB... in practice a
-/// few MiB; this bounds what corrupt metadata can make us allocate).
-pub const MAX_RING_BYTES: u64 = 256 << 20;
+/// Largest ring buffer (and descriptor array) accepted. Kernels default to 128 KiB to a few
+/// MiB (`CONFIG_LOG_BUF_SHIFT` is at most 25, 32 MiB); this bounds what corrupt metadata can make
+/// us allocate in a capture kernel with little memory.
+pub const MAX_RING_BYTES: u64 = 64 << 20;
 
 /// Why the log cannot be extracted.
 #[derive(Debug, thiserror::Error)]

@@ -70,10 +70,10 @@ impl KdumpFile {
             )));
         }
         dump.layout = layout;
-        dump.check(layout.descriptors(), "the bitmaps")?;
+        dump.check(layout.descriptors(), "the bitmap area")?;
         let second = dump.second_bitmap()?;
         dump.layout.descriptors = second.iter().map(|b| u64::from(b.count_ones())).sum();
-        dump.check(dump.layout.data(), "the page descriptors")?;
+        dump.check(dump.layout.data(), "the page descriptor table")?;
         Ok(dump)
     }
 
@@ -158,7 +158,7 @@ impl KdumpFile {
         let raw = self.read(
             self.layout.descriptors(),
             self.layout.descriptors as usize * PAGE_DESC_SIZE,
-            "the page descriptors",
+            "the page descriptor table",
         )?;
         let pfns = second.iter().enumerate().flat_map(|(byte, bits)| {
             (0..8)

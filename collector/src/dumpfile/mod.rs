@@ -75,7 +75,7 @@ pub enum DumpFileError {
         source: FlatError,
     },
     /// The file is shorter than its headers say.
-    #[error("{path}: truncated: {what} ends at offset {end:#x}, but the file has {len:#x} bytes")]
+    #[error("{path}: truncated to {len:#x} bytes, but {what} extends to offset {end:#x}")]
     Truncated {
         /// The file.
         path: PathBuf,

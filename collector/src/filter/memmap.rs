@@ -67,10 +67,12 @@ pub fn find_mem_map(
         .map_or(if five_level { 52 } else { 46 }, i64::cast_unsigned);
     if section_size == 0
         || section_size > 4096
-        || !(PAGE_SHIFT as u64..=physmem_bits).contains(&section_bits)
+        || physmem_bits > 52
+        || !(u64::from(PAGE_SHIFT)..=physmem_bits).contains(&section_bits)
     {
         return Err(MemMapError::Invalid(format!(
-            "SIZE(mem_section)={section_size}, SECTION_SIZE_BITS={section_bits}"
+            "SIZE(mem_section)={section_size}, SECTION_SIZE_BITS={section_bits}, \
+             MAX_PHYSMEM_BITS={physmem_bits}"
         )));
     }
     let pages_per_section = 1u64 << (section_bits - u64::from(PAGE_SHIFT));

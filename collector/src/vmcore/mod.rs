@@ -26,6 +26,8 @@ pub const PAGE_SIZE: u64 = 4096;
 pub const PAGE_SHIFT: u32 = 12;
 /// Start of the x86_64 kernel text mapping (`__START_KERNEL_map`).
 pub const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+/// End of the x86_64 physical address space (52 bits, with 5-level paging).
+const MAX_PHYSICAL_ADDRESS: u64 = 1 << 52;
 /// Largest notes segment accepted (real ones are a few KiB per CPU).
 const MAX_NOTES_SIZE: u64 = 64 << 20;
 
@@ -203,9 +205,14 @@ impl Vmcore {
                             ph.filesz, ph.memsz
                         )));
                     }
-                    let Some(phys_end) = ph.paddr.checked_add(ph.memsz) else {
-                        return Err(invalid(format!("PT_LOAD #{index} wraps the address space")));
-                    };
+                    let phys_end = ph.paddr.saturating_add(ph.memsz);
+                    if phys_end > MAX_PHYSICAL_ADDRESS {
+                        return Err(invalid(format!(
+                            "PT_LOAD #{index} (physical {:#x}, {:#x} bytes) reaches beyond x86_64's \
+                             52-bit physical address space",
+                            ph.paddr, ph.memsz
+                        )));
+                    }
                     match end_in_file {
                         Some(end) if end <= file_len => {}
                         _ => {
