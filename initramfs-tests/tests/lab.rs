@@ -262,6 +262,35 @@ fn check_makedumpfile_elf_report_counts_per_pt_load(run: &CrashRun) {
     );
 }
 
+/// 1, 2 and 3 worker threads write the same bytes from a real vmcore.
+fn check_threads(run: &CrashRun) {
+    let dir = tempfile::tempdir().unwrap();
+    let dumps: Vec<Vec<u8>> = (1..=3)
+        .map(|threads| {
+            let out = dir.path().join(format!("t{threads}"));
+            run_ok(
+                Command::new(rkdump())
+                    .args([
+                        "save",
+                        "--message-level",
+                        "0",
+                        "-d",
+                        "1",
+                        "--num-threads",
+                        &threads.to_string(),
+                    ])
+                    .arg(run.raw_vmcore())
+                    .arg(&out),
+            );
+            std::fs::read(out).unwrap()
+        })
+        .collect();
+    assert!(
+        dumps.windows(2).all(|pair| pair[0] == pair[1]),
+        "thread counts changed the dump"
+    );
+}
+
 macro_rules! lab_variant {
     ($module:ident, $name:literal) => {
         mod $module {
@@ -300,6 +329,11 @@ macro_rules! lab_variant {
             #[test]
             fn flattened_stream_rebuilds_with_makedumpfile_r() {
                 check_flattened(&crash_run($name));
+            }
+
+            #[test]
+            fn worker_threads_do_not_change_the_dump() {
+                check_threads(&crash_run($name));
             }
 
             #[test]
