@@ -9,6 +9,7 @@
 //! capture kernel wrote; [`reference`] runs the tools rkdump is compared with (makedumpfile,
 //! crash, drgn). [`build`] produces the static binaries the images carry.
 
+pub mod bench;
 pub mod build;
 pub mod cache;
 pub mod crash;

@@ -11,6 +11,9 @@ use crate::filter::DumpLevel;
 use crate::pipeline::Codec;
 use crate::vmcore::window::Access;
 
+/// Default zstd level: makedumpfile's `-z` level.
+const DEFAULT_ZSTD_LEVEL: i32 = 1;
+
 /// makedumpfile's message-level bits.
 const MSG_PROGRESS: u8 = 1;
 const MSG_COMMON: u8 = 2;
@@ -58,6 +61,10 @@ pub struct SaveArgs {
     /// Page compression.
     #[arg(long, value_enum, default_value_t = Compression::Zstd)]
     compress: Compression,
+    /// zstd level (negative levels are faster and compress less).
+    #[arg(long, value_name = "LEVEL", default_value_t = DEFAULT_ZSTD_LEVEL, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-7..=19))]
+    zstd_level: i32,
     /// Write an ELF dump instead of kdump-compressed (no compression).
     #[arg(short = 'E')]
     elf: bool,
@@ -128,7 +135,7 @@ impl SaveArgs {
         }
         let codec = match (self.elf, self.compress) {
             (true, _) | (false, Compression::None) => Codec::None,
-            (false, Compression::Zstd) => Codec::Zstd(1),
+            (false, Compression::Zstd) => Codec::Zstd(self.zstd_level),
         };
         let destination = match &self.dumpfile {
             Some(path) => Destination::Path(path.clone()),

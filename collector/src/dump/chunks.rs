@@ -1,47 +1,49 @@
-//! Cutting one cycle's dumpable page frames into pipeline chunks.
+//! Cutting one cycle's dumpable page frames into pipeline chunks of about equal work.
 
 use std::ops::Range;
 
 use crate::filter::Bitmap;
-use crate::pipeline::{CHUNK_PAGES, Chunk};
+use crate::pipeline::{CHUNK_PAGES, CHUNK_SPAN, Chunk};
 use crate::vmcore::PAGE_SHIFT;
 use crate::vmcore::window::{ExtentKind, PageMap};
 
 /// The chunks holding the set bits of `second` (one cycle's 2nd bitmap), in pfn order.
 ///
-/// Every set bit lands in exactly one chunk: frames inside an extent of `map` get that
-/// extent's storage, any others are read one by one with zero fill.
-pub fn chunks<'a>(map: &'a PageMap, second: &'a Bitmap) -> impl Iterator<Item = Chunk> + 'a {
-    let cycle = second.range();
-    regions(map, &cycle)
-        .into_iter()
-        .flat_map(move |(range, kind)| {
-            (range.start..range.end)
-                .step_by(CHUNK_PAGES)
-                .filter_map(move |start| {
-                    let pages = (range.end - start).min(CHUNK_PAGES as u64) as usize;
-                    let mut mask = [0u64; CHUNK_PAGES / 64];
-                    for pfn in second.iter_set(start..start + pages as u64) {
-                        let i = (pfn - start) as usize;
-                        mask[i / 64] |= 1 << (i % 64);
-                    }
-                    if mask.iter().all(|&w| w == 0) {
-                        return None;
-                    }
-                    let kind = match kind {
-                        ExtentKind::Regular { file_offset } => ExtentKind::Regular {
-                            file_offset: file_offset + ((start - range.start) << PAGE_SHIFT),
-                        },
-                        ExtentKind::Irregular => ExtentKind::Irregular,
-                    };
-                    Some(Chunk {
-                        pfn_start: start,
-                        pages,
-                        kind,
-                        mask,
-                    })
-                })
-        })
+/// A chunk holds at most [`CHUNK_PAGES`] pages to dump and spans at most [`CHUNK_SPAN`] page
+/// frames of one extent of `map`. Every set bit lands in exactly one chunk: frames outside all
+/// extents are read one by one with zero fill.
+pub fn chunks(map: &PageMap, second: &Bitmap) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    for (range, kind) in regions(map, &second.range()) {
+        let mut current: Option<Chunk> = None;
+        for pfn in second.iter_set(range.clone()) {
+            let full = current
+                .as_ref()
+                .is_some_and(|c| c.count() == CHUNK_PAGES || pfn - c.pfn_start >= CHUNK_SPAN);
+            if full {
+                out.extend(current.take());
+            }
+            let chunk = current.get_or_insert_with(|| Chunk {
+                pfn_start: pfn,
+                pages: 0,
+                kind: match kind {
+                    ExtentKind::Regular { file_offset } => ExtentKind::Regular {
+                        file_offset: file_offset + ((pfn - range.start) << PAGE_SHIFT),
+                    },
+                    ExtentKind::Irregular => ExtentKind::Irregular,
+                },
+                runs: Vec::new(),
+            });
+            let index = (pfn - chunk.pfn_start) as usize;
+            match chunk.runs.last_mut() {
+                Some((first, count)) if *first + *count == index => *count += 1,
+                _ => chunk.runs.push((index, 1)),
+            }
+            chunk.pages = index + 1;
+        }
+        out.extend(current);
+    }
+    out
 }
 
 /// The extents of `map` clipped to `cycle`, with the gaps between them as irregular regions.
@@ -93,15 +95,8 @@ mod tests {
         for pfn in [1, 2, 300, 601, 700] {
             second.set(pfn);
         }
-        let chunks: Vec<Chunk> = chunks(&map, &second).collect();
-        let found: Vec<u64> = chunks
-            .iter()
-            .flat_map(|c| {
-                (0..c.pages)
-                    .filter(|&i| c.wanted(i))
-                    .map(move |i| c.pfn_start + i as u64)
-            })
-            .collect();
+        let chunks = chunks(&map, &second);
+        let found: Vec<u64> = chunks.iter().flat_map(Chunk::pfns).collect();
         assert_eq!(found, [1, 2, 300, 601, 700]);
         assert_eq!(
             chunks[0].kind,
@@ -109,22 +104,45 @@ mod tests {
                 file_offset: 0x2000
             }
         );
-        assert_eq!(chunks[1].pfn_start, 257);
+        assert_eq!(chunks[0].runs, [(0, 2), (299, 1)]);
         assert_eq!(
             chunks[1].kind,
-            ExtentKind::Regular {
-                file_offset: 0x2000 + 256 * 4096
-            }
-        );
-        assert_eq!(
-            chunks[2].kind,
             ExtentKind::Irregular,
             "pfn 601 is a partial page"
         );
         assert_eq!(
-            chunks[3].kind,
+            chunks[2].kind,
             ExtentKind::Irregular,
             "pfn 700 is outside every segment"
         );
+    }
+
+    #[test]
+    fn chunks_hold_at_most_chunk_pages_and_span_at_most_chunk_span() {
+        let segment = Segment {
+            index: 0,
+            phys_start: 0,
+            phys_end: 40_000 * 4096,
+            virt_start: 0xffff_8880_0000_0000,
+            file_offset: 0x1000,
+            file_size: 40_000 * 4096,
+            flags_align: (7, 0),
+        };
+        let map = PageMap::new(&[segment]);
+        let mut second = Bitmap::new(0..40_000);
+        second.set_range(0..1000);
+        second.set(30_000);
+        let chunks = chunks(&map, &second);
+        assert_eq!(
+            chunks.iter().map(Chunk::count).collect::<Vec<_>>(),
+            [256, 256, 256, 232, 1]
+        );
+        assert_eq!(
+            chunks[1].kind,
+            ExtentKind::Regular {
+                file_offset: 0x1000 + 256 * 4096
+            }
+        );
+        assert!(chunks.iter().all(|c| c.pages as u64 <= CHUNK_SPAN));
     }
 }

@@ -32,7 +32,7 @@ use crate::format::kdump::{COMPRESSED_ZSTD, UTS_FIELD_LEN};
 use crate::output::kdump::{KdumpSpec, KdumpWriter};
 use crate::output::sink::Stream;
 use crate::output::{FileSink, FlatSink, OutputError, Sink};
-use crate::pipeline::{self, Chunk, Codec, PipelineError, Settings};
+use crate::pipeline::{self, Chunk, ChunkResult, Codec, PipelineError, Settings};
 use crate::vmcore::window::{Access, PageMap};
 use crate::vmcore::{KernelMemory, Vmcore, VmcoreError};
 
@@ -390,6 +390,7 @@ pub fn save(
             .map_err(|e| output_failed(e, &summary))?;
     }
     let total: u64 = per_cycle.iter().sum();
+    summary.filter_seconds = started.elapsed().as_secs_f64();
     summary.dump_level = filter.level().bits();
     summary.excluded = counts.into();
 
@@ -425,8 +426,8 @@ pub fn save(
         &vmcore,
         settings,
         chunk_source,
-        |chunk| -> Result<(), OutputError> {
-            writer.add(&chunk)?;
+        |chunk: &ChunkResult| -> Result<(), OutputError> {
+            writer.add(chunk)?;
             done += chunk.pages.len() as u64;
             bytes_read += chunk.bytes_read;
             if last_report.elapsed() >= Duration::from_millis(200) || done == total {
@@ -554,9 +555,7 @@ impl Iterator for SecondPass<'_, '_> {
                 ));
                 return None;
             }
-            self.current = chunks::chunks(self.map, &second)
-                .collect::<Vec<_>>()
-                .into_iter();
+            self.current = chunks::chunks(self.map, &second).into_iter();
         }
     }
 }

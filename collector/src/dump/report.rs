@@ -37,6 +37,8 @@ pub struct Summary {
     pub bytes_written: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// Seconds until every page was classified (opening the vmcore and the first pass).
+    pub filter_seconds: f64,
     /// Peak resident memory of the process, in KiB (from /proc/self/status).
     pub peak_rss_kib: Option<u64>,
     /// Whether the dump is complete.

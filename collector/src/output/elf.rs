@@ -137,7 +137,7 @@ fn chunks_for(map: &PageMap, keep: &Bitmap, pfns: std::ops::Range<u64>) -> Vec<C
     for pfn in keep.iter_set(pfns) {
         window.set(pfn);
     }
-    crate::dump::chunks::chunks(map, &window).collect()
+    crate::dump::chunks::chunks(map, &window)
 }
 
 /// Writes an ELF dump.
@@ -166,7 +166,7 @@ pub fn save(
             &vmcore,
             Settings { ..settings },
             all.into_iter(),
-            |result: ChunkResult| {
+            |result: &ChunkResult| {
                 zero.extend(
                     result
                         .pages
@@ -298,9 +298,9 @@ pub fn save(
             ..settings
         },
         work.into_iter(),
-        |result: ChunkResult| {
+        |result: &ChunkResult| {
             let segment = placements.pop_front().expect("one placement per chunk");
-            writer.add(&segment, &result)?;
+            writer.add(&segment, result)?;
             done += result.pages.len() as u64;
             bytes_read += result.bytes_read;
             progress(Progress {

@@ -14,8 +14,8 @@ use crate::filter::Bitmap;
 use crate::format::kdump::{self, DUMP_INCOMPLETE, Header, Layout, PageDesc, SubHeader};
 use crate::pipeline::{ChunkResult, PageOut};
 
-/// Flush threshold of the page data buffer.
-const DATA_BUFFER: usize = 1 << 20;
+/// Largest gathering of small page data results into one write.
+const DATA_BUFFER: usize = 256 << 10;
 /// Flush threshold of the descriptor buffer.
 const DESC_BUFFER: usize = 64 << 10;
 /// Page size (and block size) of the dumps written.
@@ -155,7 +155,6 @@ impl<S: Sink> KdumpWriter<S> {
 
     /// Adds the pages of one pipeline result, in page-frame order.
     pub fn add(&mut self, result: &ChunkResult) -> Result<(), OutputError> {
-        let mut data = &result.data[..];
         for &(_, page) in &result.pages {
             let desc = match (page, self.zero_page) {
                 (PageOut::Zero, Some(offset)) => {
@@ -168,14 +167,11 @@ impl<S: Sink> KdumpWriter<S> {
                 }
                 (PageOut::Zero, None) => unreachable!("zero pages are reported only when excluded"),
                 (PageOut::Stored { size, flags }, _) => {
-                    let (bytes, rest) = data.split_at(size as usize);
-                    data = rest;
                     let desc = PageDesc {
                         offset: self.next_data,
                         size,
                         flags,
                     };
-                    self.data.extend_from_slice(bytes);
                     self.next_data += u64::from(size);
                     self.stored_pages += 1;
                     desc
@@ -183,20 +179,34 @@ impl<S: Sink> KdumpWriter<S> {
             };
             self.descs.extend_from_slice(&desc.encode());
             self.next_desc += kdump::PAGE_DESC_SIZE as u64;
-            if self.data.len() >= DATA_BUFFER || self.descs.len() >= DESC_BUFFER {
-                self.flush()?;
-            }
+        }
+        // Small results are gathered into one write; large ones are written as they are,
+        // which spares copying every byte of the dump once more.
+        if self.data.len() + result.data.len() <= DATA_BUFFER {
+            self.data.extend_from_slice(&result.data);
+        } else {
+            self.flush_data()?;
+            self.sink.write_at(self.data_at, &result.data)?;
+            self.data_at += result.data.len() as u64;
+        }
+        if self.data.len() >= DATA_BUFFER || self.descs.len() >= DESC_BUFFER {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush_data(&mut self) -> Result<(), OutputError> {
+        if !self.data.is_empty() {
+            self.sink.write_at(self.data_at, &self.data)?;
+            self.data_at += self.data.len() as u64;
+            self.data.clear();
         }
         Ok(())
     }
 
     /// Writes buffered data, then the descriptors that point into it.
     fn flush(&mut self) -> Result<(), OutputError> {
-        if !self.data.is_empty() {
-            self.sink.write_at(self.data_at, &self.data)?;
-            self.data_at += self.data.len() as u64;
-            self.data.clear();
-        }
+        self.flush_data()?;
         if !self.descs.is_empty() {
             self.sink.write_at(self.descs_at, &self.descs)?;
             self.descs_at += self.descs.len() as u64;

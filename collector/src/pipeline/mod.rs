@@ -1,26 +1,33 @@
 //! The parallel page pipeline: read, zero-test and compress pages on every CPU, hand the
 //! results to one writer in page-frame order.
 //!
-//! The dump is cut into [`Chunk`]s of at most [`CHUNK_PAGES`] page frames, each inside one
-//! extent of the vmcore's [`PageMap`](crate::vmcore::window::PageMap), with a mask of the frames
-//! to dump. A batch of chunks is processed by a rayon pool, each worker with its own
-//! [`PageReader`] and compression context; the batch's results, in chunk order, go through a
-//! bounded channel to the writer thread while the next batch is computed. Chunking depends only
-//! on the input, and each page is compressed on its own, so the output is byte-identical
-//! whatever the number of threads. Memory in flight is bounded by the batch size, not by the
-//! dump size.
+//! The dump is cut into [`Chunk`]s of about the same work: at most [`CHUNK_PAGES`] pages to
+//! dump, inside one extent of the vmcore's [`PageMap`](crate::vmcore::window::PageMap). Worker
+//! threads of a rayon pool take chunks in order from the shared source, each with its own
+//! [`PageReader`] and compression context, and send results tagged with their sequence number
+//! to the writer thread, which puts them back in order. There is no barrier between batches:
+//! a worker that finishes early takes the next chunk at once. A worker may not run more than
+//! [`IN_FLIGHT_PER_THREAD`] chunks per thread ahead of the writer, which bounds memory
+//! whatever the dump's size, and buffers come back from the writer for reuse, so steady state
+//! allocates nothing.
+//!
+//! Chunking depends only on the input, and each page is compressed on its own, so the output
+//! is byte-identical whatever the number of threads.
 
-use std::sync::Mutex;
-use std::sync::mpsc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, mpsc};
 
 use crate::format::kdump::COMPRESSED_ZSTD;
 use crate::vmcore::window::{Access, ExtentKind, PageReader};
 use crate::vmcore::{PAGE_SIZE, Vmcore, VmcoreError};
 
-/// Page frames per chunk (1 MiB of memory).
+/// Most pages to dump in one chunk (1 MiB of memory).
 pub const CHUNK_PAGES: usize = 256;
-/// Chunks per batch, per thread.
-const CHUNKS_PER_THREAD: usize = 4;
+/// Most page frames one chunk spans (64 MiB of memory): the size of a worker's mapping.
+pub const CHUNK_SPAN: u64 = 16384;
+/// Chunks a thread may be ahead of the writer.
+const IN_FLIGHT_PER_THREAD: u64 = 4;
 const PAGE: usize = PAGE_SIZE as usize;
 
 /// How stored pages are encoded.
@@ -64,35 +71,25 @@ pub enum PipelineError<E: std::error::Error + 'static> {
 pub struct Chunk {
     /// First page frame.
     pub pfn_start: u64,
-    /// Number of page frames (at most [`CHUNK_PAGES`]).
+    /// Number of page frames spanned.
     pub pages: usize,
     /// Where the frames are stored.
     pub kind: ExtentKind,
-    /// Which frames to dump: bit `i` of word `i / 64` for frame `pfn_start + i`.
-    pub mask: [u64; CHUNK_PAGES / 64],
+    /// The frames to dump, as runs of `(first index, count)` within the span.
+    pub runs: Vec<(usize, usize)>,
 }
 
 impl Chunk {
-    /// Whether frame `i` of the chunk is to be dumped.
-    pub fn wanted(&self, i: usize) -> bool {
-        self.mask[i / 64] >> (i % 64) & 1 != 0
-    }
-
-    /// Runs of wanted frames, as `(first index, count)`.
-    pub fn runs(&self) -> Vec<(usize, usize)> {
-        let mut runs: Vec<(usize, usize)> = Vec::new();
-        for i in (0..self.pages).filter(|&i| self.wanted(i)) {
-            match runs.last_mut() {
-                Some((first, count)) if *first + *count == i => *count += 1,
-                _ => runs.push((i, 1)),
-            }
-        }
-        runs
-    }
-
-    /// Number of wanted frames.
+    /// Number of frames to dump.
     pub fn count(&self) -> usize {
-        self.mask.iter().map(|w| w.count_ones() as usize).sum()
+        self.runs.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The page frame numbers to dump, in order.
+    pub fn pfns(&self) -> impl Iterator<Item = u64> + '_ {
+        self.runs
+            .iter()
+            .flat_map(move |&(first, n)| (first..first + n).map(move |i| self.pfn_start + i as u64))
     }
 }
 
@@ -115,7 +112,7 @@ pub enum PageOut {
 pub struct ChunkResult {
     /// First page frame of the chunk.
     pub pfn_start: u64,
-    /// One entry per wanted frame, in order, with its page frame number.
+    /// One entry per page dumped, in order, with its page frame number.
     pub pages: Vec<(u64, PageOut)>,
     /// The stored pages' bytes, concatenated in order.
     pub data: Vec<u8>,
@@ -152,38 +149,37 @@ impl Worker {
         Ok(Self {
             reader: PageReader::new(settings.access),
             compressor,
-            scratch: Vec::with_capacity(PAGE),
+            scratch: vec![0; PAGE - 1],
             page: vec![0; PAGE],
         })
     }
 
+    /// Processes `chunk` into `result` (whose buffers are reused).
     fn process(
         &mut self,
         vmcore: &Vmcore,
         chunk: &Chunk,
         settings: &Settings,
-    ) -> Result<ChunkResult, (u64, VmcoreError)> {
-        let mut result = ChunkResult {
-            pfn_start: chunk.pfn_start,
-            ..Default::default()
-        };
+        result: &mut ChunkResult,
+    ) -> Result<(), (u64, VmcoreError)> {
+        result.pfn_start = chunk.pfn_start;
+        result.pages.clear();
+        result.data.clear();
         let count = chunk.count();
-        result.pages.reserve(count);
-        result.data.reserve(count * PAGE / 2);
+        result.bytes_read = (count * PAGE) as u64;
         match chunk.kind {
             ExtentKind::Regular { file_offset } => {
-                let runs = chunk.runs();
                 let window = self
                     .reader
-                    .window(vmcore, file_offset, chunk.pages, &runs)
+                    .window(vmcore, file_offset, chunk.pages, &chunk.runs)
                     .map_err(|e| (chunk.pfn_start, e))?;
-                for (first, len) in runs {
-                    for i in first..first + len {
+                for &(first, n) in &chunk.runs {
+                    for i in first..first + n {
                         let page = &window[i * PAGE..(i + 1) * PAGE];
                         let out = encode(
                             page,
                             settings,
-                            &mut self.compressor,
+                            self.compressor.as_mut(),
                             &mut self.scratch,
                             &mut result.data,
                         );
@@ -193,15 +189,14 @@ impl Worker {
                 self.reader.release();
             }
             ExtentKind::Irregular => {
-                for i in (0..chunk.pages).filter(|&i| chunk.wanted(i)) {
-                    let pfn = chunk.pfn_start + i as u64;
+                for pfn in chunk.pfns() {
                     vmcore
                         .read_page(pfn, &mut self.page)
                         .map_err(|e| (pfn, e))?;
                     let out = encode(
                         &self.page,
                         settings,
-                        &mut self.compressor,
+                        self.compressor.as_mut(),
                         &mut self.scratch,
                         &mut result.data,
                     );
@@ -209,8 +204,7 @@ impl Worker {
                 }
             }
         }
-        result.bytes_read = (count * PAGE) as u64;
-        Ok(result)
+        Ok(())
     }
 }
 
@@ -223,30 +217,37 @@ pub fn is_zero_page(page: &[u8]) -> bool {
 fn encode(
     page: &[u8],
     settings: &Settings,
-    compressor: &mut Option<zstd::bulk::Compressor<'static>>,
-    scratch: &mut Vec<u8>,
+    compressor: Option<&mut zstd::bulk::Compressor<'static>>,
+    scratch: &mut [u8],
     data: &mut Vec<u8>,
 ) -> PageOut {
     if settings.detect_zero && is_zero_page(page) {
         return PageOut::Zero;
     }
-    if let Some(compressor) = compressor {
-        // A destination one byte short of a page: output that would not shrink the page fails
-        // to fit, and the page is stored raw.
-        scratch.resize(PAGE - 1, 0);
-        if let Ok(size) = compressor.compress_to_buffer(page, &mut scratch[..]) {
-            data.extend_from_slice(&scratch[..size]);
-            return PageOut::Stored {
-                size: size as u32,
-                flags: COMPRESSED_ZSTD,
-            };
-        }
+    // A destination one byte short of a page: output that would not shrink the page does not
+    // fit, and the page is stored raw.
+    if let Some(compressor) = compressor
+        && let Ok(size) = compressor.compress_to_buffer(page, &mut scratch[..PAGE - 1])
+    {
+        data.extend_from_slice(&scratch[..size]);
+        return PageOut::Stored {
+            size: size as u32,
+            flags: COMPRESSED_ZSTD,
+        };
     }
     data.extend_from_slice(page);
     PageOut::Stored {
         size: PAGE as u32,
         flags: 0,
     }
+}
+
+/// The chunks still to hand out, with their sequence numbers and the writer's progress.
+struct Source<I> {
+    chunks: I,
+    next: u64,
+    written: u64,
+    done: bool,
 }
 
 /// Runs `chunks` through the workers and feeds the results, in order, to `sink` on a writer
@@ -259,8 +260,8 @@ pub fn run<E, I, S>(
 ) -> Result<(), PipelineError<E>>
 where
     E: std::error::Error + Send + 'static,
-    I: Iterator<Item = Chunk>,
-    S: FnMut(ChunkResult) -> Result<(), E> + Send,
+    I: Iterator<Item = Chunk> + Send,
+    S: FnMut(&ChunkResult) -> Result<(), E> + Send,
 {
     let threads = settings.threads.max(1);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -271,54 +272,99 @@ where
             threads,
             message: e.to_string(),
         })?;
-    let workers: Vec<Mutex<Worker>> = (0..threads)
-        .map(|_| Worker::new(&settings).map(Mutex::new))
+    let workers: Vec<Worker> = (0..threads)
+        .map(|_| Worker::new(&settings))
         .collect::<Result<_, _>>()
         .map_err(PipelineError::Compressor)?;
-    let batch_size = threads * CHUNKS_PER_THREAD;
-    let mut chunks = chunks.peekable();
+    let limit = threads as u64 * IN_FLIGHT_PER_THREAD;
+    let source = Mutex::new(Source {
+        chunks,
+        next: 0,
+        written: 0,
+        done: false,
+    });
+    let room = Condvar::new();
+    let stop = AtomicBool::new(false);
+    let spare: Mutex<Vec<ChunkResult>> = Mutex::new(Vec::new());
+    let (sender, receiver) = mpsc::channel::<(u64, Result<ChunkResult, (u64, VmcoreError)>)>();
 
     std::thread::scope(|scope| {
-        let (sender, receiver) = mpsc::sync_channel::<Vec<ChunkResult>>(1);
-        let writer = scope.spawn(move || -> Result<(), E> {
-            for batch in receiver {
-                for result in batch {
-                    sink(result)?;
-                }
-            }
-            Ok(())
-        });
-        let mut outcome = Ok(());
-        while chunks.peek().is_some() {
-            let batch: Vec<Chunk> = chunks.by_ref().take(batch_size).collect();
-            let results: Result<Vec<ChunkResult>, (u64, VmcoreError)> = pool.install(|| {
-                use rayon::prelude::*;
-                batch
-                    .par_iter()
-                    .map(|chunk| {
-                        let index = rayon::current_thread_index().unwrap_or(0);
-                        let mut worker = workers[index]
-                            .lock()
-                            .expect("worker state is never poisoned");
-                        worker.process(vmcore, chunk, &settings)
-                    })
-                    .collect()
-            });
-            match results {
-                Ok(results) => {
-                    if sender.send(results).is_err() {
-                        break; // The writer failed; its error is reported below.
+        let (source_ref, room_ref, stop_ref, spare_ref) = (&source, &room, &stop, &spare);
+        let writer = scope.spawn(move || -> Result<(), PipelineError<E>> {
+            let (source, room, stop, spare) = (source_ref, room_ref, stop_ref, spare_ref);
+            let mut pending = BTreeMap::new();
+            let mut next = 0u64;
+            let outcome = (|| {
+                for (seq, result) in &receiver {
+                    pending.insert(seq, result);
+                    while let Some(result) = pending.remove(&next) {
+                        let result =
+                            result.map_err(|(pfn, source)| PipelineError::Read { pfn, source })?;
+                        sink(&result).map_err(PipelineError::Sink)?;
+                        spare.lock().expect("not poisoned").push(result);
+                        next += 1;
+                        source.lock().expect("not poisoned").written = next;
+                        room.notify_all();
                     }
                 }
-                Err((pfn, source)) => {
-                    outcome = Err(PipelineError::Read { pfn, source });
-                    break;
-                }
+                Ok(())
+            })();
+            if outcome.is_err() {
+                stop.store(true, Ordering::Relaxed);
+                room.notify_all();
             }
-        }
+            outcome
+        });
+        pool.scope(|pool_scope| {
+            for mut worker in workers {
+                let sender = sender.clone();
+                let (source, room, stop, spare, settings) =
+                    (&source, &room, &stop, &spare, &settings);
+                pool_scope.spawn(move |_| {
+                    loop {
+                        let (seq, chunk) = {
+                            let mut state = source.lock().expect("not poisoned");
+                            while !state.done
+                                && state.next >= state.written + limit
+                                && !stop.load(Ordering::Relaxed)
+                            {
+                                state = room.wait(state).expect("not poisoned");
+                            }
+                            if state.done || stop.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            match state.chunks.next() {
+                                Some(chunk) => {
+                                    state.next += 1;
+                                    (state.next - 1, chunk)
+                                }
+                                None => {
+                                    state.done = true;
+                                    room.notify_all();
+                                    return;
+                                }
+                            }
+                        };
+                        let mut result = spare
+                            .lock()
+                            .expect("not poisoned")
+                            .pop()
+                            .unwrap_or_default();
+                        let outcome = worker
+                            .process(vmcore, &chunk, settings, &mut result)
+                            .map(|()| result);
+                        let failed = outcome.is_err();
+                        if sender.send((seq, outcome)).is_err() || failed {
+                            stop.store(true, Ordering::Relaxed);
+                            room.notify_all();
+                            return;
+                        }
+                    }
+                });
+            }
+        });
         drop(sender);
-        let written = writer.join().expect("the writer thread does not panic");
-        outcome.and(written.map_err(PipelineError::Sink))
+        writer.join().expect("the writer thread does not panic")
     })
 }
 
@@ -335,17 +381,17 @@ mod tests {
     }
 
     #[test]
-    fn chunk_runs_follow_the_mask() {
-        let mut chunk = Chunk {
+    fn chunk_pfns_follow_the_runs() {
+        let chunk = Chunk {
             pfn_start: 100,
             pages: 130,
             kind: ExtentKind::Irregular,
-            mask: [0; 4],
+            runs: vec![(0, 3), (63, 3), (129, 1)],
         };
-        for i in [0, 1, 2, 63, 64, 65, 129] {
-            chunk.mask[i / 64] |= 1 << (i % 64);
-        }
-        assert_eq!(chunk.runs(), [(0, 3), (63, 3), (129, 1)]);
+        assert_eq!(
+            chunk.pfns().collect::<Vec<_>>(),
+            [100, 101, 102, 163, 164, 165, 229]
+        );
         assert_eq!(chunk.count(), 7);
     }
 
@@ -357,8 +403,8 @@ mod tests {
             detect_zero: true,
             access: Access::Pread,
         };
-        let mut compressor = Some(zstd::bulk::Compressor::new(1).unwrap());
-        let mut scratch = Vec::new();
+        let mut compressor = zstd::bulk::Compressor::new(1).unwrap();
+        let mut scratch = vec![0; PAGE - 1];
         let mut data = Vec::new();
         let mut state = 0x1234_5678_9abc_def0u64;
         let random: Vec<u8> = (0..PAGE)
@@ -366,10 +412,16 @@ mod tests {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
-                state as u8
+                state.to_le_bytes()[0]
             })
             .collect();
-        let out = encode(&random, &settings, &mut compressor, &mut scratch, &mut data);
+        let out = encode(
+            &random,
+            &settings,
+            Some(&mut compressor),
+            &mut scratch,
+            &mut data,
+        );
         assert_eq!(
             out,
             PageOut::Stored {
@@ -380,7 +432,13 @@ mod tests {
         assert_eq!(data, random);
         let text = b"kdump ".repeat(PAGE / 6 + 1)[..PAGE].to_vec();
         data.clear();
-        let out = encode(&text, &settings, &mut compressor, &mut scratch, &mut data);
+        let out = encode(
+            &text,
+            &settings,
+            Some(&mut compressor),
+            &mut scratch,
+            &mut data,
+        );
         let PageOut::Stored {
             size,
             flags: COMPRESSED_ZSTD,

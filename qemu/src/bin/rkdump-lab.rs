@@ -27,6 +27,15 @@ enum Command {
     Variants,
     /// Crash the default guest now, capture it with rkdump, and show the dump.
     Demo,
+    /// Benchmark rkdump against makedumpfile on lab vmcores (prints BENCHMARKS.md tables).
+    Bench {
+        /// Variants whose raw vmcores to use.
+        #[arg(long = "variant", default_values_t = ["cloud-nokaslr-idle".to_owned(), "3g".to_owned()])]
+        variants: Vec<String>,
+        /// Runs per command (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -50,6 +59,10 @@ fn main() -> Result<()> {
             }
         }
         Command::Demo => demo()?,
+        Command::Bench {
+            variants: names,
+            repeats,
+        } => bench(&names, repeats)?,
     }
     Ok(())
 }
@@ -147,5 +160,31 @@ fn demo() -> Result<()> {
         started.elapsed().as_secs_f64(),
         run.dir.display()
     );
+    Ok(())
+}
+
+fn bench(names: &[String], repeats: usize) -> Result<()> {
+    let rkdump = build::rkdump()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("rkdump-bench")
+        .tempdir_in("/dev/shm")?;
+    for name in names {
+        let variant =
+            variants::by_name(name).with_context(|| format!("no variant named {name:?}"))?;
+        let run = crash::crash(variant)?;
+        let vmcore = run.raw_vmcore();
+        let size = std::fs::metadata(&vmcore)?.len();
+        println!(
+            "\n### {} guest, {} ({:?}), vmcore {:.0} MiB\n",
+            name,
+            run.kernel.release,
+            variant.workload,
+            size as f64 / f64::from(1 << 20)
+        );
+        let rows = rkdump_lab::bench::run(&vmcore, scratch.path(), &rkdump, repeats)?;
+        print!("{}", rkdump_lab::bench::table(&rows));
+        println!();
+        print!("{}", rkdump_lab::bench::ratios(&rows));
+    }
     Ok(())
 }
