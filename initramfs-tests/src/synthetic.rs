@@ -188,6 +188,10 @@ pub struct Builder {
     pub extra_vmcoreinfo: Vec<(String, String)>,
     /// VMCOREINFO keys left out.
     pub omit_vmcoreinfo: Vec<String>,
+    /// SPARSEMEM_EXTREME (a root array of section pages) rather than one flat static array.
+    pub extreme: bool,
+    /// SPARSEMEM_VMEMMAP (struct pages mapped at VMEMMAP_START) rather than in the direct map.
+    pub vmemmap: bool,
 }
 
 impl Builder {
@@ -203,6 +207,8 @@ impl Builder {
             log: Log::Lockless(default_records()),
             extra_vmcoreinfo: Vec::new(),
             omit_vmcoreinfo: Vec::new(),
+            extreme: true,
+            vmemmap: true,
         }
     }
 
@@ -254,7 +260,22 @@ impl Builder {
     }
 
     fn physmem_bits(&self) -> u32 {
-        if self.five_level { 52 } else { 46 }
+        match (self.extreme, self.five_level) {
+            // A flat mem_section array must fit in the synthetic kernel image: 64 GiB of
+            // physical address space is 16384 sections.
+            (false, _) => 36,
+            (true, true) => 52,
+            (true, false) => 46,
+        }
+    }
+
+    /// Virtual address of the struct page of pfn 0.
+    fn mem_map(&self) -> u64 {
+        if self.vmemmap {
+            self.vmemmap()
+        } else {
+            self.page_offset() + VMEMMAP_PHYS
+        }
     }
 
     /// Builds the vmcore file's bytes.
@@ -281,7 +302,7 @@ impl Builder {
         let root = self.page_tables(&mut mem);
         let flags = self.generation.flags();
         self.struct_pages(&mut mem, &flags);
-        let (mem_section, _) = self.mem_section(&mut mem);
+        let (mem_section, in_kernel_image) = self.mem_section(&mut mem);
         let uts = mem.kernel_alloc(390, 8);
         for (i, field) in [
             "Linux",
@@ -306,16 +327,19 @@ impl Builder {
         put("PAGESIZE", "4096".into());
         put("SYMBOL(init_uts_ns)", format!("{:x}", kvirt(uts)));
         put("OFFSET(uts_namespace.name)", "0".into());
-        put(
-            "SYMBOL(mem_section)",
-            format!("{:x}", self.page_offset() + mem_section),
-        );
-        put(
-            "LENGTH(mem_section)",
-            (1u64 << (self.physmem_bits() - SECTION_BITS))
-                .div_ceil(4096 / 32)
-                .to_string(),
-        );
+        let mem_section = if in_kernel_image {
+            kvirt(mem_section)
+        } else {
+            self.page_offset() + mem_section
+        };
+        put("SYMBOL(mem_section)", format!("{mem_section:x}"));
+        let all_sections = 1u64 << (self.physmem_bits() - SECTION_BITS);
+        let length = if self.extreme {
+            all_sections.div_ceil(4096 / 32)
+        } else {
+            all_sections
+        };
+        put("LENGTH(mem_section)", length.to_string());
         put("SIZE(mem_section)", "32".into());
         put("OFFSET(mem_section.section_mem_map)", "0".into());
         put("NUMBER(SECTION_SIZE_BITS)", SECTION_BITS.to_string());
@@ -406,8 +430,13 @@ impl Builder {
         }
         // The kernel image.
         tables.map(mem, KERNEL_VIRT, KERNEL_PHYS, Level::Pmd);
-        // vmemmap: the struct page array.
-        let bytes = (self.pages * STRUCT_PAGE).next_multiple_of(PAGE);
+        // vmemmap: the struct page array (without SPARSEMEM_VMEMMAP it is reached through the
+        // direct map).
+        let bytes = if self.vmemmap {
+            (self.pages * STRUCT_PAGE).next_multiple_of(PAGE)
+        } else {
+            0
+        };
         for offset in (0..bytes).step_by(PAGE as usize) {
             tables.map(
                 mem,
@@ -476,7 +505,7 @@ impl Builder {
                                 mem.write_u32(at + 48, value.cast_unsigned());
                             }
                         } else {
-                            mem.write_u64(at + 8, (self.vmemmap() + range.start * STRUCT_PAGE) | 1);
+                            mem.write_u64(at + 8, (self.mem_map() + range.start * STRUCT_PAGE) | 1);
                             if pfn == range.start + 1 {
                                 match self.generation {
                                     Generation::V6_1 => {
@@ -499,10 +528,26 @@ impl Builder {
         }
     }
 
-    /// SPARSEMEM_EXTREME: a root array in the direct map, one page of sections per root.
-    fn mem_section(&self, mem: &mut Memory) -> (u64, u64) {
+    /// SPARSEMEM_EXTREME: a root array in the direct map, one page of sections per root; or a
+    /// flat static array of every section. Returns the symbol's physical address and whether it
+    /// is in the kernel image (else in the direct map).
+    fn mem_section(&self, mem: &mut Memory) -> (u64, bool) {
         let per_section = 1u64 << (SECTION_BITS - 12);
         let sections = self.pages.div_ceil(per_section);
+        let present = |nr: u64| {
+            let (start, end) = (nr * per_section, (nr + 1) * per_section);
+            !self.holes.iter().any(|h| h.start <= start && end <= h.end)
+        };
+        // The kernel stores mem_map minus the section's first pfn, with flags below.
+        let coded = self.mem_map() | 0x1 | 0x2 | 0x8;
+        if !self.extreme {
+            let all = 1u64 << (self.physmem_bits() - SECTION_BITS);
+            let array = mem.kernel_alloc(all * 32, 32);
+            for nr in (0..sections).filter(|&nr| present(nr)) {
+                mem.write_u64(array + nr * 32, coded);
+            }
+            return (array, true);
+        }
         let roots = sections.div_ceil(4096 / 32);
         let root_array = mem.kernel_alloc(roots.max(1) * 8, 8);
         for r in 0..roots {
@@ -510,20 +555,12 @@ impl Builder {
             mem.write_u64(root_array + r * 8, self.page_offset() + page);
             for i in 0..(4096 / 32) {
                 let nr = r * (4096 / 32) + i;
-                if nr >= sections {
-                    break;
-                }
-                let start = nr * per_section;
-                let end = start + per_section;
-                let all_hole = self.holes.iter().any(|h| h.start <= start && end <= h.end);
-                if !all_hole {
-                    // The kernel stores mem_map minus the section's first pfn, with flags below.
-                    let coded = self.vmemmap() | 0x1 | 0x2 | 0x8;
+                if nr < sections && present(nr) {
                     mem.write_u64(page + i * 32, coded);
                 }
             }
         }
-        (root_array, sections)
+        (root_array, false)
     }
 
     fn printk(&self, mem: &mut Memory) -> Vec<(String, String)> {

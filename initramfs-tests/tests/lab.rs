@@ -60,6 +60,15 @@ fn check_capture_completed(run: &CrashRun) {
     assert!(run.dump().is_file() && !run.capture_dir().join("vmcore-incomplete").exists());
     let dump_size = std::fs::metadata(run.dump()).unwrap().len();
     assert_eq!(summary["bytes_written"], dump_size);
+    if run.variant.cpu_model == Some("max") {
+        // -cpu max offers la57 and the generic 6.1 kernel turns 5-level paging on.
+        let vmcore = rkdump::vmcore::Vmcore::open(&run.raw_vmcore()).unwrap();
+        assert_eq!(
+            vmcore.info().number("pgtable_l5_enabled"),
+            Ok(Some(1)),
+            "5-level paging is off"
+        );
+    }
     let panic_to_dump = run.stage("dump-done").unwrap() - run.stage("panic").unwrap();
     println!(
         "{}: panic to dump complete {panic_to_dump:.1} s, dump {dump_size} bytes, rkdump peak RSS {} KiB",

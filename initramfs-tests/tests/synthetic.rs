@@ -81,6 +81,16 @@ fn memory_holes_and_absent_sections_match_makedumpfile() {
 }
 
 #[test]
+fn sparsemem_without_vmemmap_or_extreme_matches_makedumpfile() {
+    for (extreme, vmemmap) in [(true, false), (false, true), (false, false)] {
+        let mut builder = Builder::new(Generation::V6_1).with_every_kind();
+        builder.extreme = extreme;
+        builder.vmemmap = vmemmap;
+        assert_matches_makedumpfile(&builder, [1, 31]);
+    }
+}
+
+#[test]
 fn output_does_not_depend_on_the_cycle_size() {
     let dir = tempfile::tempdir().unwrap();
     let builder = Builder::new(Generation::V6_12).with_every_kind();

@@ -27,6 +27,11 @@ enum Command {
     Variants,
     /// Crash the default guest now, capture it with rkdump, and show the dump.
     Demo,
+    /// Print the per-variant record (timings, dump size, capture memory) as a markdown table.
+    Report {
+        /// Variants to include (default: all).
+        variants: Vec<String>,
+    },
     /// Benchmark rkdump against makedumpfile on lab vmcores (prints BENCHMARKS.md tables).
     Bench {
         /// Variants whose raw vmcores to use.
@@ -59,6 +64,7 @@ fn main() -> Result<()> {
             }
         }
         Command::Demo => demo()?,
+        Command::Report { variants: names } => report(&names)?,
         Command::Bench {
             variants: names,
             repeats,
@@ -185,6 +191,60 @@ fn bench(names: &[String], repeats: usize) -> Result<()> {
         print!("{}", rkdump_lab::bench::table(&rows));
         println!();
         print!("{}", rkdump_lab::bench::ratios(&rows));
+    }
+    Ok(())
+}
+
+fn meminfo_kib(text: &str, field: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+fn report(names: &[String]) -> Result<()> {
+    let selected: Vec<&variants::Variant> = if names.is_empty() {
+        variants::ALL.iter().collect()
+    } else {
+        names
+            .iter()
+            .map(|n| variants::by_name(n).with_context(|| format!("no variant {n:?}")))
+            .collect::<Result<_>>()?
+    };
+    println!(
+        "| Variant | Kernel | Guest | Workload | Capture CPUs | Panic to dump complete (s) | Dump (MiB) | vmcore (MiB) | rkdump peak RSS (MiB) | Capture kernel: MemTotal / used after the dump (MiB) |"
+    );
+    println!("|---|---|---|---|---:|---:|---:|---:|---:|---|");
+    for variant in selected {
+        let run = crash::crash(variant)?;
+        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+            run.capture_dir().join("summary.json"),
+        )?)?;
+        let meminfo = std::fs::read_to_string(run.capture_dir().join("meminfo"))?;
+        let total = meminfo_kib(&meminfo, "MemTotal").unwrap_or(0);
+        let available = meminfo_kib(&meminfo, "MemAvailable").unwrap_or(0);
+        let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+        let panic_to_dump =
+            run.stage("dump-done").unwrap_or(0.0) - run.stage("panic").unwrap_or(0.0);
+        println!(
+            "| {} | {} | {} MiB, {} CPUs{}{} | {:?} | {} | {:.1} | {:.1} | {:.0} | {:.1} | {} / {} |",
+            variant.name,
+            run.kernel.release,
+            variant.memory_mib,
+            variant.cpus,
+            variant
+                .cpu_model
+                .map(|m| format!(", -cpu {m}"))
+                .unwrap_or_default(),
+            if variant.kaslr { "" } else { ", nokaslr" },
+            variant.workload,
+            summary["threads"],
+            panic_to_dump,
+            mib(std::fs::metadata(run.dump())?.len()),
+            mib(std::fs::metadata(run.raw_vmcore())?.len()),
+            summary["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0,
+            total / 1024,
+            (total - available) / 1024,
+        );
     }
     Ok(())
 }
