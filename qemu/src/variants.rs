@@ -92,6 +92,7 @@ pub const ALL: &[Variant] = &[
     Variant {
         name: "3g",
         memory_mib: 3072,
+        workload: Workload::Mixed { fill_percent: 75 },
         long: true,
         ..DEFAULT
     },
