@@ -11,6 +11,8 @@
 //! * [`format`] encodes and decodes the byte formats (ELF, notes, VMCOREINFO, kdump-compressed,
 //!   flattened, cpio) with no I/O.
 //! * [`kmod`] reads depmod's module index and orders modules for loading.
+//! * [`runtime`] is PID 1 of the capture kernel: configuration, modules, targets, hooks,
+//!   watchdog, failure and final actions.
 //! * [`cli`] parses the command line and reports errors with documented exit codes.
 //!
 //! Everything that touches the kernel through `unsafe` lives in one `sys` module; every other
@@ -25,5 +27,6 @@ pub mod format;
 pub mod kmod;
 pub mod output;
 pub mod pipeline;
+pub mod runtime;
 pub mod sys;
 pub mod vmcore;

@@ -31,3 +31,26 @@ pub fn map_readonly(file: &File, offset: u64, len: usize) -> io::Result<memmap2:
             .map(file)
     }
 }
+
+nix::ioctl_readwrite!(
+    /// `WDIOC_SETTIMEOUT`: `_IOWR('W', 6, int)` of `<linux/watchdog.h>`.
+    wdioc_settimeout,
+    b'W',
+    6,
+    nix::libc::c_int
+);
+
+/// Sets a watchdog's timeout in seconds and returns the timeout the driver chose.
+///
+/// `ioctl(fd, WDIOC_SETTIMEOUT, &seconds)`.
+///
+/// # References
+/// - [Linux watchdog API](https://docs.kernel.org/watchdog/watchdog-api.html)
+pub fn watchdog_set_timeout(watchdog: &File, seconds: i32) -> io::Result<i32> {
+    use std::os::fd::AsRawFd;
+    let mut value = seconds;
+    // SAFETY: `watchdog` is an open file descriptor for the call's duration, and the driver
+    // reads and writes exactly one `int` through the pointer, which points at `value`.
+    unsafe { wdioc_settimeout(watchdog.as_raw_fd(), &raw mut value) }.map_err(io::Error::from)?;
+    Ok(value)
+}

@@ -4,11 +4,12 @@
 //! documented values, so scripts and the capture runtime can tell a usage error from a failed or
 //! an incomplete dump. Errors are printed as one line: what failed and where.
 
+mod capture;
 mod dmesg;
 mod info;
 mod progress;
 mod reassemble;
-mod save;
+pub(crate) mod save;
 
 use std::process::ExitCode;
 
@@ -55,13 +56,18 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Save(save::SaveArgs),
+    Capture(capture::CaptureArgs),
     Dmesg(dmesg::DmesgArgs),
     Info(info::InfoArgs),
     Reassemble(reassemble::ReassembleArgs),
 }
 
-/// Entry point of the `rkdump` binary.
+/// Entry point of the `rkdump` binary. As PID 1 (the capture kernel's `/init`) it runs the
+/// capture runtime, which never returns.
 pub fn main() -> ExitCode {
+    if crate::runtime::system::is_init() {
+        crate::runtime::pid1();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -75,6 +81,7 @@ pub fn main() -> ExitCode {
     };
     let status = match cli.command {
         Command::Save(args) => save::run(&args),
+        Command::Capture(args) => return ExitCode::from(capture::run(&args)),
         Command::Dmesg(args) => dmesg::run(&args),
         Command::Info(args) => info::run(&args),
         Command::Reassemble(args) => reassemble::run(&args),

@@ -176,6 +176,36 @@ impl SaveArgs {
     }
 }
 
+/// A kdump.conf `core_collector` line's options, parsed with `rkdump save`'s parser.
+#[derive(Debug, clap::Parser)]
+#[command(no_binary_name = true)]
+struct CollectorLine {
+    #[command(flatten)]
+    args: SaveArgs,
+}
+
+/// Turns the options of a `core_collector makedumpfile ...` line into dump options for
+/// `vmcore` and `dumpfile` (`None`: the stream goes to a device given by the caller).
+/// Returns the options, the message level and notes about options replaced or ignored.
+pub fn collector_options(
+    options: &[String],
+    vmcore: &str,
+    dumpfile: &str,
+) -> Result<(SaveOptions, u8, Vec<String>), String> {
+    let words = options.iter().map(String::as_str).chain([vmcore, dumpfile]);
+    let line = <CollectorLine as clap::Parser>::try_parse_from(words).map_err(|e| {
+        let text = e.to_string();
+        text.lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_owned()
+    })?;
+    let mut notes = Vec::new();
+    let options = line.args.options(&mut notes)?;
+    Ok((options, line.args.message_level, notes))
+}
+
 /// Runs `rkdump save`.
 pub fn run(args: &SaveArgs) -> ExitStatus {
     let message_level = args.message_level | if args.debug { 8 } else { 0 };

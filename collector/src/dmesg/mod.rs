@@ -21,6 +21,9 @@ pub const MAX_RING_BYTES: u64 = 64 << 20;
 /// Why the log cannot be extracted.
 #[derive(Debug, thiserror::Error)]
 pub enum DmesgError {
+    /// The vmcore cannot be opened.
+    #[error("{0}")]
+    Vmcore(Box<crate::vmcore::VmcoreError>),
     /// VMCOREINFO lacks the printk symbols and offsets.
     #[error("{0}")]
     Info(#[from] VmcoreInfoError),
@@ -30,6 +33,12 @@ pub enum DmesgError {
     /// The ring buffer's metadata is implausible.
     #[error("corrupt printk ring buffer: {0}")]
     Corrupt(String),
+}
+
+/// Opens the vmcore at `path` and extracts its kernel log.
+pub fn extract_path(path: &std::path::Path) -> Result<Vec<u8>, DmesgError> {
+    let vmcore = Vmcore::open(path).map_err(|e| DmesgError::Vmcore(Box::new(e)))?;
+    extract(&vmcore)
 }
 
 /// Extracts the kernel log from `vmcore`.

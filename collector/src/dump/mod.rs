@@ -163,11 +163,16 @@ pub(crate) struct Opened {
     pub(crate) label: String,
 }
 
-/// The name a file is written under until it is complete: `<name>-incomplete`.
+/// The name a file is written under until it is complete, as kdump-utils names them:
+/// `vmcore` becomes `vmcore-incomplete`, `vmcore-dmesg.txt` becomes
+/// `vmcore-dmesg-incomplete.txt`.
 pub fn incomplete_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push("-incomplete");
-    path.with_file_name(name)
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let renamed = match name.rsplit_once('.') {
+        Some((stem, extension)) if !stem.is_empty() => format!("{stem}-incomplete.{extension}"),
+        _ => format!("{name}-incomplete"),
+    };
+    path.with_file_name(renamed)
 }
 
 /// Starts a flattened stream on `out`, inside an LZ4 frame when asked.
@@ -580,4 +585,25 @@ pub fn write_file_atomically(path: &Path, text: &[u8]) -> Result<(), OutputError
         .and_then(|()| file.sync_all())
         .map_err(fail)?;
     finalize(&temporary, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_names_follow_kdump_utils() {
+        assert_eq!(
+            incomplete_name(Path::new("/d/vmcore")),
+            Path::new("/d/vmcore-incomplete")
+        );
+        assert_eq!(
+            incomplete_name(Path::new("/d/vmcore-dmesg.txt")),
+            Path::new("/d/vmcore-dmesg-incomplete.txt")
+        );
+        assert_eq!(
+            incomplete_name(Path::new(".hidden")),
+            Path::new(".hidden-incomplete")
+        );
+    }
 }

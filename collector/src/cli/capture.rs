@@ -1,0 +1,69 @@
+//! `rkdump capture`: the capture steps PID 1 runs in its child, runnable by hand.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::runtime::capture::{Capture, Outcome};
+use crate::runtime::log::{LOG_FILE, Log};
+use crate::runtime::{CONFIG_FILE, VMCORE, load_config, system};
+
+/// Run the capture steps of kdump.conf once (PID 1 of the capture kernel runs this).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Steps, in kdump-utils' order: find and mount the target, kdump_pre and \
+pre.d, vmcore-dmesg.txt, the dump (vmcore-incomplete renamed to vmcore), post.d and kdump_post \
+with the dump's status, kexec-dmesg.log.\n\nExit status: 0 saved, 1 failed, 10 kdump_pre failed \
+(no dump taken)."
+)]
+pub struct CaptureArgs {
+    /// The configuration.
+    #[arg(long, default_value = CONFIG_FILE)]
+    config: PathBuf,
+    /// The vmcore.
+    #[arg(long, default_value = VMCORE)]
+    vmcore: PathBuf,
+    /// Use this (already mounted) directory as the target's root instead of the configured
+    /// target.
+    #[arg(long, value_name = "DIR")]
+    target_dir: Option<PathBuf>,
+    /// Save to the first kernel's root filesystem (root= on the kernel command line).
+    #[arg(long)]
+    to_rootfs: bool,
+    /// Append the log to this file too (copied next to the dump as kexec-dmesg.log).
+    #[arg(long, default_value = LOG_FILE)]
+    log: PathBuf,
+}
+
+/// Runs `rkdump capture`; returns its exit status.
+pub fn run(args: &CaptureArgs) -> u8 {
+    let log = Log::with_file(&args.log);
+    let config = load_config(&args.config, &log);
+    let cmdline = system::cmdline();
+    let seconds = |key: &str, default: u64| {
+        Duration::from_secs(
+            system::cmdline_value(&cmdline, key)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default),
+        )
+    };
+    let capture = Capture {
+        config: &config,
+        vmcore: args.vmcore.clone(),
+        log: &log,
+        target_dir: args.target_dir.clone(),
+        to_rootfs: args.to_rootfs,
+        cmdline: cmdline.clone(),
+        device_timeout: seconds("rkdump.device_timeout", 90),
+        hook_timeout: seconds("rkdump.hook_timeout", 300),
+        host_ip: "127.0.0.1".into(),
+    };
+    let outcome = capture.run();
+    match &outcome {
+        Outcome::Saved => log.line("capture complete"),
+        Outcome::PreHookFailed => log.line("capture skipped: kdump_pre failed"),
+        Outcome::Failed { step, error } => log.line(&format!("capture failed at {step}: {error}")),
+    }
+    outcome.exit_code()
+}

@@ -1,0 +1,444 @@
+//! The capture steps, in kdump-utils' order: find and mount the target, pre hooks, the kernel
+//! log (`vmcore-dmesg.txt`, first, so that it survives a failed dump), the dump
+//! (`vmcore-incomplete`, renamed to `vmcore` after fsync), post hooks with the dump's status,
+//! and the capture log (`kexec-dmesg.log`).
+//!
+//! PID 1 runs these steps in a child process (`rkdump capture`); the same steps can be run by
+//! hand on a saved vmcore with `--target-dir`, which skips finding and mounting the target.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::blockid;
+use super::config::{Config, DeviceSpec, Target};
+use super::hooks::{self, HookResult};
+use super::log::Log;
+use super::system;
+use crate::dump::{self, Destination, SaveError};
+use crate::format::time::UtcTime;
+
+/// Where targets are mounted in the capture kernel (kdump-utils' `/kdumproot`).
+pub const MOUNT_BASE: &str = "/kdumproot";
+/// Where the first kernel's root filesystem is mounted (`dump_to_rootfs`, no target).
+pub const SYSROOT: &str = "/sysroot";
+
+/// How the capture ended; also the worker's exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The dump (or the raw stream) was written completely.
+    Saved,
+    /// `kdump_pre` failed: no dump was taken (kdump-utils goes to the final action).
+    PreHookFailed,
+    /// The capture failed in `step`.
+    Failed {
+        /// The step that failed.
+        step: &'static str,
+        /// Why.
+        error: String,
+    },
+}
+
+impl Outcome {
+    /// The exit status of `rkdump capture` for this outcome.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Saved => 0,
+            Self::Failed { .. } => 1,
+            Self::PreHookFailed => 10,
+        }
+    }
+}
+
+/// Everything one capture needs.
+#[derive(Debug)]
+pub struct Capture<'a> {
+    /// The parsed kdump.conf.
+    pub config: &'a Config,
+    /// The vmcore (`/proc/vmcore`).
+    pub vmcore: PathBuf,
+    /// The log.
+    pub log: &'a Log,
+    /// An already-mounted directory to use as the target's root (skips finding and mounting).
+    pub target_dir: Option<PathBuf>,
+    /// Use the first kernel's root filesystem whatever the configured target (`dump_to_rootfs`).
+    pub to_rootfs: bool,
+    /// The kernel command line (for `root=`).
+    pub cmdline: String,
+    /// How long to wait for the target device.
+    pub device_timeout: Duration,
+    /// Time limit of each hook.
+    pub hook_timeout: Duration,
+    /// The address naming the dump directory (`127.0.0.1` for local targets).
+    pub host_ip: String,
+}
+
+/// Where the dump goes, once the target is ready.
+enum Ready {
+    /// A directory to create the dump directory in (the mounted target plus `path`).
+    Directory(PathBuf),
+    /// A raw device for the flattened stream.
+    Device(PathBuf),
+}
+
+fn step_failed(step: &'static str, error: impl std::fmt::Display) -> Outcome {
+    Outcome::Failed {
+        step,
+        error: error.to_string(),
+    }
+}
+
+impl Capture<'_> {
+    /// Runs every step and reports how it ended.
+    pub fn run(&self) -> Outcome {
+        let ready = {
+            let _step = self.log.step("target");
+            match self.prepare_target() {
+                Ok(ready) => ready,
+                Err(error) => {
+                    self.log.line(&format!("target: {error}"));
+                    return step_failed("target", error);
+                }
+            }
+        };
+        let dir = match &ready {
+            Ready::Directory(base) => {
+                let stamp = UtcTime::from_unix(
+                    SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs().cast_signed()),
+                )
+                .dump_dir_stamp();
+                let dir = base.join(format!("{}-{stamp}", self.host_ip));
+                if let Err(e) = std::fs::create_dir_all(&dir) {
+                    return step_failed("target", format!("creating {}: {e}", dir.display()));
+                }
+                self.log.line(&format!("dump directory: {}", dir.display()));
+                Some(dir)
+            }
+            Ready::Device(device) => {
+                self.log.line(&format!(
+                    "raw target {}: the flattened stream goes to the device",
+                    device.display()
+                ));
+                None
+            }
+        };
+
+        if !self.pre_hooks() {
+            return Outcome::PreHookFailed;
+        }
+        if let Some(dir) = &dir {
+            let _step = self.log.step("vmcore-dmesg.txt");
+            match crate::dmesg::extract_path(&self.vmcore)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    dump::write_file_atomically(&dir.join("vmcore-dmesg.txt"), &text)
+                        .map_err(|e| e.to_string())
+                }) {
+                Ok(()) => {}
+                // As kdump-utils: a missing log does not stop the dump.
+                Err(e) => self.log.line(&format!("vmcore-dmesg.txt: {e}")),
+            }
+        }
+        let dumped = {
+            let _step = self.log.step("dump");
+            self.dump(&ready, dir.as_deref())
+        };
+        let status = match &dumped {
+            Ok(()) => 0,
+            Err(_) => 1,
+        };
+        self.post_hooks(status);
+        if let Some(dir) = &dir {
+            self.save_log(dir);
+        }
+        nix::unistd::sync();
+        match dumped {
+            Ok(()) => Outcome::Saved,
+            Err(error) => step_failed("dump", error),
+        }
+    }
+
+    fn prepare_target(&self) -> Result<Ready, String> {
+        let path = self.config.path.trim_start_matches('/');
+        if let Some(dir) = &self.target_dir {
+            return Ok(Ready::Directory(dir.join(path)));
+        }
+        if self.to_rootfs {
+            return self
+                .mount_rootfs()
+                .map(|root| Ready::Directory(root.join(path)));
+        }
+        match &self.config.target {
+            Target::RootFs => self
+                .mount_rootfs()
+                .map(|root| Ready::Directory(root.join(path))),
+            Target::Filesystem { fstype, device } => {
+                let device = self.wait_for(device)?;
+                let mountpoint = Path::new(MOUNT_BASE);
+                system::mount(&device, mountpoint, fstype, "defaults").map_err(|e| {
+                    format!(
+                        "mounting {} ({fstype}) on {}: {e}",
+                        device.display(),
+                        mountpoint.display()
+                    )
+                })?;
+                self.log.line(&format!(
+                    "mounted {} ({fstype}) on {}",
+                    device.display(),
+                    mountpoint.display()
+                ));
+                Ok(Ready::Directory(mountpoint.join(path)))
+            }
+            Target::Mount {
+                device,
+                mountpoint,
+                fstype,
+                options,
+            } => {
+                if device.contains(":/") {
+                    return Err(format!(
+                        "{device}: network mounts need the network runtime (not in this build)"
+                    ));
+                }
+                let spec = DeviceSpec::parse(device).ok_or_else(|| {
+                    format!("--mount device {device:?} is not a path or NAME=value")
+                })?;
+                let device = self.wait_for(&spec)?;
+                let target = Path::new(MOUNT_BASE).join(mountpoint.trim_start_matches('/'));
+                system::mount(&device, &target, fstype, options).map_err(|e| {
+                    format!(
+                        "mounting {} ({fstype}) on {}: {e}",
+                        device.display(),
+                        target.display()
+                    )
+                })?;
+                self.log.line(&format!(
+                    "mounted {} ({fstype}, {options}) on {}",
+                    device.display(),
+                    target.display()
+                ));
+                Ok(Ready::Directory(target.join(path)))
+            }
+            Target::Raw(spec) => self.wait_for(spec).map(Ready::Device),
+            Target::Nfs { export, .. } => Err(format!(
+                "nfs {export}: network targets need the network runtime (not in this build)"
+            )),
+            Target::Ssh(host) => Err(format!(
+                "ssh {host}: network targets need the network runtime (not in this build)"
+            )),
+        }
+    }
+
+    /// Waits up to the device timeout for the device `spec` names.
+    fn wait_for(&self, spec: &DeviceSpec) -> Result<PathBuf, String> {
+        let started = Instant::now();
+        loop {
+            if let Some(device) = blockid::find(spec) {
+                self.log.line(&format!("{spec} is {}", device.display()));
+                return Ok(device);
+            }
+            if started.elapsed() >= self.device_timeout {
+                return Err(format!(
+                    "no block device {spec} appeared within {} s",
+                    self.device_timeout.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn mount_rootfs(&self) -> Result<PathBuf, String> {
+        let root = system::cmdline_value(&self.cmdline, "root")
+            .ok_or("the kernel command line has no root=: the first kernel's root is unknown")?;
+        let spec = DeviceSpec::parse(root).ok_or_else(|| format!("root={root} is not a device"))?;
+        let device = self.wait_for(&spec)?;
+        let fstype = match system::cmdline_value(&self.cmdline, "rootfstype") {
+            Some(fstype) => fstype.to_owned(),
+            None => {
+                let start = blockid::read_start(&device, blockid::PROBE_BYTES);
+                let probed = start.as_deref().map(blockid::probe);
+                probed
+                    .and_then(|id| id.fstype)
+                    .ok_or_else(|| format!("cannot tell the filesystem of {}", device.display()))?
+                    .to_owned()
+            }
+        };
+        system::mount(&device, Path::new(SYSROOT), &fstype, "defaults").map_err(|e| {
+            format!(
+                "mounting the root {} ({fstype}) on {SYSROOT}: {e}",
+                device.display()
+            )
+        })?;
+        self.log.line(&format!(
+            "mounted the first kernel's root {} ({fstype}) on {SYSROOT}",
+            device.display()
+        ));
+        Ok(PathBuf::from(SYSROOT))
+    }
+
+    /// `kdump_pre` then `pre.d`; false if `kdump_pre` failed.
+    fn pre_hooks(&self) -> bool {
+        if let Some(command) = &self.config.kdump_pre {
+            let _step = self.log.step("kdump_pre");
+            let result = hooks::run(command, &[], self.hook_timeout, self.log);
+            if !result.success() {
+                self.log.line(&format!(
+                    "kdump_pre {command}: {result:?}; no dump is taken"
+                ));
+                return false;
+            }
+        }
+        for hook in hooks::directory(Path::new(hooks::PRE_DIR)) {
+            let _step = self.log.step(&format!("pre hook {}", hook.display()));
+            let result = hooks::run(
+                &hook.display().to_string(),
+                &[],
+                self.hook_timeout,
+                self.log,
+            );
+            if !result.success() {
+                self.log
+                    .line(&format!("pre hook {}: {result:?}", hook.display()));
+            }
+        }
+        true
+    }
+
+    /// `post.d` then `kdump_post`, with the dump's status as `$1`.
+    fn post_hooks(&self, status: i32) {
+        let args = [status.to_string()];
+        let mut commands: Vec<String> = hooks::directory(Path::new(hooks::POST_DIR))
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        commands.extend(self.config.kdump_post.clone());
+        for command in commands {
+            let _step = self.log.step(&format!("post hook {command}"));
+            let result: HookResult = hooks::run(&command, &args, self.hook_timeout, self.log);
+            if !result.success() {
+                self.log.line(&format!("post hook {command}: {result:?}"));
+            }
+        }
+    }
+
+    fn dump(&self, ready: &Ready, dir: Option<&Path>) -> Result<(), String> {
+        let words: Vec<String> = self
+            .config
+            .core_collector
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let Some((program, options)) = words.split_first() else {
+            return Err("core_collector is empty".into());
+        };
+        let program_name = program.rsplit('/').next().unwrap_or(program);
+        let vmcore = self.vmcore.display().to_string();
+        let (destination, flattened) = match (ready, dir) {
+            (Ready::Device(device), _) => (device.clone(), true),
+            (Ready::Directory(_), Some(dir)) => (dir.join("vmcore"), false),
+            (Ready::Directory(_), None) => unreachable!("a directory target has a dump directory"),
+        };
+        match program_name {
+            "makedumpfile" => {
+                // As kdump-utils: -F is dropped for file targets and added for raw devices.
+                let mut options: Vec<String> = options
+                    .iter()
+                    .filter(|o| o.as_str() != "-F")
+                    .cloned()
+                    .collect();
+                if flattened {
+                    options.push("-F".into());
+                }
+                let (mut save, _, notes) = crate::cli::save::collector_options(
+                    &options,
+                    &vmcore,
+                    &destination.display().to_string(),
+                )
+                .map_err(|e| {
+                    format!(
+                        "core_collector (line {}): {e}",
+                        self.config.core_collector_line
+                    )
+                })?;
+                for note in notes {
+                    self.log.line(&format!("core_collector: {note}"));
+                }
+                save.destination = Destination::Path(destination);
+                self.log.line(&format!(
+                    "dump level {}, {} worker thread(s), {}",
+                    save.level.bits(),
+                    save.threads,
+                    if flattened {
+                        "flattened stream"
+                    } else {
+                        "kdump-compressed file"
+                    }
+                ));
+                let mut last = Instant::now();
+                let result = dump::save(&save, &mut |p| {
+                    if last.elapsed() >= Duration::from_secs(5) {
+                        last = Instant::now();
+                        self.log
+                            .line(&format!("dump: {} of {} pages", p.done, p.total));
+                    }
+                });
+                match result {
+                    Ok(summary) => {
+                        for warning in &summary.warnings {
+                            self.log.line(&format!("dump: warning: {warning}"));
+                        }
+                        self.log.line(&format!(
+                            "dump: {} bytes, {} of {} pages in {:.1} s",
+                            summary.bytes_written,
+                            summary.dumped_pages,
+                            summary.original_pages(),
+                            summary.seconds
+                        ));
+                        Ok(())
+                    }
+                    Err(error) => {
+                        let message = error.to_string();
+                        self.log.line(&format!("dump: {message}"));
+                        if let SaveError::Output { source, .. } = &error
+                            && source.is_no_space()
+                        {
+                            self.log.line("dump: the target is full; vmcore-incomplete and vmcore-dmesg.txt are kept");
+                        }
+                        Err(message)
+                    }
+                }
+            }
+            "cp" | "cat" if !flattened => {
+                copy_file(&self.vmcore, &destination).map_err(|e| e.to_string())
+            }
+            other => Err(format!(
+                "core_collector (line {}): {other} is not supported (makedumpfile, cp or cat)",
+                self.config.core_collector_line
+            )),
+        }
+    }
+
+    fn save_log(&self, dir: &Path) {
+        let mut text = self
+            .log
+            .path()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        text.push_str("\n--- kernel log of the capture kernel ---\n");
+        text.push_str(&system::kernel_log());
+        if let Err(e) = dump::write_file_atomically(&dir.join("kexec-dmesg.log"), text.as_bytes()) {
+            self.log.line(&format!("kexec-dmesg.log: {e}"));
+        }
+    }
+}
+
+/// `core_collector cp`: an unfiltered copy, still written as `-incomplete` and renamed.
+fn copy_file(source: &Path, target: &Path) -> std::io::Result<()> {
+    let temporary = dump::incomplete_name(target);
+    let mut input = std::fs::File::open(source)?;
+    let mut output = std::fs::File::create(&temporary)?;
+    std::io::copy(&mut input, &mut output)?;
+    output.sync_all()?;
+    dump::finalize(&temporary, target).map_err(std::io::Error::other)
+}

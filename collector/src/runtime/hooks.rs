@@ -1,0 +1,132 @@
+//! `kdump_pre`, `kdump_post` and the `pre.d`/`post.d` directories.
+//!
+//! Order (as kdump-utils): `kdump_pre`, then `/etc/kdump/pre.d/*` in lexical order; after the
+//! dump, `/etc/kdump/post.d/*`, then `kdump_post`, each post hook with the dump's exit status
+//! as `$1`. Every hook runs with a time limit; its output goes into the log.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::log::Log;
+
+/// Directory of hooks run before the dump.
+pub const PRE_DIR: &str = "/etc/kdump/pre.d";
+/// Directory of hooks run after the dump.
+pub const POST_DIR: &str = "/etc/kdump/post.d";
+
+/// How a hook ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookResult {
+    /// It exited with this status.
+    Exited(i32),
+    /// A signal ended it.
+    Signaled(i32),
+    /// It ran past its time limit and was killed.
+    TimedOut,
+    /// It could not be started.
+    NotStarted(String),
+}
+
+impl HookResult {
+    /// Whether the hook exited with status 0.
+    pub fn success(&self) -> bool {
+        *self == Self::Exited(0)
+    }
+}
+
+/// The executable files of `dir`, in lexical order.
+pub fn directory(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut hooks: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    std::fs::metadata(p)
+                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    hooks.sort();
+    hooks
+}
+
+/// Runs `command` (a program path and arguments, split like a shell's words) with `args`
+/// appended, killing it after `limit`. Its output is copied into the log line by line.
+pub fn run(command: &str, args: &[String], limit: Duration, log: &Log) -> HookResult {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let Some((program, fixed)) = words.split_first() else {
+        return HookResult::NotStarted("empty command".into());
+    };
+    let mut child = match Command::new(program)
+        .args(fixed)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => return HookResult::NotStarted(e.to_string()),
+    };
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|mut stream| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = stream.read_to_end(&mut text);
+            text
+        })
+    })
+    .collect();
+    let started = Instant::now();
+    let result = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                use std::os::unix::process::ExitStatusExt;
+                break match (status.code(), status.signal()) {
+                    (Some(code), _) => HookResult::Exited(code),
+                    (None, Some(signal)) => HookResult::Signaled(signal),
+                    (None, None) => HookResult::Exited(-1),
+                };
+            }
+            Ok(None) if started.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break HookResult::TimedOut;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => break HookResult::NotStarted(e.to_string()),
+        }
+    };
+    for reader in readers {
+        // The streams close when the hook (and anything it left running with them) exits;
+        // after a kill, an orphan keeping them open must not block the capture.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if reader.is_finished()
+            && let Ok(text) = reader.join()
+        {
+            for line in String::from_utf8_lossy(&text).lines() {
+                log.line(&format!("  {program}: {line}"));
+            }
+        }
+    }
+    result
+}

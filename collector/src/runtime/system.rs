@@ -1,0 +1,155 @@
+//! What PID 1 does to the system: early mounts, the kernel command line, the kernel's log,
+//! mounting dump targets, and the final reboot, halt or power-off.
+
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use nix::sys::reboot::{RebootMode, reboot};
+use sys_mount::{Mount, MountFlags, UnmountFlags, unmount};
+
+use super::config::Action;
+use super::log::Log;
+
+/// Mounts the API filesystems an initramfs needs (errors are logged: a filesystem already
+/// mounted by the kernel is fine).
+pub fn early_mounts(log: &Log) {
+    for (source, target, fstype, data) in [
+        ("proc", "/proc", "proc", ""),
+        ("sysfs", "/sys", "sysfs", ""),
+        ("devtmpfs", "/dev", "devtmpfs", "mode=0755"),
+        ("tmpfs", "/run", "tmpfs", "mode=0755"),
+        ("tmpfs", "/tmp", "tmpfs", "mode=1777"),
+    ] {
+        let _ = std::fs::create_dir_all(target);
+        if let Err(e) = Mount::builder()
+            .fstype(fstype)
+            .data(data)
+            .mount(source, target)
+            && e.raw_os_error() != Some(nix::libc::EBUSY)
+        {
+            log.line(&format!("mount {fstype} on {target}: {e}"));
+        }
+    }
+}
+
+/// The kernel command line.
+pub fn cmdline() -> String {
+    std::fs::read_to_string("/proc/cmdline")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// The value of `key=` on the kernel command line (the last one wins).
+pub fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .next_back()
+}
+
+/// Mounts `device` on `target` (created if needed) read-write.
+pub fn mount(device: &Path, target: &Path, fstype: &str, options: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(target)?;
+    let mut flags = MountFlags::empty();
+    let mut data = Vec::new();
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        match option {
+            "defaults" | "rw" | "nofail" | "noauto" | "auto" | "nobootwait" | "_netdev" => {}
+            "ro" => flags |= MountFlags::RDONLY,
+            "noatime" => flags |= MountFlags::NOATIME,
+            "nodev" => flags |= MountFlags::NODEV,
+            "nosuid" => flags |= MountFlags::NOSUID,
+            "noexec" => flags |= MountFlags::NOEXEC,
+            other => data.push(other),
+        }
+    }
+    // kdump-utils mounts read-only targets read-write: the dump has to be written.
+    flags.remove(MountFlags::RDONLY);
+    let data = data.join(",");
+    Mount::builder()
+        .fstype(fstype)
+        .flags(flags)
+        .data(&data)
+        .mount(device, target)
+        .map(|_| ())
+}
+
+/// Unmounts `target` (lazily, so that a busy target does not stop the capture).
+pub fn unmount_lazily(target: &Path) {
+    let _ = unmount(target, UnmountFlags::DETACH);
+}
+
+/// The kernel's ring buffer as `dmesg` prints it (from `/dev/kmsg`).
+pub fn kernel_log() -> String {
+    let Ok(mut kmsg) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let mut record = vec![0u8; 8192];
+    // Each read returns one record: "prio,seq,usec,flags;text\n"; EAGAIN ends the buffer.
+    for _ in 0..100_000 {
+        match kmsg.read(&mut record) {
+            Ok(0) => break,
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&record[..n]);
+                if let Some((header, message)) = text.split_once(';') {
+                    let usec: u64 = header
+                        .split(',')
+                        .nth(2)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let message = message.lines().next().unwrap_or("");
+                    out.push_str(&format!(
+                        "[{:5}.{:06}] {message}\n",
+                        usec / 1_000_000,
+                        usec % 1_000_000
+                    ));
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(nix::libc::EPIPE) => {}
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Carries out a final `action` (reboot, halt or power-off): sync, then `reboot(2)`. Never
+/// returns; if the kernel refuses, it says so and waits.
+pub fn finish(action: Action, log: &Log) -> ! {
+    log.line(&format!("final action: {action}"));
+    nix::unistd::sync();
+    let mode = match action {
+        Action::Halt => RebootMode::RB_HALT_SYSTEM,
+        Action::Poweroff => RebootMode::RB_POWER_OFF,
+        Action::Reboot | Action::Shell | Action::DumpToRootfs => RebootMode::RB_AUTOBOOT,
+    };
+    let error = reboot(mode).err();
+    log.line(&format!("reboot(2) failed: {error:?}; waiting"));
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+/// Whether this process is PID 1.
+pub fn is_init() -> bool {
+    nix::unistd::getpid().as_raw() == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_values() {
+        let line = "console=ttyS0 root=UUID=abcd rkdump.watchdog=nopet root=/dev/vda2";
+        assert_eq!(cmdline_value(line, "root"), Some("/dev/vda2"));
+        assert_eq!(cmdline_value(line, "rkdump.watchdog"), Some("nopet"));
+        assert_eq!(cmdline_value(line, "ip"), None);
+    }
+}
