@@ -7,7 +7,7 @@ use clap::Args;
 
 use crate::runtime::capture::{Capture, Outcome};
 use crate::runtime::log::{LOG_FILE, Log};
-use crate::runtime::{CONFIG_FILE, VMCORE, load_config, system};
+use crate::runtime::{CONFIG_FILE, VMCORE, hooks, load_config, system};
 
 /// Run the capture steps of kdump.conf once (PID 1 of the capture kernel runs this).
 #[derive(Debug, Args)]
@@ -34,6 +34,16 @@ pub struct CaptureArgs {
     /// Append the log to this file too (copied next to the dump as kexec-dmesg.log).
     #[arg(long, default_value = LOG_FILE)]
     log: PathBuf,
+    /// Time limit of each hook, in seconds (default: rkdump.hook_timeout= of the kernel
+    /// command line, or 300).
+    #[arg(long, value_name = "SECONDS")]
+    hook_timeout: Option<u64>,
+    /// Directory of the hooks run before the dump.
+    #[arg(long, default_value = hooks::PRE_DIR)]
+    pre_dir: PathBuf,
+    /// Directory of the hooks run after the dump.
+    #[arg(long, default_value = hooks::POST_DIR)]
+    post_dir: PathBuf,
 }
 
 /// Runs `rkdump capture`; returns its exit status.
@@ -56,8 +66,12 @@ pub fn run(args: &CaptureArgs) -> u8 {
         to_rootfs: args.to_rootfs,
         cmdline: cmdline.clone(),
         device_timeout: seconds("rkdump.device_timeout", 90),
-        hook_timeout: seconds("rkdump.hook_timeout", 300),
+        hook_timeout: args
+            .hook_timeout
+            .map_or_else(|| seconds("rkdump.hook_timeout", 300), Duration::from_secs),
         host_ip: "127.0.0.1".into(),
+        pre_dir: args.pre_dir.clone(),
+        post_dir: args.post_dir.clone(),
     };
     let outcome = capture.run();
     match &outcome {

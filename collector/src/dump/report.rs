@@ -133,6 +133,11 @@ impl Summary {
         out
     }
 
+    /// The summary as JSON on one line.
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).expect("the summary serialises")
+    }
+
     /// The summary as one JSON object.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("the summary serialises")

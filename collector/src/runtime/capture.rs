@@ -70,6 +70,10 @@ pub struct Capture<'a> {
     pub hook_timeout: Duration,
     /// The address naming the dump directory (`127.0.0.1` for local targets).
     pub host_ip: String,
+    /// Directory of the pre hooks (`/etc/kdump/pre.d`).
+    pub pre_dir: PathBuf,
+    /// Directory of the post hooks (`/etc/kdump/post.d`).
+    pub post_dir: PathBuf,
 }
 
 /// Where the dump goes, once the target is ready.
@@ -289,7 +293,7 @@ impl Capture<'_> {
                 return false;
             }
         }
-        for hook in hooks::directory(Path::new(hooks::PRE_DIR)) {
+        for hook in hooks::directory(&self.pre_dir) {
             let _step = self.log.step(&format!("pre hook {}", hook.display()));
             let result = hooks::run(
                 &hook.display().to_string(),
@@ -308,7 +312,7 @@ impl Capture<'_> {
     /// `post.d` then `kdump_post`, with the dump's status as `$1`.
     fn post_hooks(&self, status: i32) {
         let args = [status.to_string()];
-        let mut commands: Vec<String> = hooks::directory(Path::new(hooks::POST_DIR))
+        let mut commands: Vec<String> = hooks::directory(&self.post_dir)
             .iter()
             .map(|p| p.display().to_string())
             .collect();
@@ -388,6 +392,8 @@ impl Capture<'_> {
                         for warning in &summary.warnings {
                             self.log.line(&format!("dump: warning: {warning}"));
                         }
+                        self.log
+                            .line(&format!("dump summary: {}", summary.to_json_line()));
                         self.log.line(&format!(
                             "dump: {} bytes, {} of {} pages in {:.1} s",
                             summary.bytes_written,
