@@ -28,35 +28,50 @@ fn crash_run(name: &str) -> CrashRun {
     run
 }
 
+/// The capture log rkdump left next to the dump.
+fn capture_log(run: &CrashRun) -> String {
+    std::fs::read_to_string(run.capture_dir().join("kexec-dmesg.log")).expect("kexec-dmesg.log")
+}
+
+/// The dump's summary, which rkdump logs as JSON.
 fn summary(run: &CrashRun) -> serde_json::Value {
-    let text =
-        std::fs::read_to_string(run.capture_dir().join("summary.json")).expect("summary.json");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("summary.json is not JSON ({e}): {text}"))
+    let log = capture_log(run);
+    let json = log
+        .lines()
+        .find_map(|l| l.split_once("dump summary: ").map(|(_, json)| json))
+        .unwrap_or_else(|| panic!("no dump summary in kexec-dmesg.log:\n{log}"));
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("the summary is not JSON ({e}): {json}"))
 }
 
 fn check_capture_completed(run: &CrashRun) {
-    let status = std::fs::read_to_string(run.capture_dir().join("save.status")).unwrap();
-    let log = std::fs::read_to_string(run.capture_dir().join("save.log")).unwrap();
-    assert_eq!(
-        status.trim(),
-        "0",
-        "rkdump save failed in the capture kernel:\n{log}"
-    );
+    let log = capture_log(run);
     let summary = summary(run);
     assert_eq!(summary["complete"], true);
     // One worker per CPU the capture kernel has online. That is nr_cpus, except on kernels that
     // keep the real boot CPU offline when another CPU panicked (6.12: "Crash kernel detected.
     // Disabling real BSP to prevent machine INIT").
-    let detail = run.stage_detail("capture-boot").unwrap();
-    let online: u64 = detail.rsplit_once("cpus=").unwrap().1.parse().unwrap();
+    let online: u64 = log
+        .lines()
+        .find_map(|l| {
+            l.split_once(" CPUs online")
+                .and_then(|(head, _)| head.rsplit(' ').next()?.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no CPU count in the log:\n{log}"));
     assert!(
         (1..=u64::from(run.variant.capture_cpus)).contains(&online),
-        "{detail}"
+        "{online} CPUs online"
     );
     assert_eq!(
         summary["threads"], online,
         "threads = online CPUs of the capture kernel"
     );
+    // The layout kdump-utils users expect, and nothing else on the target.
+    let mut names: Vec<String> = std::fs::read_dir(run.capture_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["kexec-dmesg.log", "vmcore", "vmcore-dmesg.txt"]);
     assert!(run.dump().is_file() && !run.capture_dir().join("vmcore-incomplete").exists());
     let dump_size = std::fs::metadata(run.dump()).unwrap().len();
     assert_eq!(summary["bytes_written"], dump_size);
@@ -114,6 +129,11 @@ fn check_crash(run: &CrashRun) {
 
 fn check_dmesg(run: &CrashRun) {
     let ours = std::fs::read(run.capture_dir().join("vmcore-dmesg.txt")).unwrap();
+    // vmcore-dmesg.txt is written before the dump, so that it survives a failed dump.
+    let log = capture_log(run);
+    let dmesg_at = log.find("vmcore-dmesg.txt: done").expect("the log step");
+    let dump_at = log.find("dump: started").expect("the dump step");
+    assert!(dmesg_at < dump_at, "vmcore-dmesg.txt must come first");
     let dir = tempfile::tempdir().unwrap();
     let theirs = dir.path().join("dmesg");
     run_ok(

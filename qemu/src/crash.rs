@@ -1,5 +1,7 @@
 //! One real crash, end to end: boot the first kernel, load the capture kernel, run the workload,
-//! panic, capture with rkdump in the capture kernel, copy the raw vmcore, reboot.
+//! panic; in the capture kernel rkdump is `/init` and saves the dump onto an ext4 disk as
+//! kdump.conf says, and a `kdump_post` hook copies the raw vmcore onto a second disk (the
+//! reference input for makedumpfile, crash and drgn on the host); reboot.
 //!
 //! A finished run is cached under `$RKDUMP_CACHE/lab/<variant>/<key>/`, where the key hashes
 //! everything that shapes the run (variant, kernel, the rkdump and workload binaries, the guest
@@ -8,35 +10,35 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::build;
-use crate::images::{ImageBuilder, env_file};
 use crate::kernels::Kernel;
+use crate::scenario::{self, Disk, Scenario};
 use crate::variants::Variant;
-use crate::vm::{Stage, Vm, VmConfig};
+use crate::vm::Stage;
 
-const FIRST_INIT: &str = include_str!("../guest/first-init");
-const CAPTURE_INIT: &str = include_str!("../guest/capture-init");
-/// Modules the guests need for their disks (names; built-ins are skipped).
-const DISK_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "ext4"];
-/// The dump level and options rkdump uses in the capture kernel (kdump-utils' default level).
-pub const SAVE_ARGS: &str = "-d 31";
+/// The capture image's kdump.conf: kdump-utils' defaults, an ext4 target by label.
+pub const KDUMP_CONF: &str = "\
+ext4 LABEL=rkdump-lab
+path /var/crash
+core_collector makedumpfile -l --message-level 7 -d 31
+kdump_post /bin/lab-raw-copy
+";
+/// The post hook copying the raw vmcore onto the second disk.
+const RAW_COPY: &str =
+    "dd if=/proc/vmcore of=/dev/vdb bs=1M 2>/dev/null && sync && echo 'RKDUMP-LAB: raw-done'";
 /// Bumped when the run procedure changes in a way the hashed inputs do not show.
-const PROCEDURE_VERSION: u32 = 2;
+const PROCEDURE_VERSION: u32 = 3;
 
-/// The stages of a run, in order, with how long each may take under TCG.
-pub const STAGES: &[(&str, u64)] = &[
-    ("first-boot", 180),
-    ("capture-loaded", 120),
-    ("panic", 900),
-    ("capture-boot", 300),
-    ("dump-done", 1200),
-    ("raw-done", 1200),
+/// The capture kernel's stages: console text and time limit under TCG.
+pub const CAPTURE_STAGES: &[(&str, &str, u64)] = &[
+    ("capture-boot", "capture runtime starting", 300),
+    ("dump-done", "dump: done in", 1200),
+    ("raw-done", "RKDUMP-LAB: raw-done", 1200),
 ];
 
 /// A finished crash run.
@@ -93,11 +95,10 @@ impl CrashRun {
 fn run_key(variant: &Variant, kernel: &Kernel, binaries: &[&Path]) -> Result<String> {
     let mut hasher = Sha256::new();
     hasher.update(format!(
-        "{PROCEDURE_VERSION}\n{variant:?}\n{}\n",
+        "{PROCEDURE_VERSION}\n{variant:?}\n{}\n{KDUMP_CONF}{RAW_COPY}",
         kernel.release
     ));
-    hasher.update(FIRST_INIT);
-    hasher.update(CAPTURE_INIT);
+    hasher.update(include_str!("../guest/first-init"));
     for binary in binaries {
         hasher.update(std::fs::read(binary)?);
     }
@@ -151,10 +152,47 @@ pub fn crash_fresh(
     dir: &Path,
     on_stage: &mut dyn FnMut(&Stage),
 ) -> Result<CrashRun> {
-    let rkdump = build::rkdump()?;
-    let workload = build::static_binary("rkdump-lab", "lab-workload")?;
-    std::fs::create_dir_all(dir)?;
-    let stages = run(variant, kernel, &rkdump, &workload, dir, on_stage)?;
+    let memory = u64::from(variant.memory_mib);
+    let mut scenario = Scenario::new(*variant, KDUMP_CONF).script("/bin/lab-raw-copy", RAW_COPY);
+    scenario.disks = vec![
+        Disk::Ext4 {
+            size_mib: 2 * memory + 256,
+            label: "rkdump-lab".into(),
+            uuid: None,
+        },
+        Disk::Blank {
+            size_mib: memory + 64,
+        },
+    ];
+    let prepared = scenario.prepare(kernel, dir)?;
+    let mut vm = prepared.start()?;
+    let mut seen = scenario::wait_for_crash(&mut vm, on_stage)?;
+    for (name, pattern, limit) in CAPTURE_STAGES {
+        let stage = vm.wait_for_text(name, pattern, Duration::from_secs(*limit))?;
+        on_stage(&stage);
+        seen.push(stage);
+    }
+    let (_, exit_at) = vm.wait_exit(Duration::from_secs(120))?;
+    let exit = Stage {
+        name: "exit".to_owned(),
+        detail: String::new(),
+        at: exit_at,
+    };
+    on_stage(&exit);
+    seen.push(exit);
+
+    let extracted = scenario::read_ext4_dir(&prepared.disks[0], "/var/crash", &dir.join("target"))?;
+    std::fs::rename(scenario::dump_dir(&extracted)?, dir.join("crash"))?;
+    std::fs::remove_dir_all(dir.join("target"))?;
+    std::fs::rename(&prepared.disks[1], dir.join("vmcore.raw"))?;
+    truncate_to_elf_end(&dir.join("vmcore.raw"))?;
+    std::fs::remove_file(&prepared.disks[0])?;
+    std::fs::remove_file(dir.join("first.img"))?;
+
+    let stages: Vec<(String, f64, String)> = seen
+        .into_iter()
+        .map(|s| (s.name, s.at.as_secs_f64(), s.detail))
+        .collect();
     let text: String = stages
         .iter()
         .map(|(name, at, detail)| format!("{name} {at:.1} {detail}\n"))
@@ -166,119 +204,6 @@ pub fn crash_fresh(
         dir: dir.to_owned(),
         stages,
     })
-}
-
-fn run(
-    variant: &Variant,
-    kernel: &Kernel,
-    rkdump: &Path,
-    workload: &Path,
-    dir: &Path,
-    on_stage: &mut dyn FnMut(&Stage),
-) -> Result<Vec<(String, f64, String)>> {
-    let mut capture = ImageBuilder::new();
-    capture.busybox()?;
-    capture.host_file("/bin/rkdump", 0o755, rkdump)?;
-    let modules = capture.modules(kernel, DISK_MODULES)?;
-    capture.file("/init", 0o755, CAPTURE_INIT.as_bytes());
-    capture.file(
-        "/etc/lab.env",
-        0o644,
-        &env_file(&[
-            ("MODULES", modules.join(" ")),
-            ("SAVE_ARGS", SAVE_ARGS.to_owned()),
-        ]),
-    );
-    let capture_image = capture.finish();
-
-    let mut first = ImageBuilder::new();
-    first.busybox()?;
-    first.dynamic_binary("/bin/kexec", Path::new("/usr/sbin/kexec"))?;
-    first.host_file("/bin/lab-workload", 0o755, workload)?;
-    first.host_file("/boot/vmlinuz", 0o644, &kernel.vmlinuz())?;
-    first.file("/boot/capture.img", 0o644, &capture_image);
-    let modules = first.modules(kernel, DISK_MODULES)?;
-    first.file("/init", 0o755, FIRST_INIT.as_bytes());
-    first.file(
-        "/etc/lab.env",
-        0o644,
-        &env_file(&[
-            ("MODULES", modules.join(" ")),
-            ("CAPTURE_CMDLINE", variant.capture_cmdline()),
-            ("WORKLOAD_ARGS", variant.workload_args()),
-        ]),
-    );
-    let first_image = dir.join("first.img");
-    std::fs::write(&first_image, first.finish())?;
-
-    let memory = u64::from(variant.memory_mib) << 20;
-    let dump_disk = dir.join("dump-disk.img");
-    create_sparse(&dump_disk, 2 * memory + (256 << 20))?;
-    let status = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "rkdump-lab"])
-        .arg(&dump_disk)
-        .status()?;
-    if !status.success() {
-        bail!("mkfs.ext4 {} failed", dump_disk.display());
-    }
-    let raw_disk = dir.join("vmcore.raw");
-    create_sparse(&raw_disk, memory + (64 << 20))?;
-
-    let config = VmConfig {
-        kernel: kernel.vmlinuz(),
-        initrd: first_image,
-        cmdline: variant.first_cmdline(),
-        memory_mib: variant.memory_mib,
-        cpus: variant.cpus,
-        cpu_model: variant.cpu_model.map(str::to_owned),
-        disks: vec![dump_disk.clone(), raw_disk.clone()],
-        extra_args: Vec::new(),
-    };
-    let mut vm = Vm::start(&config, &dir.join("serial.log"))?;
-    let mut stages = Vec::new();
-    for (stage, limit) in STAGES {
-        let seen = vm.wait_for(stage, Duration::from_secs(*limit))?;
-        on_stage(&seen);
-        stages.push((seen.name, seen.at.as_secs_f64(), seen.detail));
-    }
-    let (_, exit_at) = vm.wait_exit(Duration::from_secs(120))?;
-    let exit = Stage {
-        name: "exit".to_owned(),
-        detail: String::new(),
-        at: exit_at,
-    };
-    on_stage(&exit);
-    stages.push((exit.name, exit.at.as_secs_f64(), exit.detail));
-
-    extract_dir(&dump_disk, "/crash", dir)?;
-    truncate_to_elf_end(&raw_disk)?;
-    std::fs::remove_file(&dump_disk)?;
-    std::fs::remove_file(dir.join("first.img"))?;
-    Ok(stages)
-}
-
-fn create_sparse(path: &Path, size: u64) -> Result<()> {
-    let file = std::fs::File::create(path)?;
-    file.set_len(size)?;
-    Ok(())
-}
-
-/// Copies a directory out of an ext4 image with debugfs (no mount needed).
-fn extract_dir(image: &Path, path: &str, into: &Path) -> Result<()> {
-    let output = Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("rdump {path} {}", into.display()))
-        .arg(image)
-        .output()
-        .context("running debugfs")?;
-    if !output.status.success() || !into.join(path.trim_start_matches('/')).is_dir() {
-        bail!(
-            "debugfs could not extract {path} from {}: {}",
-            image.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
 }
 
 /// Cuts the raw disk image down to the ELF file it holds (the end of the last segment).

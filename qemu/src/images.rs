@@ -135,6 +135,62 @@ impl ImageBuilder {
         Ok(paths)
     }
 
+    /// Adds a standard `/lib/modules/<release>` tree holding the modules `requests` name (those
+    /// this kernel has) and everything they need, indexed by the host's depmod as dracut does;
+    /// compressed modules stay compressed. rkdump's runtime decides what to load from it.
+    pub fn module_tree(&mut self, kernel: &Kernel, requests: &[&str]) -> Result<()> {
+        let index = kernel.module_index()?;
+        let known: Vec<&str> = requests
+            .iter()
+            .copied()
+            .filter(|r| index.resolve(r).is_ok())
+            .collect();
+        let staging = tempfile::tempdir()?;
+        let base = staging.path().join("lib/modules").join(&kernel.release);
+        let source = kernel.modules_dir();
+        for module in index.load_order(&known)? {
+            let target = base.join(&module.path);
+            std::fs::create_dir_all(target.parent().expect("module paths have directories"))?;
+            std::fs::copy(source.join(&module.path), &target)
+                .with_context(|| format!("copying {}", module.path))?;
+        }
+        std::fs::create_dir_all(&base)?;
+        for name in [
+            "modules.builtin",
+            "modules.builtin.modinfo",
+            "modules.order",
+        ] {
+            if source.join(name).exists() {
+                std::fs::copy(source.join(name), base.join(name))?;
+            }
+        }
+        let status = Command::new("depmod")
+            .arg("-b")
+            .arg(staging.path())
+            .arg(&kernel.release)
+            .status()?;
+        if !status.success() {
+            bail!(
+                "depmod -b {} {} failed",
+                staging.path().display(),
+                kernel.release
+            );
+        }
+        let mut stack = vec![base.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let relative = path.strip_prefix(staging.path())?.display().to_string();
+                    self.host_file(&format!("/{relative}"), 0o644, &path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Finishes the archive.
     pub fn finish(self) -> Vec<u8> {
         self.archive.finish()

@@ -16,5 +16,6 @@ pub mod crash;
 pub mod images;
 pub mod kernels;
 pub mod reference;
+pub mod scenario;
 pub mod variants;
 pub mod vm;

@@ -34,6 +34,8 @@ pub struct VmConfig {
     pub disks: Vec<PathBuf>,
     /// Further QEMU arguments (devices, networking).
     pub extra_args: Vec<String>,
+    /// Let a guest reboot restart the machine (without it, QEMU exits: `-no-reboot`).
+    pub allow_reboot: bool,
 }
 
 /// A stage line seen on the console.
@@ -50,6 +52,7 @@ pub struct Stage {
 /// A running guest.
 pub struct Vm {
     child: Child,
+    stdin: Option<std::process::ChildStdin>,
     lines: Receiver<String>,
     log_path: PathBuf,
     started: Instant,
@@ -76,6 +79,9 @@ impl Vm {
             .arg("-initrd")
             .arg(&config.initrd)
             .args(["-append", &config.cmdline]);
+        if !config.allow_reboot {
+            command.arg("-no-reboot");
+        }
         if let Some(model) = &config.cpu_model {
             command.args(["-cpu", model]);
         }
@@ -86,18 +92,20 @@ impl Vm {
         }
         command.args(&config.extra_args);
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting qemu-system-x86_64")?;
         let stdout = child.stdout.take().expect("stdout is piped");
+        let stdin = child.stdin.take();
         let log = std::fs::File::create(log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || forward_console(stdout, log, &sender));
         Ok(Self {
             child,
+            stdin,
             lines,
             log_path: log_path.to_owned(),
             started: Instant::now(),
@@ -131,6 +139,52 @@ impl Vm {
                 }
             }
         }
+    }
+
+    /// Waits up to `timeout` for a console line containing `pattern`, reported as stage
+    /// `name` (the line is its detail).
+    pub fn wait_for_text(&mut self, name: &str, pattern: &str, timeout: Duration) -> Result<Stage> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(pattern) => {
+                    return Ok(Stage {
+                        name: name.to_owned(),
+                        detail: line.trim().to_owned(),
+                        at: self.started.elapsed(),
+                    });
+                }
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    self.kill();
+                    bail!(self.failure(
+                        name,
+                        &format!("no console line with {pattern:?} within {timeout:?}")
+                    ));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait()?;
+                    bail!(self.failure(
+                        name,
+                        &format!("QEMU exited first ({status}) before {pattern:?}")
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Types `text` on the guest's serial console.
+    pub fn send(&mut self, text: &str) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("the console input is closed")?;
+        stdin.write_all(text.as_bytes())?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Whether QEMU is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Waits up to `timeout` for QEMU to exit (the guest rebooted or powered off).

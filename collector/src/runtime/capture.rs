@@ -148,6 +148,8 @@ impl Capture<'_> {
             let _step = self.log.step("dump");
             self.dump(&ready, dir.as_deref())
         };
+        self.log
+            .line(&format!("after the dump: {}", system::memory()));
         let status = match &dumped {
             Ok(()) => 0,
             Err(_) => 1,

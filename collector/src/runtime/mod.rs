@@ -178,6 +178,15 @@ pub fn pid1() -> ! {
         "rkdump {} capture runtime starting",
         env!("CARGO_PKG_VERSION")
     ));
+    let release = nix::sys::utsname::uname().map_or_else(
+        |_| "?".into(),
+        |u| u.release().to_string_lossy().into_owned(),
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    log.line(&format!(
+        "capture kernel {release}: {cpus} CPUs online; {}",
+        system::memory()
+    ));
     let cmdline = system::cmdline();
     let config = load_config(Path::new(CONFIG_FILE), &log);
 

@@ -136,6 +136,23 @@ pub fn finish(action: Action, log: &Log) -> ! {
     }
 }
 
+/// `MemTotal` and `MemAvailable`, for the log (the capture kernel's memory decides the
+/// crashkernel= reservation).
+pub fn memory() -> String {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or_else(|| "?".to_owned(), |kib| format!("{} MiB", kib / 1024))
+    };
+    format!(
+        "memory {} total, {} available",
+        field("MemTotal"),
+        field("MemAvailable")
+    )
+}
+
 /// Whether this process is PID 1.
 pub fn is_init() -> bool {
     nix::unistd::getpid().as_raw() == 1

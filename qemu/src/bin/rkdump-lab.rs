@@ -78,9 +78,9 @@ fn describe(stage: &str) -> &'static str {
         "first-boot" => "first kernel booted",
         "capture-loaded" => "capture kernel loaded (kexec -p)",
         "panic" => "memory filled, crashing with sysrq-c",
-        "capture-boot" => "capture kernel booted",
-        "dump-done" => "rkdump saved vmcore and vmcore-dmesg.txt",
-        "raw-done" => "raw /proc/vmcore copied (the tests' reference)",
+        "capture-boot" => "capture kernel booted, rkdump is /init",
+        "dump-done" => "rkdump saved vmcore-dmesg.txt and vmcore",
+        "raw-done" => "kdump_post hook copied the raw /proc/vmcore (the tests' reference)",
         "exit" => "capture kernel rebooted, QEMU exited",
         _ => "",
     }
@@ -123,13 +123,10 @@ fn demo() -> Result<()> {
     })?;
     // The raw copy of /proc/vmcore is the tests' reference input; the demo does not need it.
     std::fs::remove_file(run.raw_vmcore())?;
-    let status = std::fs::read_to_string(run.capture_dir().join("save.status"))?;
-    if status.trim() != "0" {
-        let log = std::fs::read_to_string(run.capture_dir().join("save.log")).unwrap_or_default();
-        bail!(
-            "rkdump save failed in the capture kernel (status {}):\n{log}",
-            status.trim()
-        );
+    let log =
+        std::fs::read_to_string(run.capture_dir().join("kexec-dmesg.log")).unwrap_or_default();
+    if !log.contains("\"complete\":true") {
+        bail!("the capture did not complete; its log:\n{log}");
     }
     let panic_to_dump = run.stage("dump-done").unwrap_or(0.0) - run.stage("panic").unwrap_or(0.0);
     println!("\nThe dump: {}", run.dump().display());
@@ -195,12 +192,6 @@ fn bench(names: &[String], repeats: usize) -> Result<()> {
     Ok(())
 }
 
-fn meminfo_kib(text: &str, field: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
 fn report(names: &[String]) -> Result<()> {
     let selected: Vec<&variants::Variant> = if names.is_empty() {
         variants::ALL.iter().collect()
@@ -216,17 +207,22 @@ fn report(names: &[String]) -> Result<()> {
     println!("|---|---|---|---|---:|---:|---:|---:|---:|---|");
     for variant in selected {
         let run = crash::crash(variant)?;
-        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
-            run.capture_dir().join("summary.json"),
-        )?)?;
-        let meminfo = std::fs::read_to_string(run.capture_dir().join("meminfo"))?;
-        let total = meminfo_kib(&meminfo, "MemTotal").unwrap_or(0);
-        let available = meminfo_kib(&meminfo, "MemAvailable").unwrap_or(0);
+        let log = std::fs::read_to_string(run.capture_dir().join("kexec-dmesg.log"))?;
+        let summary: serde_json::Value = log
+            .lines()
+            .find_map(|l| l.split_once("dump summary: ").map(|(_, j)| j))
+            .map(serde_json::from_str)
+            .transpose()?
+            .context("no dump summary in kexec-dmesg.log")?;
+        let memory = log.lines().find_map(|l| {
+            l.split_once("after the dump: memory ")
+                .map(|(_, m)| m.to_owned())
+        });
         let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
         let panic_to_dump =
             run.stage("dump-done").unwrap_or(0.0) - run.stage("panic").unwrap_or(0.0);
         println!(
-            "| {} | {} | {} MiB, {} CPUs{}{} | {:?} | {} | {:.1} | {:.1} | {:.0} | {:.1} | {} / {} |",
+            "| {} | {} | {} MiB, {} CPUs{}{} | {:?} | {} | {:.1} | {:.1} | {:.0} | {:.1} | {} |",
             variant.name,
             run.kernel.release,
             variant.memory_mib,
@@ -242,8 +238,7 @@ fn report(names: &[String]) -> Result<()> {
             mib(std::fs::metadata(run.dump())?.len()),
             mib(std::fs::metadata(run.raw_vmcore())?.len()),
             summary["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0,
-            total / 1024,
-            (total - available) / 1024,
+            memory.unwrap_or_default(),
         );
     }
     Ok(())
