@@ -239,12 +239,14 @@ fn create_disk(disk: &Disk, path: &Path) -> Result<()> {
 /// The first kernel's stages, up to the panic; every scenario goes through them.
 pub fn wait_for_crash(vm: &mut Vm, on_stage: &mut dyn FnMut(&Stage)) -> Result<Vec<Stage>> {
     let mut stages = Vec::new();
-    for (name, limit) in [("first-boot", 180), ("capture-loaded", 120), ("panic", 900)] {
-        let stage = vm.wait_for_text(
-            name,
-            &format!("RKDUMP-LAB: {name}"),
-            Duration::from_secs(limit),
-        )?;
+    // The panic is the kernel's own message: the workload's marker before it may be split by
+    // the panic's output on the console.
+    for (name, pattern, limit) in [
+        ("first-boot", "RKDUMP-LAB: first-boot", 180),
+        ("capture-loaded", "RKDUMP-LAB: capture-loaded", 120),
+        ("panic", "sysrq: Trigger a crash", 900),
+    ] {
+        let stage = vm.wait_for_text(name, pattern, Duration::from_secs(limit))?;
         on_stage(&stage);
         stages.push(stage);
     }
@@ -275,8 +277,14 @@ pub fn read_ext4_dir(image: &Path, path: &str, into: &Path) -> Result<PathBuf> {
 /// into `into`, unmounts.
 pub fn read_mounted(image: &Path, path: &str, into: &Path) -> Result<PathBuf> {
     let mountpoint = tempfile::tempdir()?;
+    // norecovery: a filesystem left with a dirty log still mounts read-only.
+    let options = if is_xfs(image) {
+        "loop,ro,norecovery"
+    } else {
+        "loop,ro"
+    };
     let status = Command::new("mount")
-        .args(["-o", "loop,ro"])
+        .args(["-o", options])
         .arg(image)
         .arg(mountpoint.path())
         .status()?;
@@ -294,6 +302,14 @@ pub fn read_mounted(image: &Path, path: &str, into: &Path) -> Result<PathBuf> {
         bail!("copying {path} out of {} failed", image.display());
     }
     Ok(into.join(Path::new(path).file_name().unwrap_or_default()))
+}
+
+fn is_xfs(image: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(image)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"XFSB"
 }
 
 /// The one dump directory (`127.0.0.1-<date>`) inside `base`.

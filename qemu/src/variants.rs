@@ -65,6 +65,16 @@ pub const DEFAULT: Variant = Variant {
     long: false,
 };
 
+/// The guest of the capture-runtime scenarios: generic 6.1 (it has the i6300esb watchdog and
+/// xfs as modules), idle, one capture CPU.
+pub const RUNTIME: Variant = Variant {
+    name: "runtime",
+    workload: Workload::Idle,
+    panic_cpu: 0,
+    capture_cpus: 1,
+    ..DEFAULT
+};
+
 /// Every variant.
 pub const ALL: &[Variant] = &[
     DEFAULT,

@@ -63,14 +63,7 @@ impl Vm {
     pub fn start(config: &VmConfig, log_path: &Path) -> Result<Self> {
         let mut command = Command::new("qemu-system-x86_64");
         command
-            .args([
-                "-accel",
-                "tcg",
-                "-nodefaults",
-                "-display",
-                "none",
-                "-no-reboot",
-            ])
+            .args(["-accel", "tcg", "-nodefaults", "-display", "none"])
             .args(["-serial", "stdio", "-monitor", "none"])
             .args(["-m", &config.memory_mib.to_string()])
             .args(["-smp", &config.cpus.to_string()])

@@ -9,6 +9,7 @@ mod dmesg;
 mod info;
 mod progress;
 mod reassemble;
+mod restore_raw;
 pub(crate) mod save;
 
 use std::process::ExitCode;
@@ -60,6 +61,7 @@ enum Command {
     Dmesg(dmesg::DmesgArgs),
     Info(info::InfoArgs),
     Reassemble(reassemble::ReassembleArgs),
+    RestoreRaw(restore_raw::RestoreRawArgs),
 }
 
 /// Entry point of the `rkdump` binary. As PID 1 (the capture kernel's `/init`) it runs the
@@ -85,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::Dmesg(args) => dmesg::run(&args),
         Command::Info(args) => info::run(&args),
         Command::Reassemble(args) => reassemble::run(&args),
+        Command::RestoreRaw(args) => restore_raw::run(&args),
     };
     status.into()
 }

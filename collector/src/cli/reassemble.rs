@@ -1,16 +1,14 @@
 //! `rkdump reassemble`: turn a flattened stream back into a dump file (`makedumpfile -R`).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use clap::Args;
 
 use super::{ExitStatus, report_error};
-use crate::dump::{finalize, incomplete_name};
-use crate::dumpfile::reassemble::{ReassembleError, reassemble};
-use crate::output::{FileSink, Sink};
+use crate::dump::incomplete_name;
+use crate::dumpfile::reassemble::{ReassembleError, reassemble_to_file};
 
 /// Rebuild a dump file from a flattened stream (-F output, a raw device, vmcore.flat).
 #[derive(Debug, Args)]
@@ -51,37 +49,7 @@ pub fn run(args: &ReassembleArgs) -> ExitStatus {
         }
     };
     let temporary = incomplete_name(&args.dumpfile);
-    let file = match OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-    {
-        Ok(file) => file,
-        Err(e) => {
-            report_error(&format!("cannot create {}: {e}", temporary.display()));
-            return ExitStatus::Failure;
-        }
-    };
-    let mut sink = FileSink::new(file, &temporary.display().to_string());
-    let result = reassemble(input, &mut sink)
-        .and_then(|done| {
-            // Bytes a record never wrote (sparse regions) must still be part of the file.
-            sink.file()
-                .set_len(done.file_size)
-                .map_err(|e| ReassembleError::Read {
-                    offset: done.stream_bytes,
-                    source: e,
-                })?;
-            sink.finish()?;
-            Ok(done)
-        })
-        .and_then(|done| {
-            finalize(&temporary, &args.dumpfile)
-                .map(|()| done)
-                .map_err(Into::into)
-        });
+    let result = reassemble_to_file(input, &args.dumpfile);
     match result {
         Ok(done) => {
             eprintln!(

@@ -41,6 +41,14 @@ pub enum ReassembleError {
     /// The dump file's own checks failed.
     #[error(transparent)]
     File(#[from] DumpFileError),
+    /// The output file cannot be created or sized.
+    #[error("{path}: {source}")]
+    Create {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 /// Counts of what a reassembly did.
@@ -172,6 +180,39 @@ fn replay<R: Read, S: Sink + ?Sized>(
         done.file_size = done.file_size.max(offset + size);
     }
     done.stream_bytes = stream.offset;
+    Ok(done)
+}
+
+/// Replays `input` into the file `dumpfile`, written as `<dumpfile>-incomplete` and renamed
+/// once the end marker was read and the file synced. On a cut stream the partial file is kept
+/// under its incomplete name.
+pub fn reassemble_to_file<R: Read>(
+    input: R,
+    dumpfile: &std::path::Path,
+) -> Result<Reassembled, ReassembleError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let temporary = crate::dump::incomplete_name(dumpfile);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(|source| ReassembleError::Create {
+            path: temporary.clone(),
+            source,
+        })?;
+    let mut sink = crate::output::FileSink::new(file, &temporary.display().to_string());
+    let done = reassemble(input, &mut sink)?;
+    // Bytes no record wrote (sparse regions) are still part of the file.
+    sink.file()
+        .set_len(done.file_size)
+        .map_err(|source| ReassembleError::Create {
+            path: temporary.clone(),
+            source,
+        })?;
+    sink.finish()?;
+    crate::dump::finalize(&temporary, dumpfile)?;
     Ok(done)
 }
 

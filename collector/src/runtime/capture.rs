@@ -159,9 +159,30 @@ impl Capture<'_> {
             self.save_log(dir);
         }
         nix::unistd::sync();
+        if let Some(mountpoint) = self.mountpoint() {
+            system::unmount(&mountpoint, self.log);
+        }
         match dumped {
             Ok(()) => Outcome::Saved,
             Err(error) => step_failed("dump", error),
+        }
+    }
+
+    /// Where `prepare_target` mounts the target (nothing for `--target-dir` and raw devices).
+    fn mountpoint(&self) -> Option<PathBuf> {
+        if self.target_dir.is_some() {
+            return None;
+        }
+        if self.to_rootfs {
+            return Some(PathBuf::from(SYSROOT));
+        }
+        match &self.config.target {
+            Target::RootFs => Some(PathBuf::from(SYSROOT)),
+            Target::Filesystem { .. } => Some(PathBuf::from(MOUNT_BASE)),
+            Target::Mount { mountpoint, .. } => {
+                Some(Path::new(MOUNT_BASE).join(mountpoint.trim_start_matches('/')))
+            }
+            Target::Raw(_) | Target::Nfs { .. } | Target::Ssh(_) => None,
         }
     }
 

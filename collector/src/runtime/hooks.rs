@@ -5,6 +5,7 @@
 //! as `$1`. Every hook runs with a time limit; its output goes into the log.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,7 +63,9 @@ pub fn run(command: &str, args: &[String], limit: Duration, log: &Log) -> HookRe
     let Some((program, fixed)) = words.split_first() else {
         return HookResult::NotStarted("empty command".into());
     };
+    // Its own process group, so that a time limit kills whatever it started too.
     let mut child = match Command::new(program)
+        .process_group(0)
         .args(fixed)
         .args(args)
         .stdin(Stdio::null())
@@ -105,6 +108,9 @@ pub fn run(command: &str, args: &[String], limit: Duration, log: &Log) -> HookRe
                 };
             }
             Ok(None) if started.elapsed() > limit => {
+                let group =
+                    nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
                 let _ = child.kill();
                 let _ = child.wait();
                 break HookResult::TimedOut;

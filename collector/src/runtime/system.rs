@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::sys::reboot::{RebootMode, reboot};
-use sys_mount::{Mount, MountFlags, UnmountFlags, unmount};
+use sys_mount::{Mount, MountFlags, UnmountFlags};
 
 use super::config::Action;
 use super::log::Log;
@@ -76,9 +76,19 @@ pub fn mount(device: &Path, target: &Path, fstype: &str, options: &str) -> std::
         .map(|_| ())
 }
 
-/// Unmounts `target` (lazily, so that a busy target does not stop the capture).
-pub fn unmount_lazily(target: &Path) {
-    let _ = unmount(target, UnmountFlags::DETACH);
+/// Unmounts `target` so that its filesystem is left clean; a busy target is detached lazily
+/// instead (a hook's leftover must not stop the capture).
+pub fn unmount(target: &Path, log: &Log) {
+    match sys_mount::unmount(target, UnmountFlags::empty()) {
+        Ok(()) => log.line(&format!("unmounted {}", target.display())),
+        Err(e) => {
+            log.line(&format!(
+                "unmounting {}: {e}; detaching it",
+                target.display()
+            ));
+            let _ = sys_mount::unmount(target, UnmountFlags::DETACH);
+        }
+    }
 }
 
 /// The kernel's ring buffer as `dmesg` prints it (from `/dev/kmsg`).

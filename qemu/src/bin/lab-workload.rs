@@ -135,6 +135,9 @@ fn main() {
         files / MIB,
         blocks.len()
     );
+    // Let the console print the line before the kernel's panic messages interleave with it.
+    std::io::Write::flush(&mut std::io::stdout()).expect("flushing the marker");
+    std::thread::sleep(std::time::Duration::from_millis(200));
     let mut cpus = CpuSet::new();
     cpus.set(args.panic_cpu).expect("valid CPU number");
     sched_setaffinity(Pid::from_raw(0), &cpus).expect("pinning to the panic CPU");
