@@ -146,6 +146,24 @@ fn ext4_by_uuid_with_hooks_in_order() {
     );
 }
 
+/// ext4 on a GPT partition found by PARTLABEL, and the same disk by PARTUUID.
+#[test]
+fn gpt_partition_by_partlabel_and_partuuid() {
+    for (name, spec) in [("partlabel", "PARTLABEL=dump-part"), ("partuuid", &*format!("PARTUUID={UUID}"))] {
+        let mut scenario = Scenario::new(RUNTIME, &format!("ext4 {spec}\nfinal_action poweroff\n"));
+        scenario.disks = vec![
+            ext4("decoy", 64),
+            Disk::GptExt4 { size_mib: 256, partlabel: "dump-part".into(), partuuid: UUID.into() },
+        ];
+        let (prepared, mut vm) = boot(&format!("gpt-{name}"), &scenario);
+        let console = until_exit(&prepared, &mut vm);
+        assert!(console.contains(&format!("{spec} is /dev/vdb1")), "{console}");
+        let into = prepared.dir.join("out");
+        let base = scenario::read_ext4_dir_at(&prepared.disks[1], 1 << 20, "/var/crash", &into).unwrap();
+        assert_complete_dump(&scenario::dump_dir(&base).unwrap());
+    }
+}
+
 /// xfs found by LABEL.
 #[test]
 fn xfs_by_label() {

@@ -55,6 +55,15 @@ pub enum Disk {
         /// Filesystem label.
         label: String,
     },
+    /// A GPT disk whose first partition holds an ext4 filesystem.
+    GptExt4 {
+        /// Size in MiB.
+        size_mib: u64,
+        /// The partition's GPT name (`PARTLABEL`).
+        partlabel: String,
+        /// The partition's GPT unique GUID (`PARTUUID`).
+        partuuid: String,
+    },
     /// Zeros (a raw target, the raw vmcore copy).
     Blank {
         /// Size in MiB.
@@ -208,13 +217,33 @@ impl Prepared {
 
 fn create_disk(disk: &Disk, path: &Path) -> Result<()> {
     let size = match disk {
-        Disk::Ext4 { size_mib, .. } | Disk::Xfs { size_mib, .. } | Disk::Blank { size_mib } => {
-            size_mib << 20
-        }
+        Disk::Ext4 { size_mib, .. }
+        | Disk::Xfs { size_mib, .. }
+        | Disk::GptExt4 { size_mib, .. }
+        | Disk::Blank { size_mib } => size_mib << 20,
     };
     std::fs::File::create(path)?.set_len(size)?;
     let mut command = match disk {
         Disk::Blank { .. } => return Ok(()),
+        Disk::GptExt4 { size_mib, partlabel, partuuid } => {
+            // One partition from 1 MiB to 1 MiB before the end (room for the backup GPT).
+            let script = format!(
+                "label: gpt\nstart=2048, size={}, name=\"{partlabel}\", uuid={partuuid}\n",
+                (size_mib - 2) * 2048
+            );
+            let mut sfdisk = Command::new("sfdisk").arg("--quiet").arg(path).stdin(std::process::Stdio::piped()).spawn()?;
+            std::io::Write::write_all(sfdisk.stdin.as_mut().expect("piped"), script.as_bytes())?;
+            if !sfdisk.wait()?.success() {
+                bail!("sfdisk {} failed", path.display());
+            }
+            let mut c = Command::new("mkfs.ext4");
+            c.args(["-q", "-F", "-E", "offset=1048576"]).arg(path).arg(format!("{}M", size_mib - 2));
+            let status = c.status().context("running mkfs.ext4")?;
+            if !status.success() {
+                bail!("{c:?} failed");
+            }
+            return Ok(());
+        }
         Disk::Ext4 { label, uuid, .. } => {
             let mut c = Command::new("mkfs.ext4");
             c.args(["-q", "-F", "-L", label]);
@@ -255,11 +284,17 @@ pub fn wait_for_crash(vm: &mut Vm, on_stage: &mut dyn FnMut(&Stage)) -> Result<V
 
 /// Copies directory `path` out of an ext4 image (debugfs: no mount needed) into `into`.
 pub fn read_ext4_dir(image: &Path, path: &str, into: &Path) -> Result<PathBuf> {
+    read_ext4_dir_at(image, 0, path, into)
+}
+
+/// [`read_ext4_dir`] for a filesystem starting `offset` bytes into the image (a partition).
+pub fn read_ext4_dir_at(image: &Path, offset: u64, path: &str, into: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(into)?;
+    let device = if offset == 0 { image.display().to_string() } else { format!("{}?offset={offset}", image.display()) };
     let output = Command::new("debugfs")
         .arg("-R")
         .arg(format!("rdump {path} {}", into.display()))
-        .arg(image)
+        .arg(device)
         .output()
         .context("running debugfs")?;
     let copied = into.join(Path::new(path).file_name().unwrap_or_default());
