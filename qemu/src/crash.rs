@@ -28,6 +28,12 @@ path /var/crash
 core_collector makedumpfile -l --message-level 7 -d 31
 kdump_post /bin/lab-raw-copy
 ";
+/// [`KDUMP_CONF`] without the hook: what a capture needs and nothing else.
+pub const KDUMP_CONF_WITHOUT_HOOKS: &str = "\
+ext4 LABEL=rkdump-lab
+path /var/crash
+core_collector makedumpfile -l --message-level 7 -d 31
+";
 /// The post hook copying the raw vmcore onto the second disk.
 const RAW_COPY: &str =
     "dd if=/proc/vmcore of=/dev/vdb bs=1M 2>/dev/null && sync && echo 'RKDUMP-LAB: raw-done'";

@@ -225,19 +225,29 @@ fn create_disk(disk: &Disk, path: &Path) -> Result<()> {
     std::fs::File::create(path)?.set_len(size)?;
     let mut command = match disk {
         Disk::Blank { .. } => return Ok(()),
-        Disk::GptExt4 { size_mib, partlabel, partuuid } => {
+        Disk::GptExt4 {
+            size_mib,
+            partlabel,
+            partuuid,
+        } => {
             // One partition from 1 MiB to 1 MiB before the end (room for the backup GPT).
             let script = format!(
                 "label: gpt\nstart=2048, size={}, name=\"{partlabel}\", uuid={partuuid}\n",
                 (size_mib - 2) * 2048
             );
-            let mut sfdisk = Command::new("sfdisk").arg("--quiet").arg(path).stdin(std::process::Stdio::piped()).spawn()?;
+            let mut sfdisk = Command::new("sfdisk")
+                .arg("--quiet")
+                .arg(path)
+                .stdin(std::process::Stdio::piped())
+                .spawn()?;
             std::io::Write::write_all(sfdisk.stdin.as_mut().expect("piped"), script.as_bytes())?;
             if !sfdisk.wait()?.success() {
                 bail!("sfdisk {} failed", path.display());
             }
             let mut c = Command::new("mkfs.ext4");
-            c.args(["-q", "-F", "-E", "offset=1048576"]).arg(path).arg(format!("{}M", size_mib - 2));
+            c.args(["-q", "-F", "-E", "offset=1048576"])
+                .arg(path)
+                .arg(format!("{}M", size_mib - 2));
             let status = c.status().context("running mkfs.ext4")?;
             if !status.success() {
                 bail!("{c:?} failed");
@@ -290,7 +300,11 @@ pub fn read_ext4_dir(image: &Path, path: &str, into: &Path) -> Result<PathBuf> {
 /// [`read_ext4_dir`] for a filesystem starting `offset` bytes into the image (a partition).
 pub fn read_ext4_dir_at(image: &Path, offset: u64, path: &str, into: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(into)?;
-    let device = if offset == 0 { image.display().to_string() } else { format!("{}?offset={offset}", image.display()) };
+    let device = if offset == 0 {
+        image.display().to_string()
+    } else {
+        format!("{}?offset={offset}", image.display())
+    };
     let output = Command::new("debugfs")
         .arg("-R")
         .arg(format!("rdump {path} {}", into.display()))

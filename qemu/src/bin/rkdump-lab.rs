@@ -32,6 +32,13 @@ enum Command {
         /// Variants to include (default: all).
         variants: Vec<String>,
     },
+    /// Find the smallest crashkernel= reservation that captures a variant.
+    Crashkernel {
+        /// Variant to crash.
+        variant: String,
+        /// Reservations to try, largest first (e.g. 128M 112M 96M).
+        sizes: Vec<String>,
+    },
     /// Benchmark rkdump against makedumpfile on lab vmcores (prints BENCHMARKS.md tables).
     Bench {
         /// Variants whose raw vmcores to use.
@@ -65,6 +72,7 @@ fn main() -> Result<()> {
         }
         Command::Demo => demo()?,
         Command::Report { variants: names } => report(&names)?,
+        Command::Crashkernel { variant, sizes } => crashkernel(&variant, &sizes)?,
         Command::Bench {
             variants: names,
             repeats,
@@ -240,6 +248,56 @@ fn report(names: &[String]) -> Result<()> {
             summary["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0,
             memory.unwrap_or_default(),
         );
+    }
+    Ok(())
+}
+
+fn crashkernel(name: &str, sizes: &[String]) -> Result<()> {
+    let base = variants::by_name(name).with_context(|| format!("no variant named {name:?}"))?;
+    let kernel = Kernel::fetch(base.flavor)?;
+    println!("| Variant | crashkernel= | Result | Capture kernel memory |");
+    println!("|---|---|---|---|");
+    for size in sizes {
+        let size: &'static str = Box::leak(size.clone().into_boxed_str());
+        let variant = variants::Variant {
+            crashkernel: size,
+            ..*base
+        };
+        let dir = cache::root()
+            .join("lab/crashkernel")
+            .join(format!("{name}-{size}"));
+        let mut scenario =
+            rkdump_lab::scenario::Scenario::new(variant, crash::KDUMP_CONF_WITHOUT_HOOKS);
+        let memory = u64::from(variant.memory_mib);
+        scenario.disks = vec![rkdump_lab::scenario::Disk::Ext4 {
+            size_mib: 2 * memory + 256,
+            label: "rkdump-lab".into(),
+            uuid: None,
+        }];
+        let prepared = scenario.prepare(&kernel, &dir)?;
+        let mut vm = prepared.start()?;
+        rkdump_lab::scenario::wait_for_crash(&mut vm, &mut |_| {})?;
+        let _ = vm.wait_exit(std::time::Duration::from_secs(900));
+        let console = prepared.serial();
+        let memory = console
+            .lines()
+            .find_map(|l| l.split_once("CPUs online; ").map(|(_, m)| m.to_owned()))
+            .unwrap_or_else(|| "-".into());
+        let result = if console.contains("\"complete\":true") {
+            "dump complete"
+        } else if console.contains("Out of memory") || console.contains("oom-kill") {
+            "out of memory"
+        } else if !console.contains("capture runtime starting") {
+            "capture kernel did not start"
+        } else {
+            "failed"
+        };
+        println!("| {name} | {size} | {result} | {memory} |");
+        if result == "dump complete" {
+            std::fs::remove_dir_all(&dir)?;
+        } else {
+            println!("(console: {})", prepared.serial_log().display());
+        }
     }
     Ok(())
 }
