@@ -210,7 +210,7 @@ fn report(names: &[String]) -> Result<()> {
             .collect::<Result<_>>()?
     };
     println!(
-        "| Variant | Kernel | Guest | Workload | Capture CPUs | Panic to dump complete (s) | Dump (MiB) | vmcore (MiB) | rkdump peak RSS (MiB) | Capture kernel: MemTotal / used after the dump (MiB) |"
+        "| Variant | Kernel | Guest | Workload | Capture CPUs | Panic to dump complete (s) | Dump (MiB) | vmcore (MiB) | rkdump peak RSS (MiB) | Capture kernel memory after the dump |"
     );
     println!("|---|---|---|---|---:|---:|---:|---:|---:|---|");
     for variant in selected {
