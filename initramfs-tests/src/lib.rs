@@ -5,3 +5,15 @@
 pub mod synthetic;
 
 pub use rkdump_lab::reference::*;
+
+use std::path::Path;
+
+/// The names of the entries of `dir`, sorted.
+pub fn sorted_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}

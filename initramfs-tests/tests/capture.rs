@@ -3,11 +3,11 @@
 //! the order of the steps, hooks and their time limits.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use initramfs_tests::rkdump;
 use initramfs_tests::synthetic::{Builder, Generation};
+use initramfs_tests::{rkdump, sorted_names};
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -41,6 +41,11 @@ impl Setup {
     }
 
     fn capture(&self) -> Output {
+        self.capture_with(&[])
+    }
+
+    /// Runs `rkdump capture` on this setup, with `extra` arguments after the usual ones.
+    fn capture_with(&self, extra: &[&str]) -> Output {
         let output = Command::new(rkdump())
             .arg("capture")
             .arg("--config")
@@ -55,6 +60,7 @@ impl Setup {
             .arg(self.path("pre.d"))
             .arg("--post-dir")
             .arg(self.path("post.d"))
+            .args(extra)
             .output()
             .unwrap();
         println!("{}", String::from_utf8_lossy(&output.stderr));
@@ -77,15 +83,6 @@ impl Setup {
     }
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn a_capture_leaves_kdump_utils_layout() {
     let setup =
@@ -100,7 +97,7 @@ fn a_capture_leaves_kdump_utils_layout() {
         "{name}"
     );
     assert_eq!(
-        names(&dir),
+        sorted_names(&dir),
         ["kexec-dmesg.log", "vmcore", "vmcore-dmesg.txt"]
     );
     let info = Command::new(rkdump())
@@ -176,9 +173,9 @@ fn a_failing_kdump_pre_means_no_dump() {
     );
     let dir = setup.dump_dir("/var/crash");
     assert!(
-        names(&dir).is_empty(),
+        sorted_names(&dir).is_empty(),
         "no dump after a failing kdump_pre: {:?}",
-        names(&dir)
+        sorted_names(&dir)
     );
     let log = setup.log();
     assert!(
@@ -192,23 +189,7 @@ fn a_hook_past_its_time_limit_is_killed_and_the_capture_goes_on() {
     let setup = Setup::new("");
     setup.script("pre.d/slow", "echo sleeping; sleep 30");
     let started = std::time::Instant::now();
-    let output = Command::new(rkdump())
-        .arg("capture")
-        .args(["--config"])
-        .arg(setup.path("kdump.conf"))
-        .arg("--vmcore")
-        .arg(setup.path("vmcore"))
-        .arg("--target-dir")
-        .arg(setup.path("target"))
-        .arg("--log")
-        .arg(setup.path("log"))
-        .arg("--pre-dir")
-        .arg(setup.path("pre.d"))
-        .arg("--post-dir")
-        .arg(setup.path("post.d"))
-        .args(["--hook-timeout", "2"])
-        .output()
-        .unwrap();
+    let output = setup.capture_with(&["--hook-timeout", "2"]);
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -221,7 +202,7 @@ fn a_hook_past_its_time_limit_is_killed_and_the_capture_goes_on() {
     );
     let log = setup.log();
     assert!(log.contains("TimedOut"), "{log}");
-    assert!(names(&setup.dump_dir("/var/crash")).contains(&"vmcore".to_owned()));
+    assert!(sorted_names(&setup.dump_dir("/var/crash")).contains(&"vmcore".to_owned()));
 }
 
 #[test]
@@ -230,7 +211,7 @@ fn a_dump_that_fails_keeps_dmesg_and_says_so() {
     let output = setup.capture();
     assert_eq!(output.status.code(), Some(1));
     let dir = setup.dump_dir("/var/crash");
-    assert_eq!(names(&dir), ["kexec-dmesg.log", "vmcore-dmesg.txt"]);
+    assert_eq!(sorted_names(&dir), ["kexec-dmesg.log", "vmcore-dmesg.txt"]);
     let log = setup.log();
     assert!(
         log.contains("core_collector (line 1): unexpected argument '--frobnicate'"),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use initramfs_tests::{crash, makedumpfile, rkdump, run_ok};
+use initramfs_tests::{crash, makedumpfile, rkdump, run_ok, sorted_names};
 use rkdump_lab::kernels::Kernel;
 use rkdump_lab::scenario::{self, Disk, Prepared, Scenario};
 use rkdump_lab::variants::RUNTIME;
@@ -60,30 +60,12 @@ fn ext4_dump_dir(image: &Path, path: &str) -> PathBuf {
     scenario::dump_dir(&base).unwrap()
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
-
 fn assert_complete_dump(dir: &Path) {
     assert_eq!(
-        names(dir),
+        sorted_names(dir),
         ["kexec-dmesg.log", "vmcore", "vmcore-dmesg.txt"]
     );
-    let info = Command::new(rkdump())
-        .arg("info")
-        .arg(dir.join("vmcore"))
-        .output()
-        .unwrap();
-    assert!(
-        info.status.success(),
-        "{}",
-        String::from_utf8_lossy(&info.stdout)
-    );
+    run_ok(Command::new(rkdump()).arg("info").arg(dir.join("vmcore")));
 }
 
 /// ext4 found by UUID; kdump_pre, pre.d, post.d and kdump_post in order with the dump's status;
@@ -263,7 +245,11 @@ fn failing_kdump_pre_skips_the_dump() {
     );
     assert!(console.contains("final action: poweroff") && console.contains("reboot: Power down"));
     let dir = ext4_dump_dir(&prepared.disks[0], "/var/crash");
-    assert!(names(&dir).is_empty(), "no dump: {:?}", names(&dir));
+    assert!(
+        sorted_names(&dir).is_empty(),
+        "no dump: {:?}",
+        sorted_names(&dir)
+    );
 }
 
 /// A target that never appears: the log says why, then the failure action.
@@ -299,7 +285,7 @@ fn full_target_keeps_the_partial_dump() {
     );
     assert!(console.contains("failure action: poweroff"));
     let dir = ext4_dump_dir(&prepared.disks[0], "/var/crash");
-    let found = names(&dir);
+    let found = sorted_names(&dir);
     assert!(
         found.contains(&"vmcore-incomplete".to_owned())
             && found.contains(&"vmcore-dmesg.txt".to_owned()),

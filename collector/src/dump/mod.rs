@@ -25,7 +25,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use report::{ExcludedPages, Summary};
+pub use report::Summary;
 
 use crate::filter::{self, Bitmap, Counts, DumpLevel, Filter, FilterError};
 use crate::format::kdump::{COMPRESSED_ZSTD, UTS_FIELD_LEN};
@@ -397,7 +397,7 @@ pub fn save(
     let total: u64 = per_cycle.iter().sum();
     summary.filter_seconds = started.elapsed().as_secs_f64();
     summary.dump_level = filter.level().bits();
-    summary.excluded = counts.into();
+    summary.excluded = counts;
 
     let exclude_zero = filter.level().contains(DumpLevel::ZERO);
     writer

@@ -26,7 +26,7 @@ pub struct Summary {
     /// makedumpfile's "Memory Hole".
     pub memory_hole: u64,
     /// Pages excluded, per category.
-    pub excluded: ExcludedPages,
+    pub excluded: Counts,
     /// Pages written to the dump (with data or as the shared zero page).
     pub dumped_pages: u64,
     /// Pages written with their own data.
@@ -47,52 +47,6 @@ pub struct Summary {
     pub warnings: Vec<String>,
 }
 
-/// Excluded page counts, named as in makedumpfile's report.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct ExcludedPages {
-    /// Pages filled with zero.
-    pub zero: u64,
-    /// Non-private cache pages.
-    pub cache: u64,
-    /// Private cache pages.
-    pub cache_private: u64,
-    /// User process data pages.
-    pub user: u64,
-    /// Free pages.
-    pub free: u64,
-    /// Hwpoison pages.
-    pub hwpoison: u64,
-    /// Offline pages.
-    pub offline: u64,
-}
-
-impl From<Counts> for ExcludedPages {
-    fn from(c: Counts) -> Self {
-        Self {
-            zero: c.zero,
-            cache: c.cache,
-            cache_private: c.cache_private,
-            user: c.user,
-            free: c.free,
-            hwpoison: c.hwpoison,
-            offline: c.offline,
-        }
-    }
-}
-
-impl ExcludedPages {
-    /// Sum over all categories.
-    pub fn total(&self) -> u64 {
-        self.zero
-            + self.cache
-            + self.cache_private
-            + self.user
-            + self.free
-            + self.hwpoison
-            + self.offline
-    }
-}
-
 impl Summary {
     /// makedumpfile's "Original pages": page frames in PT_LOAD segments (the kernel-text alias
     /// counted again).
@@ -104,7 +58,7 @@ impl Summary {
     /// `Extension filter pages` always 0 and no cache statistics.
     pub fn makedumpfile_report(&self) -> String {
         let original = self.original_pages();
-        let excluded = self.excluded.total();
+        let excluded = self.excluded.excluded();
         let e = &self.excluded;
         let mut out = String::new();
         let mut line =

@@ -66,15 +66,39 @@ impl Bitmap {
 
     /// Sets every bit of `pfns` (clipped to the range).
     pub fn set_range(&mut self, pfns: Range<u64>) {
-        for pfn in pfns.start.max(self.start)..pfns.end.min(self.end) {
-            self.set(pfn);
-        }
+        self.fill_range(pfns, true);
     }
 
     /// Clears every bit of `pfns` (clipped to the range).
     pub fn clear_range(&mut self, pfns: Range<u64>) {
-        for pfn in pfns.start.max(self.start)..pfns.end.min(self.end) {
-            self.clear(pfn);
+        self.fill_range(pfns, false);
+    }
+
+    /// Sets or clears `pfns` (clipped to the range): bit by bit up to a byte boundary, then
+    /// whole bytes.
+    fn fill_range(&mut self, pfns: Range<u64>, value: bool) {
+        let mut pfn = pfns.start.max(self.start);
+        let end = pfns.end.min(self.end);
+        let put = |bitmap: &mut Self, pfn: u64| {
+            if value {
+                bitmap.set(pfn);
+            } else {
+                bitmap.clear(pfn);
+            }
+        };
+        while pfn < end && !(pfn - self.start).is_multiple_of(8) {
+            put(self, pfn);
+            pfn += 1;
+        }
+        let whole = (end.saturating_sub(pfn)) / 8;
+        if whole > 0 {
+            let first = ((pfn - self.start) / 8) as usize;
+            self.bytes[first..first + whole as usize].fill(if value { 0xff } else { 0 });
+            pfn += whole * 8;
+        }
+        while pfn < end {
+            put(self, pfn);
+            pfn += 1;
         }
     }
 
@@ -85,9 +109,22 @@ impl Bitmap {
 
     /// The set bits in `pfns`, in increasing order.
     pub fn iter_set(&self, pfns: Range<u64>) -> impl Iterator<Item = u64> + '_ {
-        let lo = pfns.start.max(self.start);
-        let hi = pfns.end.min(self.end);
-        (lo..hi).filter(move |&pfn| self.get(pfn))
+        let lo = pfns.start.clamp(self.start, self.end);
+        let hi = pfns.end.clamp(lo, self.end);
+        let first = ((lo - self.start) / 8) as usize;
+        let last = (hi - self.start).div_ceil(8) as usize;
+        // Whole zero bytes are skipped without looking at their bits.
+        self.bytes[first..last]
+            .iter()
+            .enumerate()
+            .filter(|(_, byte)| **byte != 0)
+            .flat_map(move |(i, &byte)| {
+                let base = self.start + (first + i) as u64 * 8;
+                (0..8u64)
+                    .filter(move |bit| byte & (1 << bit) != 0)
+                    .map(move |bit| base + bit)
+            })
+            .filter(move |pfn| (lo..hi).contains(pfn))
     }
 
     /// Bitwise AND with `other` (same range).
@@ -123,19 +160,39 @@ mod tests {
     }
 
     proptest! {
+        /// Single bits and ranges against a set model; iteration over any window.
         #[test]
-        fn matches_a_set_of_pfns(start in 0u64..64, len in 0u64..300, ops in proptest::collection::vec((any::<bool>(), 0u64..400), 0..100)) {
+        fn matches_a_set_of_pfns(
+            start in 0u64..64,
+            len in 0u64..300,
+            ops in proptest::collection::vec((0u8..4, 0u64..800, 0u64..100), 0..100),
+            window in (0u64..900, 0u64..900),
+        ) {
             let start = start * 8;
             let mut map = Bitmap::new(start..start + len);
             let mut model = std::collections::BTreeSet::new();
-            for (set, pfn) in ops {
-                if set { map.set(pfn) } else { map.clear(pfn) }
-                if map.covers(pfn) {
-                    if set { model.insert(pfn); } else { model.remove(&pfn); }
+            for (kind, pfn, span) in ops {
+                let pfns = match kind {
+                    0 | 1 => pfn..pfn + 1,
+                    _ => pfn..pfn + span,
+                };
+                match kind {
+                    0 => map.set(pfn),
+                    1 => map.clear(pfn),
+                    2 => map.set_range(pfns.clone()),
+                    _ => map.clear_range(pfns.clone()),
+                }
+                for pfn in pfns.filter(|&p| map.covers(p)) {
+                    if kind % 2 == 0 { model.insert(pfn); } else { model.remove(&pfn); }
                 }
             }
             prop_assert_eq!(map.count(), model.len() as u64);
-            prop_assert_eq!(map.iter_set(0..1000).collect::<Vec<_>>(), model.into_iter().collect::<Vec<_>>());
+            prop_assert_eq!(map.iter_set(0..1000).collect::<Vec<_>>(), model.iter().copied().collect::<Vec<_>>());
+            let (a, b) = window;
+            prop_assert_eq!(
+                map.iter_set(a..b).collect::<Vec<_>>(),
+                model.range(a..b.max(a)).copied().collect::<Vec<_>>()
+            );
         }
     }
 }

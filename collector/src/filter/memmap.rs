@@ -82,7 +82,8 @@ pub fn find_mem_map(
         None => true,
         Some(length) => length == sections_total.div_ceil(per_root),
     };
-    let count = max_pfn.div_ceil(pages_per_section);
+    // Page frames past the architecture's physical address space have no section.
+    let count = max_pfn.div_ceil(pages_per_section).min(sections_total);
     let min_kernel = lowest_kernel_address(memory);
 
     let decode = |memory: &mut KernelMemory<'_>,

@@ -90,8 +90,9 @@ pub enum Category {
     Offline,
 }
 
-/// Excluded page counts, per category, as makedumpfile reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Excluded page counts, per category, as makedumpfile reports them (and named so in the JSON
+/// summary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Counts {
     /// Pages filled with zero.
     pub zero: u64,
@@ -379,10 +380,11 @@ impl<'a> Filter<'a> {
                 start = start.max(carried.end);
             }
             let mut batch_range = 0..0;
-            let mut pfn = start;
-            while pfn < section.pfn_end {
-                if !cycle.contains(&pfn) || !contains(&self.in_segments, pfn) {
-                    pfn += 1;
+            let end = section.pfn_end.min(cycle.end);
+            let mut pfn = start.max(cycle.start);
+            while pfn < end {
+                if !contains(&self.in_segments, pfn) {
+                    pfn = next_contained(&self.in_segments, pfn).unwrap_or(end);
                     continue;
                 }
                 if !batch_range.contains(&pfn) {
@@ -461,6 +463,12 @@ fn merge(sorted: Vec<Range<u64>>) -> Vec<Range<u64>> {
 fn contains(sorted: &[Range<u64>], pfn: u64) -> bool {
     let i = sorted.partition_point(|r| r.end <= pfn);
     sorted.get(i).is_some_and(|r| r.start <= pfn)
+}
+
+/// The first page frame at or after `pfn` that `sorted` contains.
+fn next_contained(sorted: &[Range<u64>], pfn: u64) -> Option<u64> {
+    let i = sorted.partition_point(|r| r.end <= pfn);
+    sorted.get(i).map(|r| r.start.max(pfn))
 }
 
 /// Splits `[0, max_mapnr)` into cycles of at most `pfns_per_cycle` page frames (a multiple of 8).

@@ -224,7 +224,7 @@ pub fn save(
         threads: settings.threads,
         total_pages: filter.max_mapnr(),
         memory_hole: filter.memory_hole(),
-        excluded: counts.into(),
+        excluded: counts,
         ..Summary::default()
     };
     let header = |flags: u32| FileHeader {

@@ -203,18 +203,7 @@ impl Capture<'_> {
             Target::Filesystem { fstype, device } => {
                 let device = self.wait_for(device)?;
                 let mountpoint = Path::new(MOUNT_BASE);
-                system::mount(&device, mountpoint, fstype, "defaults").map_err(|e| {
-                    format!(
-                        "mounting {} ({fstype}) on {}: {e}",
-                        device.display(),
-                        mountpoint.display()
-                    )
-                })?;
-                self.log.line(&format!(
-                    "mounted {} ({fstype}) on {}",
-                    device.display(),
-                    mountpoint.display()
-                ));
+                self.mount_logged(&device, mountpoint, fstype, "defaults")?;
                 Ok(Ready::Directory(mountpoint.join(path)))
             }
             Target::Mount {
@@ -233,18 +222,7 @@ impl Capture<'_> {
                 })?;
                 let device = self.wait_for(&spec)?;
                 let target = Path::new(MOUNT_BASE).join(mountpoint.trim_start_matches('/'));
-                system::mount(&device, &target, fstype, options).map_err(|e| {
-                    format!(
-                        "mounting {} ({fstype}) on {}: {e}",
-                        device.display(),
-                        target.display()
-                    )
-                })?;
-                self.log.line(&format!(
-                    "mounted {} ({fstype}, {options}) on {}",
-                    device.display(),
-                    target.display()
-                ));
+                self.mount_logged(&device, &target, fstype, options)?;
                 Ok(Ready::Directory(target.join(path)))
             }
             Target::Raw(spec) => self.wait_for(spec).map(Ready::Device),
@@ -255,6 +233,22 @@ impl Capture<'_> {
                 "ssh {host}: network targets need the network runtime (not in this build)"
             )),
         }
+    }
+
+    /// Mounts `device` on `mountpoint` and logs it; the error names both.
+    fn mount_logged(
+        &self,
+        device: &Path,
+        mountpoint: &Path,
+        fstype: &str,
+        options: &str,
+    ) -> Result<(), String> {
+        let what = format!("{} ({fstype}, {options})", device.display());
+        system::mount(device, mountpoint, fstype, options)
+            .map_err(|e| format!("mounting {what} on {}: {e}", mountpoint.display()))?;
+        self.log
+            .line(&format!("mounted {what} on {}", mountpoint.display()));
+        Ok(())
     }
 
     /// Waits up to the device timeout for the device `spec` names.

@@ -268,6 +268,7 @@ impl Vmcore {
             ),
             None => (VmcoreInfo::default(), None),
         };
+        check_physmem_bits(&segments, &info).map_err(invalid)?;
         Ok(Self {
             file,
             path: path.to_owned(),
@@ -384,6 +385,30 @@ impl Vmcore {
             }
         }
         Ok(())
+    }
+}
+
+/// Rejects segments that reach beyond the physical address space the dead kernel declares
+/// (`NUMBER(MAX_PHYSMEM_BITS)`): no such memory can exist, and a size taken at face value would
+/// make the dump's bitmaps as large as that claim.
+fn check_physmem_bits(segments: &[Segment], info: &VmcoreInfo) -> Result<(), String> {
+    let Ok(Some(bits)) = info.number("MAX_PHYSMEM_BITS") else {
+        return Ok(());
+    };
+    let Some(limit) = u32::try_from(bits)
+        .ok()
+        .filter(|b| (32..=52).contains(b))
+        .map(|b| 1u64 << b)
+    else {
+        return Ok(());
+    };
+    match segments.iter().find(|s| s.phys_end > limit) {
+        Some(s) => Err(format!(
+            "PT_LOAD #{} (physical {:#x}-{:#x}) reaches beyond the dead kernel's \
+             MAX_PHYSMEM_BITS={bits}",
+            s.index, s.phys_start, s.phys_end
+        )),
+        None => Ok(()),
     }
 }
 
