@@ -27,6 +27,7 @@ pub mod format;
 pub mod kmod;
 pub mod output;
 pub mod pipeline;
+pub mod remote;
 pub mod runtime;
 pub mod sys;
 pub mod vmcore;

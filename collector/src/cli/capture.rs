@@ -44,6 +44,13 @@ pub struct CaptureArgs {
     /// Directory of the hooks run after the dump.
     #[arg(long, default_value = hooks::POST_DIR)]
     post_dir: PathBuf,
+    /// The ssh client configuration read for the ssh target (port, user, key, known_hosts).
+    #[arg(long, default_value = "/etc/ssh/ssh_config")]
+    ssh_config: PathBuf,
+    /// How long to keep trying to reach a network target, in seconds (default:
+    /// rkdump.network_timeout= of the kernel command line, or 180).
+    #[arg(long, value_name = "SECONDS")]
+    network_timeout: Option<u64>,
 }
 
 /// Runs `rkdump capture`; returns its exit status.
@@ -72,6 +79,11 @@ pub fn run(args: &CaptureArgs) -> u8 {
         host_ip: "127.0.0.1".into(),
         pre_dir: args.pre_dir.clone(),
         post_dir: args.post_dir.clone(),
+        ssh_config: args.ssh_config.clone(),
+        network_timeout: args.network_timeout.map_or_else(
+            || seconds("rkdump.network_timeout", 180),
+            Duration::from_secs,
+        ),
     };
     let outcome = capture.run();
     match &outcome {

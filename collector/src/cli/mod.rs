@@ -9,8 +9,10 @@ mod dmesg;
 mod info;
 mod progress;
 mod reassemble;
+mod receive;
 mod restore_raw;
 pub(crate) mod save;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -62,6 +64,8 @@ enum Command {
     Info(info::InfoArgs),
     Reassemble(reassemble::ReassembleArgs),
     RestoreRaw(restore_raw::RestoreRawArgs),
+    Receive(receive::ReceiveArgs),
+    Verify(verify::VerifyArgs),
 }
 
 /// Entry point of the `rkdump` binary. As PID 1 (the capture kernel's `/init`) it runs the
@@ -88,6 +92,8 @@ pub fn main() -> ExitCode {
         Command::Info(args) => info::run(&args),
         Command::Reassemble(args) => reassemble::run(&args),
         Command::RestoreRaw(args) => restore_raw::run(&args),
+        Command::Receive(args) => receive::run(&args),
+        Command::Verify(args) => verify::run(&args),
     };
     status.into()
 }

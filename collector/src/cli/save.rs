@@ -142,7 +142,7 @@ impl SaveArgs {
             None if self.flattened => Destination::Stdout,
             None => return Err("DUMPFILE is required unless -F streams to standard output".into()),
         };
-        if self.json && destination == Destination::Stdout {
+        if self.json && matches!(destination, Destination::Stdout) {
             return Err(
                 "--json needs standard output, which the -F stream uses; give a DUMPFILE".into(),
             );
@@ -229,7 +229,7 @@ pub fn run(args: &SaveArgs) -> ExitStatus {
             printer.update(p);
         }
     });
-    let streaming = options.destination == Destination::Stdout;
+    let streaming = matches!(options.destination, Destination::Stdout);
     let finish = |summary: &Summary| {
         if message_level & MSG_COMMON != 0 {
             for warning in &summary.warnings {

@@ -23,6 +23,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use report::Summary;
@@ -40,12 +41,21 @@ use crate::vmcore::{KernelMemory, Vmcore, VmcoreError};
 pub const DEFAULT_CYCLE_PFNS: u64 = 4 << 20;
 
 /// Where the dump goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Destination {
     /// A file (written as `<file>-incomplete`, then renamed) or a device (written in place).
     Path(PathBuf),
     /// Standard output (flattened format only).
     Stdout,
+    /// A sink of the caller's (a file on another machine).
+    Custom(Arc<dyn OpenSink>),
+}
+
+/// Opens a destination that is not a local path: the ssh target's remote file.
+pub trait OpenSink: std::fmt::Debug + Send + Sync {
+    /// Opens the sink for a dump with `options`. The sink's `finish` makes the output durable
+    /// under its final name.
+    fn open(&self, options: &SaveOptions) -> Result<Opened, SaveError>;
 }
 
 /// The dump file format.
@@ -156,11 +166,15 @@ impl SaveError {
 }
 
 /// An opened destination: the sink and how to finalise it.
-pub(crate) struct Opened {
-    pub(crate) sink: Box<dyn Sink>,
-    /// `(incomplete name, final name)` of a regular file to rename at the end.
-    pub(crate) rename: Option<(PathBuf, PathBuf)>,
-    pub(crate) label: String,
+pub struct Opened {
+    /// Where the bytes go.
+    pub sink: Box<dyn Sink>,
+    /// `(incomplete name, final name)` of a local file to rename at the end.
+    pub rename: Option<(PathBuf, PathBuf)>,
+    /// The name of the output while it is incomplete, reported if the dump fails.
+    pub partial: Option<PathBuf>,
+    /// The output's name for messages and the summary.
+    pub label: String,
 }
 
 /// The name a file is written under until it is complete, as kdump-utils names them:
@@ -192,6 +206,9 @@ fn flat_sink<W: Stream + 'static>(
 }
 
 pub(crate) fn open_destination(options: &SaveOptions) -> Result<Opened, SaveError> {
+    if let Destination::Custom(opener) = &options.destination {
+        return opener.open(options);
+    }
     if options.lz4 && !options.flattened {
         return Err(SaveError::Usage(
             "--lz4 frames a flattened stream: it needs -F".into(),
@@ -214,10 +231,12 @@ pub(crate) fn open_destination(options: &SaveOptions) -> Result<Opened, SaveErro
             return Ok(Opened {
                 sink,
                 rename: None,
+                partial: None,
                 label: "-".into(),
             });
         }
         Destination::Path(path) => path,
+        Destination::Custom(_) => unreachable!("handled above"),
     };
     let create = |p: &Path, regular: bool| -> Result<File, SaveError> {
         let mut open = OpenOptions::new();
@@ -252,6 +271,7 @@ pub(crate) fn open_destination(options: &SaveOptions) -> Result<Opened, SaveErro
         Box::new(FileSink::new(file, &label))
     };
     Ok(Opened {
+        partial: rename.as_ref().map(|(temporary, _)| temporary.clone()),
         sink,
         rename,
         label,
@@ -344,7 +364,7 @@ pub fn save(
     let utsname = read_utsname(&vmcore, &mut warnings);
     let phys_base = KernelMemory::new(&vmcore).map_or(0, |m| m.tables().phys_base);
     let opened = open_destination(options)?;
-    let partial = opened.rename.as_ref().map(|(t, _)| t.clone());
+    let partial = opened.partial.clone();
 
     let spec = KdumpSpec {
         utsname,

@@ -10,6 +10,8 @@
 //! * [`vmcoreinfo`]: the dead kernel's `KEY=VALUE` description of itself.
 //! * [`kdump`]: the kdump-compressed (`KDUMP   `) header, sub header and page descriptors.
 //! * [`flat`]: makedumpfile's flattened stream (`-F`).
+//! * [`manifest`]: per-chunk CRC-32 of a dump directory's files, sent with remote dumps.
+//! * [`sftp`]: SFTP version 3 packets, for the ssh target and `rkdump receive`.
 //! * [`time`]: UTC calendar dates from Unix time.
 //! * [`cpio`]: the `newc` archives that initramfs images are made of.
 
@@ -18,6 +20,8 @@ pub mod cpio;
 pub mod elf;
 pub mod flat;
 pub mod kdump;
+pub mod manifest;
 pub mod note;
+pub mod sftp;
 pub mod time;
 pub mod vmcoreinfo;

@@ -212,7 +212,7 @@ pub fn save(
     let file_size = offset;
 
     let opened = open_destination(options)?;
-    let partial = opened.rename.as_ref().map(|(t, _)| t.clone());
+    let partial = opened.partial.clone();
     let mut sink = opened.sink;
     let mut summary = Summary {
         output: opened.label.clone(),
@@ -341,7 +341,7 @@ pub fn save(
         crate::dump::finalize(temporary, target).map_err(|e| failed(e, &summary))?;
         summary.output = target.display().to_string();
     }
-    if options.destination == Destination::Stdout {
+    if matches!(options.destination, Destination::Stdout) {
         summary.output = "-".into();
     }
     summary.complete = true;

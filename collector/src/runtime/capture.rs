@@ -7,6 +7,7 @@
 //! hand on a saved vmcore with `--target-dir`, which skips finding and mounting the target.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::blockid;
@@ -16,6 +17,9 @@ use super::log::Log;
 use super::system;
 use crate::dump::{self, Destination, SaveError};
 use crate::format::time::UtcTime;
+use crate::remote::ssh::{SshTarget, default_known_hosts};
+use crate::remote::ssh_config;
+use crate::remote::upload::{Connection, RemoteDir};
 
 /// Where targets are mounted in the capture kernel (kdump-utils' `/kdumproot`).
 pub const MOUNT_BASE: &str = "/kdumproot";
@@ -74,6 +78,11 @@ pub struct Capture<'a> {
     pub pre_dir: PathBuf,
     /// Directory of the post hooks (`/etc/kdump/post.d`).
     pub post_dir: PathBuf,
+    /// The ssh client configuration (`/etc/ssh/ssh_config`), for the ssh target's port, user,
+    /// key and known_hosts files.
+    pub ssh_config: PathBuf,
+    /// How long to keep trying to reach a network target.
+    pub network_timeout: Duration,
 }
 
 /// Where the dump goes, once the target is ready.
@@ -82,6 +91,41 @@ enum Ready {
     Directory(PathBuf),
     /// A raw device for the flattened stream.
     Device(PathBuf),
+    /// An ssh server, connected, and the directory to create the dump directory in.
+    Ssh(Box<Connection>, String),
+}
+
+/// The dump directory, on a mounted file system or on an ssh server.
+enum DumpDir {
+    Local(PathBuf),
+    Remote(RemoteDir),
+}
+
+impl DumpDir {
+    fn label(&self) -> String {
+        match self {
+            Self::Local(dir) => dir.display().to_string(),
+            Self::Remote(dir) => dir.label(),
+        }
+    }
+
+    /// Writes a small file as `<name>-incomplete`, then renames it.
+    fn put(&self, name: &str, data: &[u8]) -> Result<(), String> {
+        match self {
+            Self::Local(dir) => {
+                dump::write_file_atomically(&dir.join(name), data).map_err(|e| e.to_string())
+            }
+            Self::Remote(dir) => dir.put(name, data).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Where the engine writes the file `name`.
+    fn destination(&self, name: &str) -> Destination {
+        match self {
+            Self::Local(dir) => Destination::Path(dir.join(name)),
+            Self::Remote(dir) => dir.destination(name),
+        }
+    }
 }
 
 fn step_failed(step: &'static str, error: impl std::fmt::Display) -> Outcome {
@@ -104,29 +148,42 @@ impl Capture<'_> {
                 }
             }
         };
-        let dir = match &ready {
+        let stamp = UtcTime::from_unix(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs().cast_signed()),
+        )
+        .dump_dir_stamp();
+        let (dir, device) = match ready {
             Ready::Directory(base) => {
-                let stamp = UtcTime::from_unix(
-                    SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs().cast_signed()),
-                )
-                .dump_dir_stamp();
                 let dir = base.join(format!("{}-{stamp}", self.host_ip));
                 if let Err(e) = std::fs::create_dir_all(&dir) {
                     return step_failed("target", format!("creating {}: {e}", dir.display()));
                 }
-                self.log.line(&format!("dump directory: {}", dir.display()));
-                Some(dir)
+                (Some(DumpDir::Local(dir)), None)
+            }
+            Ready::Ssh(connection, base) => {
+                // As kdump-utils: named after this machine's address on the route to the server.
+                let ip = connection
+                    .local_address()
+                    .map_or_else(|| self.host_ip.clone(), |ip| ip.to_string());
+                let path = format!("{}/{ip}-{stamp}", base.trim_end_matches('/'));
+                match RemoteDir::create(*connection, &path) {
+                    Ok(dir) => (Some(DumpDir::Remote(dir)), None),
+                    Err(e) => return step_failed("target", format!("creating {path}: {e}")),
+                }
             }
             Ready::Device(device) => {
                 self.log.line(&format!(
                     "raw target {}: the flattened stream goes to the device",
                     device.display()
                 ));
-                None
+                (None, Some(device))
             }
         };
+        if let Some(dir) = &dir {
+            self.log.line(&format!("dump directory: {}", dir.label()));
+        }
 
         if !self.pre_hooks() {
             return Outcome::PreHookFailed;
@@ -135,10 +192,8 @@ impl Capture<'_> {
             let _step = self.log.step("vmcore-dmesg.txt");
             match crate::dmesg::extract_path(&self.vmcore)
                 .map_err(|e| e.to_string())
-                .and_then(|text| {
-                    dump::write_file_atomically(&dir.join("vmcore-dmesg.txt"), &text)
-                        .map_err(|e| e.to_string())
-                }) {
+                .and_then(|text| dir.put("vmcore-dmesg.txt", &text))
+            {
                 Ok(()) => {}
                 // As kdump-utils: a missing log does not stop the dump.
                 Err(e) => self.log.line(&format!("vmcore-dmesg.txt: {e}")),
@@ -146,7 +201,7 @@ impl Capture<'_> {
         }
         let dumped = {
             let _step = self.log.step("dump");
-            self.dump(&ready, dir.as_deref())
+            self.dump(device.as_deref(), dir.as_ref())
         };
         self.log
             .line(&format!("after the dump: {}", system::memory()));
@@ -157,6 +212,15 @@ impl Capture<'_> {
         self.post_hooks(status);
         if let Some(dir) = &dir {
             self.save_log(dir);
+            if let DumpDir::Remote(remote) = dir {
+                match remote.finish() {
+                    Ok(()) => self.log.line(&format!(
+                        "manifest written; the connection was re-established {} time(s)",
+                        remote.reconnects()
+                    )),
+                    Err(e) => self.log.line(&format!("manifest: {e}")),
+                }
+            }
         }
         nix::unistd::sync();
         if let Some(mountpoint) = self.mountpoint() {
@@ -229,10 +293,62 @@ impl Capture<'_> {
             Target::Nfs { export, .. } => Err(format!(
                 "nfs {export}: network targets need the network runtime (not in this build)"
             )),
-            Target::Ssh(host) => Err(format!(
-                "ssh {host}: network targets need the network runtime (not in this build)"
-            )),
+            Target::Ssh(destination) => {
+                let target = self.ssh_target(destination)?;
+                self.log.line(&format!(
+                    "ssh target {} with key {}",
+                    target.label(),
+                    target.identity.display()
+                ));
+                let log = Arc::new(self.log.duplicate());
+                let connection = Connection::open(
+                    target,
+                    self.network_timeout,
+                    Arc::new(move |message: &str| log.line(message)),
+                )
+                .map_err(|e| e.to_string())?;
+                Ok(Ready::Ssh(Box::new(connection), self.config.path.clone()))
+            }
         }
+    }
+
+    /// The ssh target of `ssh user@host`, completed from ssh_config.
+    fn ssh_target(&self, destination: &str) -> Result<SshTarget, String> {
+        let (user, host) = destination
+            .rsplit_once('@')
+            .filter(|(user, host)| !user.is_empty() && !host.is_empty())
+            .ok_or_else(|| format!("ssh {destination}: expected user@host"))?;
+        let text = std::fs::read_to_string(&self.ssh_config).unwrap_or_default();
+        let settings = ssh_config::settings_for(&text, host);
+        let configured = PathBuf::from(&self.config.sshkey);
+        let identity = if configured.exists() {
+            configured
+        } else {
+            let fallback = settings
+                .identity
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(super::config::DEFAULT_SSHKEY));
+            self.log.line(&format!(
+                "sshkey {} does not exist; using {}",
+                configured.display(),
+                fallback.display()
+            ));
+            fallback
+        };
+        let home = PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned()));
+        Ok(SshTarget {
+            user: user.to_owned(),
+            host: settings.hostname.unwrap_or_else(|| host.to_owned()),
+            port: settings.port.unwrap_or(22),
+            identity,
+            known_hosts: if settings.known_hosts.is_empty() {
+                default_known_hosts(&home)
+            } else {
+                settings.known_hosts
+            },
+            connect_timeout: settings.connect_timeout.unwrap_or(Duration::from_secs(10)),
+            io_timeout: Duration::from_secs(60),
+        })
     }
 
     /// Mounts `device` on `mountpoint` and logs it; the error names both.
@@ -343,7 +459,7 @@ impl Capture<'_> {
         }
     }
 
-    fn dump(&self, ready: &Ready, dir: Option<&Path>) -> Result<(), String> {
+    fn dump(&self, device: Option<&Path>, dir: Option<&DumpDir>) -> Result<(), String> {
         let words: Vec<String> = self
             .config
             .core_collector
@@ -355,10 +471,10 @@ impl Capture<'_> {
         };
         let program_name = program.rsplit('/').next().unwrap_or(program);
         let vmcore = self.vmcore.display().to_string();
-        let (destination, flattened) = match (ready, dir) {
-            (Ready::Device(device), _) => (device.clone(), true),
-            (Ready::Directory(_), Some(dir)) => (dir.join("vmcore"), false),
-            (Ready::Directory(_), None) => unreachable!("a directory target has a dump directory"),
+        let (destination, flattened) = match (device, dir) {
+            (Some(device), _) => (Destination::Path(device.to_owned()), true),
+            (None, Some(dir)) => (dir.destination("vmcore"), false),
+            (None, None) => unreachable!("every target has a device or a dump directory"),
         };
         match program_name {
             "makedumpfile" => {
@@ -372,9 +488,7 @@ impl Capture<'_> {
                     options.push("-F".into());
                 }
                 let (mut save, _, notes) = crate::cli::save::collector_options(
-                    &options,
-                    &vmcore,
-                    &destination.display().to_string(),
+                    &options, &vmcore, "vmcore",
                 )
                 .map_err(|e| {
                     format!(
@@ -385,7 +499,7 @@ impl Capture<'_> {
                 for note in notes {
                     self.log.line(&format!("core_collector: {note}"));
                 }
-                save.destination = Destination::Path(destination);
+                save.destination = destination;
                 self.log.line(&format!(
                     "dump level {}, {} worker thread(s), {}",
                     save.level.bits(),
@@ -432,17 +546,17 @@ impl Capture<'_> {
                     }
                 }
             }
-            "cp" | "cat" if !flattened => {
+            "cp" | "cat" | "scp" if !flattened => {
                 copy_file(&self.vmcore, &destination).map_err(|e| e.to_string())
             }
             other => Err(format!(
-                "core_collector (line {}): {other} is not supported (makedumpfile, cp or cat)",
+                "core_collector (line {}): {other} is not supported (makedumpfile, cp, cat or scp)",
                 self.config.core_collector_line
             )),
         }
     }
 
-    fn save_log(&self, dir: &Path) {
+    fn save_log(&self, dir: &DumpDir) {
         let mut text = self
             .log
             .path()
@@ -450,18 +564,48 @@ impl Capture<'_> {
             .unwrap_or_default();
         text.push_str("\n--- kernel log of the capture kernel ---\n");
         text.push_str(&system::kernel_log());
-        if let Err(e) = dump::write_file_atomically(&dir.join("kexec-dmesg.log"), text.as_bytes()) {
+        if let Err(e) = dir.put("kexec-dmesg.log", text.as_bytes()) {
             self.log.line(&format!("kexec-dmesg.log: {e}"));
         }
     }
 }
 
-/// `core_collector cp`: an unfiltered copy, still written as `-incomplete` and renamed.
-fn copy_file(source: &Path, target: &Path) -> std::io::Result<()> {
-    let temporary = dump::incomplete_name(target);
-    let mut input = std::fs::File::open(source)?;
-    let mut output = std::fs::File::create(&temporary)?;
-    std::io::copy(&mut input, &mut output)?;
-    output.sync_all()?;
-    dump::finalize(&temporary, target).map_err(std::io::Error::other)
+/// `core_collector cp` (and `scp` on an ssh target): an unfiltered copy of the vmcore, still
+/// written as `-incomplete` and renamed.
+fn copy_file(source: &Path, destination: &Destination) -> Result<(), String> {
+    let options = dump::SaveOptions {
+        vmcore: source.to_owned(),
+        destination: destination.clone(),
+        format: dump::Format::Elf,
+        flattened: false,
+        lz4: false,
+        codec: crate::pipeline::Codec::None,
+        level: crate::filter::DumpLevel::new(0).expect("0 is a dump level"),
+        threads: 1,
+        access: crate::vmcore::window::Access::Pread,
+        cycle_pfns: dump::DEFAULT_CYCLE_PFNS,
+        overwrite: false,
+    };
+    let mut opened = dump::open_destination(&options).map_err(|e| e.to_string())?;
+    let mut input =
+        std::fs::File::open(source).map_err(|e| format!("{}: {e}", source.display()))?;
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    loop {
+        let n = std::io::Read::read(&mut input, &mut buffer)
+            .map_err(|e| format!("{}: {e}", source.display()))?;
+        if n == 0 {
+            break;
+        }
+        opened
+            .sink
+            .write_at(offset, &buffer[..n])
+            .map_err(|e| e.to_string())?;
+        offset += n as u64;
+    }
+    opened.sink.finish().map_err(|e| e.to_string())?;
+    if let Some((temporary, target)) = &opened.rename {
+        dump::finalize(temporary, target).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }

@@ -49,6 +49,20 @@ impl Log {
         }
     }
 
+    /// A second handle on the same log, for code that needs to own one (the ssh transfer's
+    /// reconnection messages).
+    pub fn duplicate(&self) -> Self {
+        let file = self
+            .file
+            .lock()
+            .ok()
+            .and_then(|f| f.as_ref().and_then(|f| f.try_clone().ok()));
+        Self {
+            file: Mutex::new(file),
+            path: self.path.clone(),
+        }
+    }
+
     /// The file the log is appended to.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()

@@ -1,0 +1,1056 @@
+//! `rkdump receive`: the receiving end of ssh dumps on a central dump server.
+//!
+//! Stock OpenSSH runs it as the forced command of the key each machine sends dumps with
+//! (`command="rkdump receive --root /srv/crash --client web01",restrict ssh-ed25519 ...` in
+//! `authorized_keys`, or `ForceCommand`). It speaks SFTP version 3 on standard input and output,
+//! so the rkdump ssh target and stock `sftp` clients talk to it unchanged, but it only lets a
+//! client do what sending dumps needs:
+//!
+//! * every path is inside the client's own directory `<root>/<client>/`: `..` is refused, and so
+//!   are symbolic links on the way;
+//! * directories and new files can be created; an existing file can be opened for writing only
+//!   while its name says it is incomplete (`vmcore-incomplete`, to resume a dropped transfer);
+//!   renames never replace an existing file; nothing can be removed;
+//! * writes stop with a clear error at the client's quota and before the file system's free
+//!   space falls below the reserve;
+//! * when a dump's manifest is renamed into place, the files it lists are verified on arrival;
+//! * one JSON line per dump directory touched goes to `<root>/index.jsonl`: when, who, from
+//!   where, how many bytes, and whether it was verified, failed verification or stayed
+//!   incomplete.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+use serde::Serialize;
+
+use super::verify::verify_dir;
+use crate::format::manifest::{MANIFEST_NAME, is_plain_name};
+use crate::format::sftp::{
+    self, Attrs, EXT_FSYNC, EXT_POSIX_RENAME, EXT_STATVFS, HandleRequest, NameEntry, OPEN_APPEND,
+    OPEN_CREATE, OPEN_READ, OPEN_TRUNCATE, OPEN_WRITE, PathRequest, Request, Response, SftpError,
+    StatusCode, TwoPathRequest,
+};
+use crate::format::time::UtcTime;
+
+/// Name of the index file under the root.
+pub const INDEX_NAME: &str = "index.jsonl";
+/// Deepest path accepted, in components.
+const MAX_DEPTH: usize = 32;
+/// Most files open at once in one session.
+const MAX_HANDLES: usize = 64;
+/// Largest read answered.
+const MAX_READ: u32 = 64 * 1024;
+
+/// Why a receiving session ended in error.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    /// The options are unusable.
+    #[error("{0}")]
+    Setup(String),
+    /// Standard input or output failed.
+    #[error("the ssh channel failed: {0}")]
+    Channel(#[from] io::Error),
+    /// The client sent bytes that are not SFTP.
+    #[error("the client is not speaking SFTP: {0}")]
+    Protocol(#[from] SftpError),
+}
+
+/// What a receiving session may do.
+#[derive(Debug, Clone)]
+pub struct ReceiveOptions {
+    /// Directory holding one subdirectory per client, and the index.
+    pub root: PathBuf,
+    /// The client's name (its subdirectory).
+    pub client: String,
+    /// Where the client connects from, for the index (`SSH_CONNECTION`'s first field).
+    pub from: String,
+    /// Free space, in bytes, that writes must leave on the root's file system.
+    pub reserve: u64,
+    /// Bytes the client may hold under its directory, if limited.
+    pub quota: Option<u64>,
+}
+
+/// One line of the index.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexEntry {
+    /// When the line was written (UTC, RFC 3339).
+    pub time: String,
+    /// Client name.
+    pub client: String,
+    /// Client address.
+    pub from: String,
+    /// Dump directory, relative to the root.
+    pub dump: String,
+    /// Bytes written into it in this session.
+    pub bytes: u64,
+    /// `verified`, `incomplete`, or `failed verification: <why>`.
+    pub status: String,
+}
+
+/// A refusal or failure sent back as an SFTP status.
+#[derive(Debug)]
+struct Refusal(StatusCode, String);
+
+impl Refusal {
+    fn denied(message: String) -> Self {
+        Self(StatusCode::PermissionDenied, message)
+    }
+
+    fn failure(message: String) -> Self {
+        Self(StatusCode::Failure, message)
+    }
+
+    fn io(what: &str, error: &io::Error) -> Self {
+        let code = match error.kind() {
+            io::ErrorKind::NotFound => StatusCode::NoSuchFile,
+            io::ErrorKind::PermissionDenied => StatusCode::PermissionDenied,
+            _ => StatusCode::Failure,
+        };
+        Self(code, format!("{what}: {error}"))
+    }
+}
+
+type Answer = Result<Response, Refusal>;
+
+/// A path inside the client's directory.
+#[derive(Debug, Clone)]
+struct Resolved {
+    /// Relative to the client's directory, normalised.
+    relative: PathBuf,
+    /// On the server.
+    absolute: PathBuf,
+}
+
+/// An open file.
+#[derive(Debug)]
+struct Handle {
+    file: File,
+    path: Resolved,
+    size: u64,
+    writable: bool,
+}
+
+/// A dump directory written to in this session.
+#[derive(Debug, Default)]
+struct DumpState {
+    bytes: u64,
+    status: Option<String>,
+}
+
+/// One client connection.
+#[derive(Debug)]
+struct Session<'a> {
+    options: &'a ReceiveOptions,
+    home: PathBuf,
+    handles: HashMap<Vec<u8>, Handle>,
+    next_handle: u64,
+    used: u64,
+    dumps: BTreeMap<PathBuf, DumpState>,
+}
+
+/// Serves one SFTP session on `input`/`output` until the client closes it, then writes the
+/// index lines of the dumps it touched (also returned).
+pub fn serve(
+    options: &ReceiveOptions,
+    input: impl Read,
+    output: impl Write,
+) -> Result<Vec<IndexEntry>, ReceiveError> {
+    let mut session = Session::open(options)?;
+    let result = session.run(input, output);
+    let entries = session.close();
+    result.map(|()| entries)
+}
+
+impl<'a> Session<'a> {
+    fn open(options: &'a ReceiveOptions) -> Result<Self, ReceiveError> {
+        if !is_plain_name(&options.client) || options.client.starts_with('.') {
+            return Err(ReceiveError::Setup(format!(
+                "client name {:?} is not a plain file name",
+                options.client
+            )));
+        }
+        let root_meta = std::fs::metadata(&options.root).map_err(|e| {
+            ReceiveError::Setup(format!("dump root {}: {e}", options.root.display()))
+        })?;
+        if !root_meta.is_dir() {
+            return Err(ReceiveError::Setup(format!(
+                "dump root {} is not a directory",
+                options.root.display()
+            )));
+        }
+        let home = options.root.join(&options.client);
+        match std::fs::DirBuilder::new().mode(0o700).create(&home) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(ReceiveError::Setup(format!("{}: {e}", home.display())));
+            }
+        }
+        if std::fs::symlink_metadata(&home).is_ok_and(|m| !m.is_dir()) {
+            return Err(ReceiveError::Setup(format!(
+                "{} is not a directory",
+                home.display()
+            )));
+        }
+        let used = if options.quota.is_some() {
+            disk_usage(&home)
+                .map_err(|e| ReceiveError::Setup(format!("{}: {e}", home.display())))?
+        } else {
+            0
+        };
+        Ok(Self {
+            options,
+            home,
+            handles: HashMap::new(),
+            next_handle: 0,
+            used,
+            dumps: BTreeMap::new(),
+        })
+    }
+
+    fn run(&mut self, mut input: impl Read, mut output: impl Write) -> Result<(), ReceiveError> {
+        let mut buffer = Vec::with_capacity(sftp::MAX_PACKET + 64);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            while let Some((payload, consumed)) = sftp::split_packet(&buffer)? {
+                let request = Request::decode(payload);
+                let reply = match request {
+                    Ok(request) => self.handle(request),
+                    // A malformed packet whose id can be read gets an answer; others end it.
+                    Err(e) => match payload.get(1..5) {
+                        Some(id) if payload[0] != 1 => Response::Status {
+                            id: u32::from_be_bytes(id.try_into().expect("4 bytes")),
+                            code: StatusCode::BadMessage,
+                            message: e.to_string(),
+                        },
+                        _ => return Err(e.into()),
+                    },
+                };
+                buffer.drain(..consumed);
+                output.write_all(&reply.encode())?;
+            }
+            output.flush()?;
+            let read = match input.read(&mut chunk) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            buffer.extend_from_slice(&chunk[..read]);
+        }
+    }
+
+    fn handle(&mut self, request: Request) -> Response {
+        let id = request.id();
+        let answer = match request {
+            Request::Init { .. } => {
+                return Response::Version {
+                    version: sftp::VERSION,
+                    extensions: [
+                        (EXT_POSIX_RENAME, "1"),
+                        (EXT_STATVFS, "2"),
+                        (EXT_FSYNC, "1"),
+                    ]
+                    .iter()
+                    .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                    .collect(),
+                };
+            }
+            Request::Open {
+                id, path, flags, ..
+            } => self.open_file(id, &path, flags),
+            Request::Close { id, handle } => match self.handles.remove(&handle) {
+                Some(_) => Ok(ok(id)),
+                None => Err(bad_handle()),
+            },
+            Request::Read {
+                id,
+                handle,
+                offset,
+                len,
+            } => self.read(id, &handle, offset, len),
+            Request::Write {
+                id,
+                handle,
+                offset,
+                data,
+            } => self.write(id, &handle, offset, &data),
+            Request::Path { kind, id, path } => self.path_request(kind, id, &path),
+            Request::Handle {
+                kind: HandleRequest::Fstat,
+                id,
+                handle,
+            } => match self.handles.get(&handle) {
+                Some(h) => h
+                    .file
+                    .metadata()
+                    .map(|m| Response::Attrs {
+                        id,
+                        attrs: attrs_of(&m),
+                    })
+                    .map_err(|e| Refusal::io("fstat", &e)),
+                None => Err(bad_handle()),
+            },
+            Request::Handle {
+                kind: HandleRequest::Readdir,
+                ..
+            } => Err(unsupported("listing directories")),
+            // Modes and times are the server's business; accept and ignore.
+            Request::Setstat { id, .. } | Request::Fsetstat { id, .. } => Ok(ok(id)),
+            Request::Mkdir { id, path, .. } => self.mkdir(id, &path),
+            Request::TwoPaths {
+                kind: TwoPathRequest::Rename,
+                id,
+                first,
+                second,
+            } => self.rename(id, &first, &second),
+            Request::TwoPaths {
+                kind: TwoPathRequest::Symlink,
+                ..
+            } => Err(Refusal::denied("symbolic links are not allowed".to_owned())),
+            Request::Extended { id, name, data } => self.extended(id, &name, &data),
+        };
+        answer.unwrap_or_else(|Refusal(code, message)| Response::Status { id, code, message })
+    }
+
+    /// Maps a client path into the client's directory.
+    fn resolve(&self, path: &[u8]) -> Result<Resolved, Refusal> {
+        let shown = String::from_utf8_lossy(path);
+        let mut relative = PathBuf::new();
+        for part in path.split(|&b| b == b'/') {
+            match part {
+                b"" | b"." => {}
+                b".." => {
+                    return Err(Refusal::denied(format!(
+                        "{shown}: \"..\" would leave the client's directory"
+                    )));
+                }
+                _ if part.len() > 255 || part.contains(&0) => {
+                    return Err(Refusal::failure(format!("{shown}: invalid file name")));
+                }
+                _ => relative.push(OsStr::from_bytes(part)),
+            }
+        }
+        if relative.components().count() > MAX_DEPTH {
+            return Err(Refusal::failure(format!(
+                "{shown}: deeper than {MAX_DEPTH} directories"
+            )));
+        }
+        // No symbolic link on the way (the client cannot make one; an admin might have).
+        let mut walked = self.home.clone();
+        for component in relative.components() {
+            walked.push(component);
+            match std::fs::symlink_metadata(&walked) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(Refusal::denied(format!(
+                        "{shown}: symbolic links are not followed"
+                    )));
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        Ok(Resolved {
+            absolute: self.home.join(&relative),
+            relative,
+        })
+    }
+
+    fn open_file(&mut self, id: u32, path: &[u8], flags: u32) -> Answer {
+        if self.handles.len() >= MAX_HANDLES {
+            return Err(Refusal::failure(format!(
+                "more than {MAX_HANDLES} open files"
+            )));
+        }
+        if flags & OPEN_APPEND != 0 {
+            return Err(unsupported("appending"));
+        }
+        let path = self.resolve(path)?;
+        let shown = path.relative.display().to_string();
+        let existing = std::fs::symlink_metadata(&path.absolute).ok();
+        let writable = flags & OPEN_WRITE != 0;
+        let mut options = OpenOptions::new();
+        options
+            .read(flags & OPEN_READ != 0 || !writable)
+            .custom_flags(nix::libc::O_NOFOLLOW);
+        match (&existing, writable) {
+            (Some(meta), _) if !meta.is_file() => {
+                return Err(Refusal::failure(format!("{shown} is not a regular file")));
+            }
+            (Some(_), true) if !is_incomplete(&path.relative) => {
+                return Err(Refusal::denied(format!(
+                    "{shown} exists: received files are never overwritten"
+                )));
+            }
+            (Some(_), true) => {
+                options.write(true).truncate(flags & OPEN_TRUNCATE != 0);
+            }
+            (Some(_), false) => {}
+            (None, true) if flags & OPEN_CREATE != 0 => {
+                options.write(true).create_new(true).mode(0o600);
+            }
+            (None, _) => {
+                return Err(Refusal(
+                    StatusCode::NoSuchFile,
+                    format!("{shown}: no such file"),
+                ));
+            }
+        }
+        let file = options
+            .open(&path.absolute)
+            .map_err(|e| Refusal::io(&shown, &e))?;
+        let size = file.metadata().map_err(|e| Refusal::io(&shown, &e))?.len();
+        if writable {
+            self.dump_of(&path.relative);
+        }
+        self.next_handle += 1;
+        let handle = self.next_handle.to_string().into_bytes();
+        self.handles.insert(
+            handle.clone(),
+            Handle {
+                file,
+                path,
+                size,
+                writable,
+            },
+        );
+        Ok(Response::Handle { id, handle })
+    }
+
+    fn read(&mut self, id: u32, handle: &[u8], offset: u64, len: u32) -> Answer {
+        let handle = self.handles.get(handle).ok_or_else(bad_handle)?;
+        let mut data = vec![0u8; len.min(MAX_READ) as usize];
+        let n = handle
+            .file
+            .read_at(&mut data, offset)
+            .map_err(|e| Refusal::io("read", &e))?;
+        if n == 0 && len > 0 {
+            return Err(Refusal(StatusCode::Eof, "end of file".to_owned()));
+        }
+        data.truncate(n);
+        Ok(Response::Data { id, data })
+    }
+
+    fn write(&mut self, id: u32, handle: &[u8], offset: u64, data: &[u8]) -> Answer {
+        let (size, relative) = match self.handles.get(handle) {
+            Some(h) if h.writable => (h.size, h.path.relative.clone()),
+            Some(_) => return Err(Refusal::denied("file not open for writing".to_owned())),
+            None => return Err(bad_handle()),
+        };
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| Refusal::failure("offset overflows".to_owned()))?;
+        let growth = end.saturating_sub(size);
+        if let Some(quota) = self.options.quota
+            && self.used + growth > quota
+        {
+            return Err(Refusal::failure(format!(
+                "quota of {quota} bytes for client {} reached ({} bytes held)",
+                self.options.client, self.used
+            )));
+        }
+        if growth > 0 {
+            let available = available_bytes(&self.home).map_err(|e| Refusal::io("statvfs", &e))?;
+            if available.saturating_sub(growth) < self.options.reserve {
+                return Err(Refusal::failure(format!(
+                    "free-space reserve of {} bytes on {} reached ({available} bytes free)",
+                    self.options.reserve,
+                    self.options.root.display()
+                )));
+            }
+        }
+        let h = self.handles.get_mut(handle).expect("checked above");
+        h.file
+            .write_all_at(data, offset)
+            .map_err(|e| Refusal::io(&relative.display().to_string(), &e))?;
+        h.size = h.size.max(end);
+        self.used += growth;
+        self.dump_of(&relative).bytes += growth;
+        Ok(ok(id))
+    }
+
+    fn path_request(&mut self, kind: PathRequest, id: u32, path: &[u8]) -> Answer {
+        match kind {
+            PathRequest::Realpath => {
+                let path = self.resolve(path)?;
+                let mut shown = b"/".to_vec();
+                shown.extend_from_slice(path.relative.as_os_str().as_bytes());
+                Ok(Response::Name {
+                    id,
+                    entries: vec![NameEntry {
+                        longname: shown.clone(),
+                        filename: shown,
+                        attrs: Attrs::default(),
+                    }],
+                })
+            }
+            PathRequest::Stat | PathRequest::Lstat => {
+                let path = self.resolve(path)?;
+                std::fs::symlink_metadata(&path.absolute)
+                    .map(|m| Response::Attrs {
+                        id,
+                        attrs: attrs_of(&m),
+                    })
+                    .map_err(|e| Refusal::io(&path.relative.display().to_string(), &e))
+            }
+            PathRequest::Remove | PathRequest::Rmdir => Err(Refusal::denied(
+                "received dumps cannot be removed by clients".to_owned(),
+            )),
+            PathRequest::Opendir => Err(unsupported("listing directories")),
+            PathRequest::Readlink => Err(unsupported("symbolic links")),
+        }
+    }
+
+    fn mkdir(&mut self, id: u32, path: &[u8]) -> Answer {
+        let path = self.resolve(path)?;
+        if path.relative.as_os_str().is_empty() {
+            return Err(Refusal::failure("/ exists".to_owned()));
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path.absolute)
+            .map(|()| ok(id))
+            .map_err(|e| Refusal::io(&path.relative.display().to_string(), &e))
+    }
+
+    fn rename(&mut self, id: u32, from: &[u8], to: &[u8]) -> Answer {
+        let from = self.resolve(from)?;
+        let to = self.resolve(to)?;
+        let shown = from.relative.display().to_string();
+        match std::fs::symlink_metadata(&from.absolute) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => return Err(Refusal::denied(format!("{shown} is not a regular file"))),
+            Err(e) => return Err(Refusal::io(&shown, &e)),
+        }
+        renameat2(
+            AT_FDCWD,
+            &from.absolute,
+            AT_FDCWD,
+            &to.absolute,
+            RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(|errno| {
+            if errno == nix::errno::Errno::EEXIST {
+                Refusal::denied(format!(
+                    "{} exists: received files are never overwritten",
+                    to.relative.display()
+                ))
+            } else {
+                Refusal::io(&shown, &io::Error::from(errno))
+            }
+        })?;
+        if to.relative.file_name() == Some(OsStr::new(MANIFEST_NAME)) {
+            let dir = to.relative.parent().unwrap_or(Path::new("")).to_owned();
+            let status = match verify_dir(&self.home.join(&dir)) {
+                Ok(_) => "verified".to_owned(),
+                Err(e) => format!("failed verification: {e}"),
+            };
+            let entry = self.index_entry(&dir, status.clone());
+            self.dumps.entry(dir).or_default().status = Some(status);
+            append_index(&self.options.root, &entry);
+        }
+        Ok(ok(id))
+    }
+
+    fn extended(&mut self, id: u32, name: &[u8], data: &[u8]) -> Answer {
+        let args = |count| {
+            sftp::parse_extension_args(data, count)
+                .map_err(|e| Refusal(StatusCode::BadMessage, e.to_string()))
+        };
+        match name {
+            n if n == EXT_FSYNC.as_bytes() => {
+                let handle = args(1)?.remove(0);
+                let handle = self.handles.get(&handle).ok_or_else(bad_handle)?;
+                handle
+                    .file
+                    .sync_all()
+                    .map(|()| ok(id))
+                    .map_err(|e| Refusal::io("fsync", &e))
+            }
+            n if n == EXT_POSIX_RENAME.as_bytes() => {
+                let paths = args(2)?;
+                self.rename(id, &paths[0], &paths[1])
+            }
+            n if n == EXT_STATVFS.as_bytes() => {
+                let stat = nix::sys::statvfs::statvfs(&self.home)
+                    .map_err(|e| Refusal::io("statvfs", &io::Error::from(e)))?;
+                let unit = stat.fragment_size().max(1);
+                let reserve_blocks = self.options.reserve.div_ceil(unit);
+                Ok(Response::ExtendedReply {
+                    id,
+                    data: sftp::encode_statvfs(
+                        unit,
+                        stat.blocks(),
+                        stat.blocks_free(),
+                        stat.blocks_available().saturating_sub(reserve_blocks),
+                    ),
+                })
+            }
+            other => Err(unsupported(&format!(
+                "extension {}",
+                String::from_utf8_lossy(other)
+            ))),
+        }
+    }
+
+    /// The state of the dump directory holding `file` (relative path).
+    fn dump_of(&mut self, file: &Path) -> &mut DumpState {
+        let dir = file.parent().unwrap_or(Path::new("")).to_owned();
+        self.dumps.entry(dir).or_default()
+    }
+
+    fn index_entry(&self, dir: &Path, status: String) -> IndexEntry {
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs().cast_signed());
+        let t = UtcTime::from_unix(seconds);
+        IndexEntry {
+            time: format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                t.year, t.month, t.day, t.hour, t.minute, t.second
+            ),
+            client: self.options.client.clone(),
+            from: self.options.from.clone(),
+            dump: Path::new(&self.options.client)
+                .join(dir)
+                .display()
+                .to_string(),
+            bytes: self.dumps.get(dir).map_or(0, |d| d.bytes),
+            status,
+        }
+    }
+
+    /// Ends the session: every dump directory written to without a verified manifest is
+    /// indexed as incomplete. Returns every index line of the session.
+    fn close(mut self) -> Vec<IndexEntry> {
+        self.handles.clear();
+        let dirs: Vec<PathBuf> = self.dumps.keys().cloned().collect();
+        let mut entries = Vec::new();
+        for dir in dirs {
+            let entry = match &self.dumps[&dir].status {
+                Some(status) => self.index_entry(&dir, status.clone()),
+                None => {
+                    let entry = self.index_entry(&dir, "incomplete".to_owned());
+                    append_index(&self.options.root, &entry);
+                    entry
+                }
+            };
+            entries.push(entry);
+        }
+        entries
+    }
+}
+
+fn ok(id: u32) -> Response {
+    Response::Status {
+        id,
+        code: StatusCode::Ok,
+        message: "Success".to_owned(),
+    }
+}
+
+fn bad_handle() -> Refusal {
+    Refusal::failure("invalid handle".to_owned())
+}
+
+fn unsupported(what: &str) -> Refusal {
+    Refusal(
+        StatusCode::OpUnsupported,
+        format!("{what} is not supported by rkdump receive"),
+    )
+}
+
+/// Whether a file name marks an unfinished transfer, which may be reopened to resume it.
+fn is_incomplete(path: &Path) -> bool {
+    path.file_name()
+        .and_then(OsStr::to_str)
+        .is_some_and(|name| name.contains("-incomplete"))
+}
+
+fn attrs_of(meta: &std::fs::Metadata) -> Attrs {
+    Attrs {
+        size: Some(meta.len()),
+        uid_gid: Some((meta.uid(), meta.gid())),
+        permissions: Some(meta.mode()),
+        times: Some((clamp_time(meta.atime()), clamp_time(meta.mtime()))),
+        extended: Vec::new(),
+    }
+}
+
+/// A time for SFTP version 3's 32-bit fields.
+fn clamp_time(seconds: i64) -> u32 {
+    u32::try_from(seconds.max(0)).unwrap_or(u32::MAX)
+}
+
+/// Bytes available to unprivileged writers on the file system of `path`.
+fn available_bytes(path: &Path) -> io::Result<u64> {
+    let stat = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    Ok(stat.blocks_available().saturating_mul(stat.fragment_size()))
+}
+
+/// Bytes held by the regular files under `dir`.
+fn disk_usage(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file() {
+                total += meta.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Appends one line to the index (one `write` on an `O_APPEND` file, so concurrent sessions'
+/// lines do not interleave). A failure is reported on standard error and otherwise ignored:
+/// the dump itself is in place.
+fn append_index(root: &Path, entry: &IndexEntry) {
+    let mut line = serde_json::to_vec(entry).expect("an index entry always serialises");
+    line.push(b'\n');
+    let path = root.join(INDEX_NAME);
+    let result = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(&path)
+        .and_then(|mut file| file.write_all(&line));
+    if let Err(e) = result {
+        eprintln!("rkdump receive: {}: {e}", path.display());
+    }
+}
+
+/// Splits `SSH_CONNECTION` (`client-ip client-port server-ip server-port`) into the client's
+/// address.
+pub fn client_address(ssh_connection: Option<&str>) -> String {
+    ssh_connection
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+/// Whether `path`'s components are all normal (for tests of the mapping).
+#[cfg(test)]
+fn is_normal(path: &Path) -> bool {
+    path.components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::manifest::Manifest;
+
+    struct Client<'a> {
+        session: Session<'a>,
+        next_id: u32,
+    }
+
+    impl<'a> Client<'a> {
+        fn new(options: &'a ReceiveOptions) -> Self {
+            Self {
+                session: Session::open(options).unwrap(),
+                next_id: 0,
+            }
+        }
+
+        fn id(&mut self) -> u32 {
+            self.next_id += 1;
+            self.next_id
+        }
+
+        fn status(&mut self, request: Request) -> (StatusCode, String) {
+            match self.session.handle(request) {
+                Response::Status { code, message, .. } => (code, message),
+                other => panic!("not a status: {other:?}"),
+            }
+        }
+
+        fn mkdir(&mut self, path: &str) -> (StatusCode, String) {
+            let id = self.id();
+            self.status(Request::Mkdir {
+                id,
+                path: path.as_bytes().to_vec(),
+                attrs: Attrs::default(),
+            })
+        }
+
+        fn open(&mut self, path: &str, flags: u32) -> Result<Vec<u8>, (StatusCode, String)> {
+            let id = self.id();
+            match self.session.handle(Request::Open {
+                id,
+                path: path.as_bytes().to_vec(),
+                flags,
+                attrs: Attrs::default(),
+            }) {
+                Response::Handle { handle, .. } => Ok(handle),
+                Response::Status { code, message, .. } => Err((code, message)),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn write(&mut self, handle: &[u8], offset: u64, data: &[u8]) -> (StatusCode, String) {
+            let id = self.id();
+            self.status(Request::Write {
+                id,
+                handle: handle.to_vec(),
+                offset,
+                data: data.to_vec(),
+            })
+        }
+
+        fn rename(&mut self, from: &str, to: &str) -> (StatusCode, String) {
+            let id = self.id();
+            self.status(Request::TwoPaths {
+                kind: TwoPathRequest::Rename,
+                id,
+                first: from.as_bytes().to_vec(),
+                second: to.as_bytes().to_vec(),
+            })
+        }
+
+        fn put(&mut self, path: &str, data: &[u8]) {
+            let handle = self.open(path, OPEN_WRITE | OPEN_CREATE).unwrap();
+            assert_eq!(self.write(&handle, 0, data).0, StatusCode::Ok);
+        }
+    }
+
+    fn options(root: &Path) -> ReceiveOptions {
+        ReceiveOptions {
+            root: root.to_owned(),
+            client: "web01".to_owned(),
+            from: "192.0.2.7".to_owned(),
+            reserve: 0,
+            quota: None,
+        }
+    }
+
+    #[test]
+    fn paths_stay_in_the_clients_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let options = options(root.path());
+        let client = Client::new(&options);
+        let resolved = client.session.resolve(b"/var//crash/./d").unwrap();
+        assert_eq!(resolved.relative, Path::new("var/crash/d"));
+        assert!(is_normal(&resolved.relative));
+        assert_eq!(resolved.absolute, root.path().join("web01/var/crash/d"));
+        let Refusal(code, message) = client.session.resolve(b"/var/../../etc").unwrap_err();
+        assert_eq!(code, StatusCode::PermissionDenied);
+        assert!(
+            message.contains("leave the client's directory"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_dump_is_created_verified_and_indexed() {
+        let root = tempfile::tempdir().unwrap();
+        let options = options(root.path());
+        let mut client = Client::new(&options);
+        assert_eq!(client.mkdir("/d").0, StatusCode::Ok);
+        client.put("/d/vmcore-incomplete", b"dump bytes");
+        assert_eq!(
+            client.rename("/d/vmcore-incomplete", "/d/vmcore").0,
+            StatusCode::Ok
+        );
+        let mut manifest = Manifest::new(4096);
+        manifest.add_bytes("vmcore", b"dump bytes");
+        client.put("/d/rkdump-manifest-incomplete.json", &manifest.encode());
+        assert_eq!(
+            client
+                .rename(
+                    "/d/rkdump-manifest-incomplete.json",
+                    "/d/rkdump-manifest.json"
+                )
+                .0,
+            StatusCode::Ok
+        );
+        let entries = client.session.close();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].status, "verified");
+        assert_eq!(entries[0].dump, "web01/d");
+        let index = std::fs::read_to_string(root.path().join(INDEX_NAME)).unwrap();
+        assert_eq!(index.lines().count(), 1);
+        assert!(index.contains("\"status\":\"verified\""), "{index}");
+    }
+
+    #[test]
+    fn complete_files_are_never_overwritten_or_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let options = options(root.path());
+        let mut client = Client::new(&options);
+        client.put("/vmcore", b"first");
+        let (code, message) = client
+            .open("/vmcore", OPEN_WRITE | OPEN_TRUNCATE)
+            .unwrap_err();
+        assert_eq!(code, StatusCode::PermissionDenied);
+        assert!(message.contains("never overwritten"), "{message}");
+        client.put("/other", b"second");
+        assert_eq!(
+            client.rename("/other", "/vmcore").0,
+            StatusCode::PermissionDenied
+        );
+        let id = client.id();
+        let (code, _) = client.status(Request::Path {
+            kind: PathRequest::Remove,
+            id,
+            path: b"/vmcore".to_vec(),
+        });
+        assert_eq!(code, StatusCode::PermissionDenied);
+        assert_eq!(
+            std::fs::read(root.path().join("web01/vmcore")).unwrap(),
+            b"first"
+        );
+        // An incomplete file may be reopened to resume.
+        client.put("/vmcore-incomplete", b"abc");
+        let handle = client.open("/vmcore-incomplete", OPEN_WRITE).unwrap();
+        assert_eq!(client.write(&handle, 3, b"def").0, StatusCode::Ok);
+        assert_eq!(
+            std::fs::read(root.path().join("web01/vmcore-incomplete")).unwrap(),
+            b"abcdef"
+        );
+    }
+
+    #[test]
+    fn the_quota_stops_writes_with_a_clear_error() {
+        let root = tempfile::tempdir().unwrap();
+        let mut options = options(root.path());
+        options.quota = Some(10);
+        let mut client = Client::new(&options);
+        let handle = client
+            .open("/vmcore-incomplete", OPEN_WRITE | OPEN_CREATE)
+            .unwrap();
+        assert_eq!(client.write(&handle, 0, b"12345678").0, StatusCode::Ok);
+        let (code, message) = client.write(&handle, 8, b"90ab");
+        assert_eq!(code, StatusCode::Failure);
+        assert!(
+            message.contains("quota of 10 bytes for client web01"),
+            "{message}"
+        );
+        // Rewriting bytes already held does not grow the usage.
+        assert_eq!(client.write(&handle, 0, b"xx").0, StatusCode::Ok);
+        let entries = client.session.close();
+        assert_eq!(entries[0].status, "incomplete");
+        assert_eq!(entries[0].bytes, 8);
+    }
+
+    #[test]
+    fn the_free_space_reserve_is_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let mut options = options(root.path());
+        options.reserve = u64::MAX / 2;
+        let mut client = Client::new(&options);
+        let handle = client
+            .open("/vmcore-incomplete", OPEN_WRITE | OPEN_CREATE)
+            .unwrap();
+        let (code, message) = client.write(&handle, 0, b"x");
+        assert_eq!(code, StatusCode::Failure);
+        assert!(message.contains("free-space reserve"), "{message}");
+    }
+
+    #[test]
+    fn symbolic_links_are_not_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let options = options(root.path());
+        let mut client = Client::new(&options);
+        std::os::unix::fs::symlink("/etc", root.path().join("web01/etc")).unwrap();
+        let (code, message) = client.open("/etc/passwd", OPEN_READ).unwrap_err();
+        assert_eq!(code, StatusCode::PermissionDenied);
+        assert!(message.contains("symbolic links"), "{message}");
+    }
+
+    #[test]
+    fn a_session_over_a_byte_stream() {
+        let root = tempfile::tempdir().unwrap();
+        let options = options(root.path());
+        let mut input = Request::Init { version: 3 }.encode();
+        input.extend(
+            Request::Mkdir {
+                id: 1,
+                path: b"/x".to_vec(),
+                attrs: Attrs::default(),
+            }
+            .encode(),
+        );
+        let mut output = Vec::new();
+        serve(&options, &input[..], &mut output).unwrap();
+        let (first, used) = sftp::split_packet(&output).unwrap().unwrap();
+        assert!(matches!(
+            Response::decode(first).unwrap(),
+            Response::Version { version: 3, .. }
+        ));
+        let (second, _) = sftp::split_packet(&output[used..]).unwrap().unwrap();
+        assert!(matches!(
+            Response::decode(second).unwrap(),
+            Response::Status {
+                id: 1,
+                code: StatusCode::Ok,
+                ..
+            }
+        ));
+        assert!(root.path().join("web01/x").is_dir());
+    }
+
+    fn any_path() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            prop_oneof![
+                Just(b"..".to_vec()),
+                Just(b".".to_vec()),
+                Just(Vec::new()),
+                Just(b"d".to_vec()),
+                Just(b"vmcore-incomplete".to_vec()),
+                Just(b"rkdump-manifest.json".to_vec()),
+                proptest::collection::vec(any::<u8>(), 1..4),
+            ],
+            0..5,
+        )
+        .prop_map(|parts| parts.join(&b'/'))
+    }
+
+    proptest::proptest! {
+        /// Whatever a client sends, the session answers without panicking and writes nothing
+        /// outside the client's directory except the index.
+        #[test]
+        fn nothing_escapes_the_clients_directory(
+            requests in proptest::collection::vec(
+                (0u8..6, any_path(), any_path(), 0u64..64, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8)),
+                0..30,
+            ),
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let root = tempfile::tempdir().unwrap();
+            let options = options(root.path());
+            let mut input = Request::Init { version: 3 }.encode();
+            for (i, (kind, a, b, offset, data)) in requests.into_iter().enumerate() {
+                let id = i as u32;
+                let request = match kind {
+                    0 => Request::Mkdir { id, path: a, attrs: Attrs::default() },
+                    1 => Request::Open { id, path: a, flags: OPEN_WRITE | OPEN_CREATE | (offset as u32 & OPEN_TRUNCATE), attrs: Attrs::default() },
+                    2 => Request::Write { id, handle: (offset % 4).to_string().into_bytes(), offset, data },
+                    3 => Request::TwoPaths { kind: TwoPathRequest::Rename, id, first: a, second: b },
+                    4 => Request::Close { id, handle: (offset % 4).to_string().into_bytes() },
+                    _ => Request::Path { kind: PathRequest::Remove, id, path: a },
+                };
+                input.extend(request.encode());
+            }
+            input.extend(garbage);
+            let mut output = Vec::new();
+            let _ = serve(&options, &input[..], &mut output);
+            for entry in std::fs::read_dir(root.path()).unwrap() {
+                let name = entry.unwrap().file_name();
+                proptest::prop_assert!(name == "web01" || name == INDEX_NAME, "{name:?}");
+            }
+        }
+    }
+}
