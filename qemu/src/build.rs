@@ -13,6 +13,16 @@ use anyhow::{Context, Result, bail};
 /// The target triple of every guest binary.
 pub const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 
+/// Rust flags of the static build (README.md shows the same command): glibc linked statically,
+/// a non-PIE executable (a static PIE carries 0.6 MB of relocations for nothing), no unwind
+/// tables (the release profile aborts on panic) and identical functions folded by the linker.
+pub const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static -C relocation-model=static \
+     -C force-unwind-tables=no -C link-arg=-Wl,--icf=all";
+
+/// C flags of the static build: the vendored OpenSSL, libssh2 and zstd without unwind tables
+/// (0.35 MB), optimisation levels left to each crate.
+pub const STATIC_CFLAGS: &str = "-fno-asynchronous-unwind-tables -fno-unwind-tables";
+
 /// The workspace root (the directory holding the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -35,7 +45,8 @@ pub fn static_binary(package: &str, bin: &str) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace_root())
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("RUSTFLAGS", STATIC_RUSTFLAGS)
+        .env("CFLAGS_x86_64_unknown_linux_gnu", STATIC_CFLAGS)
         .args([
             "build",
             "--release",

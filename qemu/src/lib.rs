@@ -7,7 +7,8 @@
 //! scratch; [`vm`] boots a guest under QEMU (TCG: there is no KVM here) and follows its stages
 //! on the serial console; [`crash`] runs one [`variants`] entry end to end and keeps what the
 //! capture kernel wrote; [`reference`] runs the tools rkdump is compared with (makedumpfile,
-//! crash, drgn). [`build`] produces the static binaries the images carry.
+//! crash, drgn). [`build`] produces the static binaries the images carry; [`sshd`] runs a real
+//! OpenSSH server on the loopback for the ssh target.
 
 pub mod bench;
 pub mod build;
@@ -17,5 +18,6 @@ pub mod images;
 pub mod kernels;
 pub mod reference;
 pub mod scenario;
+pub mod sshd;
 pub mod variants;
 pub mod vm;

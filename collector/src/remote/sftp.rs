@@ -94,8 +94,10 @@ impl<S: Read + Write> SftpClient<S> {
     }
 
     fn send(&mut self, request: &Request) -> Result<()> {
+        // No `flush`: on an ssh2 channel it is `libssh2_channel_flush`, which discards the
+        // *incoming* data not read yet (here: acknowledgements). Channel writes are sent as
+        // they are made.
         self.stream.write_all(&request.encode())?;
-        self.stream.flush()?;
         Ok(())
     }
 

@@ -457,12 +457,13 @@ impl Sink for RemoteSink {
             let len = piece.len();
             let mut piece = Some(piece.to_vec());
             let result = self.with_resume(|sink| {
+                // Room first, so that at most WINDOW bytes are ever unconfirmed.
+                while sink.unconfirmed_bytes + len > WINDOW && !sink.unconfirmed.is_empty() {
+                    sink.confirm_one()?;
+                }
                 // Once queued, a piece is sent again by `resume`, not here.
                 if let Some(piece) = piece.take() {
                     sink.send(at, piece)?;
-                }
-                while sink.unconfirmed_bytes > WINDOW {
-                    sink.confirm_one()?;
                 }
                 Ok(())
             });

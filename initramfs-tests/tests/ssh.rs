@@ -1,0 +1,285 @@
+//! The ssh target against a real OpenSSH server on 127.0.0.1 whose keys force
+//! `rkdump receive`: `rkdump capture` on the host, on a synthetic vmcore, as the capture kernel
+//! runs it. The dump that arrives must be byte-identical to the one `rkdump save` writes
+//! locally with the same options, and verify against its manifest.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use initramfs_tests::synthetic::{Builder, Generation};
+use initramfs_tests::{rkdump, run_ok, sorted_names};
+use rkdump_lab::sshd::{CuttingProxy, SshServer};
+
+const COLLECTOR: &str = "makedumpfile -l --message-level 7 -d 31";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    server: SshServer,
+}
+
+impl Setup {
+    fn new(clients: &[&str], receive_args: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("vmcore"),
+            Builder::new(Generation::V6_1).with_every_kind().build(),
+        )
+        .unwrap();
+        for sub in ["pre.d", "post.d"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let server =
+            SshServer::start(&dir.path().join("sshd"), &rkdump(), clients, receive_args).unwrap();
+        Self { dir, server }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `rkdump capture` as client `index`, reaching the server through `port`, with
+    /// `known_hosts` as the pinned keys.
+    fn capture(&self, index: usize, port: u16, known_hosts: &str, path: &str) -> Output {
+        let client = &self.server.clients[index];
+        let own = self.path(&client.name);
+        std::fs::create_dir_all(&own).unwrap();
+        std::fs::write(own.join("known_hosts"), known_hosts).unwrap();
+        std::fs::write(
+            own.join("ssh_config"),
+            format!(
+                "Host 127.0.0.1\n  Port {port}\n  UserKnownHostsFile {}\n",
+                own.join("known_hosts").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            own.join("kdump.conf"),
+            format!(
+                "ssh root@127.0.0.1\nsshkey {}\npath {path}\ncore_collector {COLLECTOR}\n",
+                client.key.display()
+            ),
+        )
+        .unwrap();
+        let output = Command::new(rkdump())
+            .arg("capture")
+            .arg("--config")
+            .arg(own.join("kdump.conf"))
+            .arg("--vmcore")
+            .arg(self.path("vmcore"))
+            .arg("--ssh-config")
+            .arg(own.join("ssh_config"))
+            .arg("--log")
+            .arg(own.join("log"))
+            .arg("--pre-dir")
+            .arg(self.path("pre.d"))
+            .arg("--post-dir")
+            .arg(self.path("post.d"))
+            .args(["--network-timeout", "20"])
+            .output()
+            .unwrap();
+        println!("{}", String::from_utf8_lossy(&output.stderr));
+        output
+    }
+
+    fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(self.path(&self.server.clients[index].name).join("log"))
+            .unwrap_or_default()
+    }
+
+    fn known_hosts(&self, port: u16) -> String {
+        self.server.known_hosts_line("127.0.0.1", port)
+    }
+
+    /// The one dump directory a client left under `<root>/<client>/<path>`.
+    fn dump_dir(&self, index: usize, path: &str) -> PathBuf {
+        let base = self
+            .server
+            .root
+            .join(&self.server.clients[index].name)
+            .join(path.trim_start_matches('/'));
+        let names = sorted_names(&base);
+        assert_eq!(names.len(), 1, "{names:?}");
+        base.join(&names[0])
+    }
+
+    /// What `rkdump save` writes locally with the collector's options.
+    fn local_dump(&self) -> Vec<u8> {
+        let out = self.path("local-vmcore");
+        if !out.exists() {
+            run_ok(
+                Command::new(rkdump())
+                    .args(["save", "-l", "--message-level", "0", "-d", "31"])
+                    .arg(self.path("vmcore"))
+                    .arg(&out),
+            );
+        }
+        std::fs::read(out).unwrap()
+    }
+
+    fn index(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.server.root.join("index.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn assert_verified(dir: &Path) {
+    let report = run_ok(Command::new(rkdump()).arg("verify").arg(dir));
+    // The kernel log, the dump and the capture log (the manifest does not list itself).
+    assert!(report.contains(": 3 files"), "{report}");
+}
+
+#[test]
+fn a_dump_arrives_over_sftp_complete_and_verified() {
+    let setup = Setup::new(&["web01"], "");
+    let port = setup.server.port;
+    let output = setup.capture(0, port, &setup.known_hosts(port), "/var/crash");
+    assert_eq!(output.status.code(), Some(0), "{}", setup.log(0));
+    let dir = setup.dump_dir(0, "/var/crash");
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    // Named after the client's address on the route to the server, as kdump-utils does.
+    assert!(name.starts_with("127.0.0.1-"), "{name}");
+    assert_eq!(
+        sorted_names(&dir),
+        [
+            "kexec-dmesg.log",
+            "rkdump-manifest.json",
+            "vmcore",
+            "vmcore-dmesg.txt"
+        ]
+    );
+    assert!(std::fs::read(dir.join("vmcore")).unwrap() == setup.local_dump());
+    let dmesg = run_ok(
+        Command::new(rkdump())
+            .arg("dmesg")
+            .arg(setup.path("vmcore")),
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("vmcore-dmesg.txt")).unwrap(),
+        dmesg
+    );
+    assert_verified(&dir);
+    let index = setup.index();
+    assert_eq!(index.len(), 1, "{index:?}");
+    assert_eq!(index[0]["status"], "verified");
+    assert_eq!(index[0]["client"], "web01");
+    assert_eq!(index[0]["from"], "127.0.0.1");
+}
+
+#[test]
+fn a_connection_cut_mid_transfer_resumes_and_verifies() {
+    let setup = Setup::new(&["web01"], "");
+    // The first connection dies after 6 MiB from the client: in the middle of the dump's page
+    // data (17 MB), with more sent than the sender keeps unconfirmed (4 MiB).
+    let cut_after = 6 << 20;
+    let proxy = CuttingProxy::start(setup.server.port, cut_after).unwrap();
+    let output = setup.capture(0, proxy.port, &setup.known_hosts(proxy.port), "/var/crash");
+    let log = setup.log(0);
+    assert_eq!(output.status.code(), Some(0), "{log}");
+    assert!(proxy.was_cut(), "the link was never cut");
+    assert!(log.contains("connection to root@127.0.0.1"), "{log}");
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("resumed"))
+        .unwrap_or_else(|| panic!("no resume in the log:\n{log}"));
+    // "resumed <file>: <confirmed> bytes were confirmed, <resent> unconfirmed bytes sent again"
+    let numbers: Vec<u64> = resumed
+        .rsplit(": ")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [confirmed, resent] = numbers[..] else {
+        panic!("{resumed}")
+    };
+    assert!(confirmed > 0 && resent <= 4 << 20, "{resumed}");
+    let dir = setup.dump_dir(0, "/var/crash");
+    let dump = std::fs::read(dir.join("vmcore")).unwrap();
+    assert!(dump == setup.local_dump());
+    // Continued, not restarted: what crossed the link (ssh framing included) is less than the
+    // cut connection's bytes plus a whole second copy.
+    assert!(
+        proxy.forwarded() < cut_after + dump.len() as u64,
+        "{} bytes forwarded",
+        proxy.forwarded()
+    );
+    assert_verified(&dir);
+}
+
+#[test]
+fn a_host_key_that_is_not_pinned_is_refused() {
+    let setup = Setup::new(&["web01"], "");
+    let port = setup.server.port;
+    // A key of another server under this server's name, then no entry at all.
+    let other = setup.path("other_host_key");
+    rkdump_lab::sshd::make_key(&other).unwrap();
+    let public = std::fs::read_to_string(format!("{}.pub", other.display())).unwrap();
+    let field: Vec<&str> = public.split_whitespace().take(2).collect();
+    let wrong = format!("[127.0.0.1]:{port} {}\n", field.join(" "));
+    for (known_hosts, expected) in [(wrong.as_str(), "differs"), ("", "not in")] {
+        let output = setup.capture(0, port, known_hosts, "/var/crash");
+        assert_eq!(output.status.code(), Some(1));
+        let log = setup.log(0);
+        assert!(log.contains(expected), "{log}");
+        assert!(log.contains("capture failed at target"), "{log}");
+    }
+    assert!(!setup.server.root.join("web01/var").exists());
+}
+
+#[test]
+fn traversal_and_an_exhausted_quota_are_refused() {
+    let setup = Setup::new(&["web01"], "--quota 300K");
+    let port = setup.server.port;
+    let output = setup.capture(0, port, &setup.known_hosts(port), "/../../etc");
+    assert_eq!(output.status.code(), Some(1));
+    let log = setup.log(0);
+    assert!(log.contains("would leave the client's directory"), "{log}");
+
+    let output = setup.capture(0, port, &setup.known_hosts(port), "/var/crash");
+    assert_eq!(output.status.code(), Some(1));
+    let log = setup.log(0);
+    assert!(
+        log.contains("quota of 307200 bytes for client web01"),
+        "{log}"
+    );
+    let dir = setup.dump_dir(0, "/var/crash");
+    // The kernel log went first and is complete; the dump is kept, marked incomplete.
+    assert!(sorted_names(&dir).contains(&"vmcore-dmesg.txt".to_owned()));
+    assert!(sorted_names(&dir).contains(&"vmcore-incomplete".to_owned()));
+    let index = setup.index();
+    assert_eq!(index.last().unwrap()["status"], "incomplete", "{index:?}");
+}
+
+#[test]
+fn twenty_clients_at_once_all_arrive_verified() {
+    let names: Vec<String> = (0..20).map(|i| format!("host{i:02}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let setup = Setup::new(&names, "");
+    let port = setup.server.port;
+    let known_hosts = setup.known_hosts(port);
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..names.len())
+            .map(|i| {
+                let setup = &setup;
+                let known_hosts = &known_hosts;
+                scope.spawn(move || setup.capture(i, port, known_hosts, "/var/crash"))
+            })
+            .collect();
+        for (i, run) in runs.into_iter().enumerate() {
+            let output = run.join().unwrap();
+            assert_eq!(output.status.code(), Some(0), "{}", setup.log(i));
+        }
+    });
+    let local = setup.local_dump();
+    for i in 0..names.len() {
+        let dir = setup.dump_dir(i, "/var/crash");
+        assert!(std::fs::read(dir.join("vmcore")).unwrap() == local, "{i}");
+        assert_verified(&dir);
+    }
+    let index = setup.index();
+    assert_eq!(index.len(), 20);
+    assert!(index.iter().all(|e| e["status"] == "verified"), "{index:?}");
+}
