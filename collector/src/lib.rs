@@ -11,8 +11,13 @@
 //! * [`format`] encodes and decodes the byte formats (ELF, notes, VMCOREINFO, kdump-compressed,
 //!   flattened, cpio) with no I/O.
 //! * [`kmod`] reads depmod's module index and orders modules for loading.
-//! * [`runtime`] is PID 1 of the capture kernel: configuration, modules, targets, hooks,
-//!   watchdog, failure and final actions.
+//! * [`vmcore`], [`filter`], [`pipeline`], [`output`] and [`dump`] read the vmcore, choose
+//!   pages, compress them on every CPU and write the dump; [`dmesg`] extracts the dead
+//!   kernel's log; [`dumpfile`] reads dumps back (`info`, `reassemble`).
+//! * [`remote`] moves dumps over ssh: the SFTP client of the ssh target, with resumption and a
+//!   CRC manifest, and `rkdump receive`, the restricted server side.
+//! * [`runtime`] is PID 1 of the capture kernel: configuration, modules, network bring-up,
+//!   targets (local, raw, NFS, ssh), hooks, watchdog, failure and final actions.
 //! * [`cli`] parses the command line and reports errors with documented exit codes.
 //!
 //! Everything that touches the kernel through `unsafe` lives in one `sys` module; every other

@@ -11,6 +11,8 @@
 use std::fs::File;
 use std::io;
 
+use nix::libc;
+
 /// Maps `len` bytes of `file` at `offset` read-only.
 ///
 /// `mmap(2)` with `PROT_READ` and `MAP_PRIVATE`; the offset need not be page-aligned (memmap2
@@ -37,7 +39,7 @@ nix::ioctl_readwrite!(
     wdioc_settimeout,
     b'W',
     6,
-    nix::libc::c_int
+    libc::c_int
 );
 
 /// Sets a watchdog's timeout in seconds and returns the timeout the driver chose.
@@ -53,4 +55,208 @@ pub fn watchdog_set_timeout(watchdog: &File, seconds: i32) -> io::Result<i32> {
     // reads and writes exactly one `int` through the pointer, which points at `value`.
     unsafe { wdioc_settimeout(watchdog.as_raw_fd(), &raw mut value) }.map_err(io::Error::from)?;
     Ok(value)
+}
+
+/// A socket to address interface ioctls to (any IPv4 socket will do).
+fn inet_socket() -> io::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)
+}
+
+/// An `ifreq` naming `interface`, every other byte zero.
+fn ifreq_for(interface: &str) -> io::Result<libc::ifreq> {
+    let name = interface.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{interface:?} is not an interface name"),
+        ));
+    }
+    // SAFETY: `ifreq` is a C struct of a byte array and a union of plain integers, sockaddrs,
+    // byte arrays and one pointer; all zero bytes is a valid value of each (the pointer is null
+    // and never read here).
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (to, from) in request.ifr_name.iter_mut().zip(name) {
+        *to = libc::c_char::from_ne_bytes([*from]);
+    }
+    Ok(request)
+}
+
+/// Issues an interface ioctl whose argument is an `ifreq`.
+fn ifreq_ioctl(request_code: libc::c_ulong, request: &mut libc::ifreq) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = inet_socket()?;
+    // SAFETY: the socket is open for the call's duration; every SIOC*IF* request used here reads
+    // and/or writes one `struct ifreq`, and `request` points at one that lives across the call.
+    let result = unsafe { libc::ioctl(socket.as_raw_fd(), request_code, &raw mut *request) };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// An IPv4 `sockaddr` (port zero), built field by field so no `unsafe` is needed.
+fn sockaddr_v4(address: std::net::Ipv4Addr) -> libc::sockaddr {
+    let mut data = [0 as libc::c_char; 14];
+    for (to, from) in data[2..6].iter_mut().zip(address.octets()) {
+        *to = libc::c_char::from_ne_bytes([from]);
+    }
+    libc::sockaddr {
+        sa_family: libc::AF_INET as libc::sa_family_t,
+        sa_data: data,
+    }
+}
+
+/// An interface's flags (`IFF_UP`, `IFF_RUNNING`, ...).
+///
+/// `ioctl(fd, SIOCGIFFLAGS, &ifreq)`.
+///
+/// # References
+/// - [netdevice(7)](https://man7.org/linux/man-pages/man7/netdevice.7.html)
+pub fn interface_flags(interface: &str) -> io::Result<i16> {
+    let mut request = ifreq_for(interface)?;
+    ifreq_ioctl(libc::SIOCGIFFLAGS, &mut request)?;
+    // SAFETY: SIOCGIFFLAGS filled in `ifru_flags`, and every bit pattern is a valid `c_short`.
+    Ok(unsafe { request.ifr_ifru.ifru_flags })
+}
+
+/// Sets an interface's flags.
+///
+/// `ioctl(fd, SIOCSIFFLAGS, &ifreq)`.
+///
+/// # References
+/// - [netdevice(7)](https://man7.org/linux/man-pages/man7/netdevice.7.html)
+pub fn set_interface_flags(interface: &str, flags: i16) -> io::Result<()> {
+    let mut request = ifreq_for(interface)?;
+    request.ifr_ifru.ifru_flags = flags;
+    ifreq_ioctl(libc::SIOCSIFFLAGS, &mut request)
+}
+
+/// Gives an interface an IPv4 address and netmask; the kernel adds the route to its subnet.
+///
+/// `ioctl(fd, SIOCSIFADDR, &ifreq)` then `ioctl(fd, SIOCSIFNETMASK, &ifreq)`.
+///
+/// # References
+/// - [netdevice(7)](https://man7.org/linux/man-pages/man7/netdevice.7.html)
+pub fn set_interface_ipv4(
+    interface: &str,
+    address: std::net::Ipv4Addr,
+    prefix: u8,
+) -> io::Result<()> {
+    let mut request = ifreq_for(interface)?;
+    request.ifr_ifru.ifru_addr = sockaddr_v4(address);
+    ifreq_ioctl(libc::SIOCSIFADDR, &mut request)?;
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0);
+    let mut request = ifreq_for(interface)?;
+    request.ifr_ifru.ifru_netmask = sockaddr_v4(mask.into());
+    ifreq_ioctl(libc::SIOCSIFNETMASK, &mut request)
+}
+
+/// Sets an interface's MTU.
+///
+/// `ioctl(fd, SIOCSIFMTU, &ifreq)`.
+///
+/// # References
+/// - [netdevice(7)](https://man7.org/linux/man-pages/man7/netdevice.7.html)
+pub fn set_interface_mtu(interface: &str, mtu: u32) -> io::Result<()> {
+    let mut request = ifreq_for(interface)?;
+    request.ifr_ifru.ifru_mtu = i32::try_from(mtu)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "MTU out of range"))?;
+    ifreq_ioctl(libc::SIOCSIFMTU, &mut request)
+}
+
+/// Sets an interface's (Ethernet) hardware address; the interface must be down.
+///
+/// `ioctl(fd, SIOCSIFHWADDR, &ifreq)`.
+///
+/// # References
+/// - [netdevice(7)](https://man7.org/linux/man-pages/man7/netdevice.7.html)
+pub fn set_interface_mac(interface: &str, mac: [u8; 6]) -> io::Result<()> {
+    let mut request = ifreq_for(interface)?;
+    let mut data = [0 as libc::c_char; 14];
+    for (to, from) in data.iter_mut().zip(mac) {
+        *to = libc::c_char::from_ne_bytes([from]);
+    }
+    request.ifr_ifru.ifru_hwaddr = libc::sockaddr {
+        sa_family: libc::ARPHRD_ETHER,
+        sa_data: data,
+    };
+    ifreq_ioctl(libc::SIOCSIFHWADDR, &mut request)
+}
+
+/// Renames an interface; it must be down.
+///
+/// `ioctl(fd, SIOCSIFNAME, &ifreq)`.
+///
+/// # References
+/// - [netdevice(7)](https://man7.org/linux/man-pages/man7/netdevice.7.html)
+pub fn rename_interface(interface: &str, new_name: &str) -> io::Result<()> {
+    let mut request = ifreq_for(interface)?;
+    request.ifr_ifru.ifru_newname = ifreq_for(new_name)?.ifr_name;
+    ifreq_ioctl(libc::SIOCSIFNAME, &mut request)
+}
+
+/// `struct rtentry` of `<linux/route.h>` (the libc crate has it for musl only).
+#[repr(C)]
+struct RouteEntry {
+    rt_pad1: libc::c_ulong,
+    rt_dst: libc::sockaddr,
+    rt_gateway: libc::sockaddr,
+    rt_genmask: libc::sockaddr,
+    rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_pad4: *mut libc::c_void,
+    rt_metric: libc::c_short,
+    rt_dev: *mut libc::c_char,
+    rt_mtu: libc::c_ulong,
+    rt_window: libc::c_ulong,
+    rt_irtt: libc::c_ushort,
+}
+
+/// Adds a default route through `gateway` on `interface`.
+///
+/// `ioctl(fd, SIOCADDRT, &rtentry)` with `RTF_UP | RTF_GATEWAY` and destination and mask
+/// `0.0.0.0`.
+///
+/// # References
+/// - [route(8)'s ioctl interface](https://man7.org/linux/man-pages/man8/route.8.html),
+///   `include/uapi/linux/route.h`
+pub fn add_default_route(gateway: std::net::Ipv4Addr, interface: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let device = std::ffi::CString::new(interface)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+    let any = sockaddr_v4(std::net::Ipv4Addr::UNSPECIFIED);
+    let mut entry = RouteEntry {
+        rt_pad1: 0,
+        rt_dst: any,
+        rt_gateway: sockaddr_v4(gateway),
+        rt_genmask: any,
+        rt_flags: libc::RTF_UP | libc::RTF_GATEWAY,
+        rt_pad2: 0,
+        rt_pad3: 0,
+        rt_pad4: std::ptr::null_mut(),
+        rt_metric: 0,
+        rt_dev: device.as_ptr().cast_mut(),
+        rt_mtu: 0,
+        rt_window: 0,
+        rt_irtt: 0,
+    };
+    let socket = inet_socket()?;
+    // SAFETY: the socket is open for the call's duration; SIOCADDRT reads one `struct rtentry`,
+    // which `entry` matches field for field, and the kernel only reads the NUL-terminated
+    // device name behind `rt_dev`, which `device` keeps alive until after the call.
+    let result = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCADDRT, &raw mut entry) };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use initramfs_tests::guest::{self, until_exit};
 use initramfs_tests::{crash, makedumpfile, rkdump, run_ok, sorted_names};
 use rkdump_lab::kernels::Kernel;
 use rkdump_lab::scenario::{self, Disk, Prepared, Scenario};
@@ -34,22 +35,7 @@ fn ext4(label: &str, size_mib: u64) -> Disk {
 /// runs rkdump.
 fn boot(name: &str, scenario: &Scenario) -> (Prepared, Vm) {
     let dir = rkdump_lab::cache::root().join("lab/runtime").join(name);
-    let prepared = scenario.prepare(&kernel(), &dir).unwrap();
-    let mut vm = prepared.start().unwrap();
-    scenario::wait_for_crash(&mut vm, &mut |_| {}).unwrap();
-    vm.wait_for_text(
-        "capture-boot",
-        "capture runtime starting",
-        Duration::from_secs(300),
-    )
-    .unwrap();
-    (prepared, vm)
-}
-
-/// Waits for QEMU to exit (power-off, or a reboot with `-no-reboot`) and returns the console.
-fn until_exit(prepared: &Prepared, vm: &mut Vm) -> String {
-    vm.wait_exit(Duration::from_secs(600)).unwrap();
-    prepared.serial()
+    guest::boot_to_capture(scenario, &kernel(), &dir)
 }
 
 /// The dump directory under `/var/crash` of an ext4 disk image.

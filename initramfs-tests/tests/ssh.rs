@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use initramfs_tests::synthetic::{Builder, Generation};
-use initramfs_tests::{rkdump, run_ok, sorted_names};
+use initramfs_tests::{makedumpfile, rkdump, run_ok, sorted_names};
 use rkdump_lab::sshd::{CuttingProxy, SshServer};
 
 const COLLECTOR: &str = "makedumpfile -l --message-level 7 -d 31";
@@ -15,6 +15,41 @@ const COLLECTOR: &str = "makedumpfile -l --message-level 7 -d 31";
 struct Setup {
     dir: tempfile::TempDir,
     server: SshServer,
+}
+
+/// kdump-utils' ssh form (it requires -F): the stream piped into `dd` on a stock server.
+#[test]
+fn a_collector_with_f_streams_vmcore_flat_through_dd_as_kdump_utils_does() {
+    let mut setup = Setup::new(&[], "");
+    let index = setup.server.add_shell_client("stock").unwrap();
+    let port = setup.server.port;
+    let path = setup.path("stock-server").display().to_string();
+    let output = setup.capture_with(
+        index,
+        port,
+        &setup.known_hosts(port),
+        &path,
+        "makedumpfile -F -l --message-level 7 -d 31",
+    );
+    let log = setup.log(index);
+    assert_eq!(output.status.code(), Some(0), "{log}");
+    assert!(log.contains("vmcore.flat piped to dd"), "{log}");
+    let names = sorted_names(Path::new(&path));
+    assert_eq!(names.len(), 1, "{names:?}");
+    let dir = Path::new(&path).join(&names[0]);
+    let files = sorted_names(&dir);
+    assert!(files.contains(&"vmcore.flat".to_owned()), "{files:?}");
+    assert!(files.contains(&"vmcore-dmesg.txt".to_owned()), "{files:?}");
+    assert!(!files.iter().any(|f| f.contains("incomplete")), "{files:?}");
+    // The reference: makedumpfile -R rebuilds what rkdump writes locally.
+    let rebuilt = setup.path("rebuilt");
+    run_ok(Command::new("sh").arg("-c").arg(format!(
+        "{} -R {} < {}",
+        makedumpfile().display(),
+        rebuilt.display(),
+        dir.join("vmcore.flat").display()
+    )));
+    assert!(std::fs::read(&rebuilt).unwrap() == setup.local_dump());
 }
 
 impl Setup {
@@ -40,6 +75,18 @@ impl Setup {
     /// Runs `rkdump capture` as client `index`, reaching the server through `port`, with
     /// `known_hosts` as the pinned keys.
     fn capture(&self, index: usize, port: u16, known_hosts: &str, path: &str) -> Output {
+        self.capture_with(index, port, known_hosts, path, COLLECTOR)
+    }
+
+    /// [`Setup::capture`] with another `core_collector`.
+    fn capture_with(
+        &self,
+        index: usize,
+        port: u16,
+        known_hosts: &str,
+        path: &str,
+        collector: &str,
+    ) -> Output {
         let client = &self.server.clients[index];
         let own = self.path(&client.name);
         std::fs::create_dir_all(&own).unwrap();
@@ -55,7 +102,7 @@ impl Setup {
         std::fs::write(
             own.join("kdump.conf"),
             format!(
-                "ssh root@127.0.0.1\nsshkey {}\npath {path}\ncore_collector {COLLECTOR}\n",
+                "ssh root@127.0.0.1\nsshkey {}\npath {path}\ncore_collector {collector}\n",
                 client.key.display()
             ),
         )
@@ -122,6 +169,19 @@ impl Setup {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    /// The index once it has `lines` lines: a dump that ends without a manifest is indexed
+    /// when the server's session ends, which may be just after the client exits.
+    fn index_with(&self, lines: usize) -> Vec<serde_json::Value> {
+        let started = std::time::Instant::now();
+        loop {
+            let index = self.index();
+            if index.len() >= lines || started.elapsed() > std::time::Duration::from_secs(20) {
+                return index;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 }
 
@@ -249,7 +309,7 @@ fn traversal_and_an_exhausted_quota_are_refused() {
     // The kernel log went first and is complete; the dump is kept, marked incomplete.
     assert!(sorted_names(&dir).contains(&"vmcore-dmesg.txt".to_owned()));
     assert!(sorted_names(&dir).contains(&"vmcore-incomplete".to_owned()));
-    let index = setup.index();
+    let index = setup.index_with(1);
     assert_eq!(index.last().unwrap()["status"], "incomplete", "{index:?}");
 }
 

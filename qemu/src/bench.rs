@@ -297,3 +297,137 @@ pub fn ratios(rows: &[Row]) -> String {
     }
     out
 }
+
+/// The network benchmark: the same vmcore sent to a real sshd on 127.0.0.1, kdump-utils' way
+/// (`makedumpfile -F | ssh ... dd`) against rkdump's SFTP target and its `dd` stream. The
+/// transfer is loopback, so the times measure filtering, compression, encryption and the
+/// protocols, not a network. `rkdump capture` also writes vmcore-dmesg.txt, the log and the
+/// manifest, as it does in the capture kernel.
+pub fn network(vmcore: &Path, scratch: &Path, rkdump: &Path, repeats: usize) -> Result<Vec<Row>> {
+    use crate::sshd::SshServer;
+    let mut server = SshServer::start(&scratch.join("sshd"), rkdump, &["sftp"], "--reserve 0")?;
+    let shell = server.add_shell_client("stock")?;
+    let port = server.port;
+    let known_hosts = scratch.join("known_hosts");
+    std::fs::write(&known_hosts, server.known_hosts_line("127.0.0.1", port))?;
+    let ssh_config = scratch.join("ssh_config");
+    std::fs::write(
+        &ssh_config,
+        format!(
+            "Host 127.0.0.1\n  Port {port}\n  UserKnownHostsFile {}\n",
+            known_hosts.display()
+        ),
+    )?;
+    for hooks in ["pre.d", "post.d"] {
+        std::fs::create_dir_all(scratch.join(hooks))?;
+    }
+    let received = scratch.join("received");
+    let collector = "makedumpfile -l --message-level 7 -d 31";
+    let rkdump_capture = |client: usize, collector: &str, path: &Path| -> Result<String> {
+        let conf = scratch.join(format!("kdump-{client}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "ssh root@127.0.0.1\nsshkey {}\npath {}\ncore_collector {collector}\n",
+                server.clients[client].key.display(),
+                path.display()
+            ),
+        )?;
+        Ok(format!(
+            "{} capture --config {} --vmcore \"$1\" --ssh-config {} --log {} --pre-dir {} \
+             --post-dir {} --network-timeout 30",
+            rkdump.display(),
+            conf.display(),
+            ssh_config.display(),
+            scratch.join("capture.log").display(),
+            scratch.join("pre.d").display(),
+            scratch.join("post.d").display()
+        ))
+    };
+    let cases = [
+        (
+            "kdump-utils: makedumpfile upstream -F -l -d 31 piped to ssh dd".to_owned(),
+            format!(
+                "{} -F -l --message-level 7 -d 31 \"$1\" | ssh -q -i {} -p {port} -o BatchMode=yes \
+                 -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} root@127.0.0.1 \
+                 \"umask 0077 && dd bs=512 of={}/vmcore.flat 2>/dev/null\"",
+                crate::reference::makedumpfile().display(),
+                server.clients[shell].key.display(),
+                known_hosts.display(),
+                received.display()
+            ),
+        ),
+        (
+            "**rkdump ssh target** (SFTP, zstd, 2 threads)".to_owned(),
+            rkdump_capture(0, collector, Path::new("/bench"))?,
+        ),
+        (
+            "rkdump ssh target, -F: dd stream as kdump-utils".to_owned(),
+            rkdump_capture(shell, &format!("{collector} -F"), &received)?,
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (label, script) in cases {
+        let mut times = Vec::new();
+        let mut rss = 0;
+        let mut bytes = 0;
+        let mut failed = None;
+        for _ in 0..repeats {
+            let _ = std::fs::remove_dir_all(&received);
+            let _ = std::fs::remove_dir_all(&server.root);
+            std::fs::create_dir_all(&received)?;
+            std::fs::create_dir_all(&server.root)?;
+            // pipefail: a failing makedumpfile must not pass for a fast run.
+            let args = vec![
+                "-c".to_owned(),
+                format!("set -o pipefail; {script}"),
+                "bash".to_owned(),
+            ];
+            match measure(Path::new("/bin/bash"), &args, vmcore, None) {
+                Ok((seconds, peak)) => {
+                    times.push(seconds);
+                    rss = rss.max(peak);
+                    bytes = largest_file(&received)?.max(largest_file(&server.root)?);
+                }
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        rows.push(Row {
+            label,
+            seconds: if times.is_empty() {
+                f64::NAN
+            } else {
+                median(times)
+            },
+            bytes,
+            peak_rss_kib: rss,
+            failed,
+        });
+    }
+    Ok(rows)
+}
+
+/// The size of the largest file under `dir` (the dump, next to its small companions).
+fn largest_file(dir: &Path) -> Result<u64> {
+    let mut largest = 0;
+    for entry in walk(dir)? {
+        largest = largest.max(std::fs::metadata(entry)?.len());
+    }
+    Ok(largest)
+}
+
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files.extend(walk(&path)?);
+        } else {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}

@@ -7,8 +7,9 @@
 //! scratch; [`vm`] boots a guest under QEMU (TCG: there is no KVM here) and follows its stages
 //! on the serial console; [`crash`] runs one [`variants`] entry end to end and keeps what the
 //! capture kernel wrote; [`reference`] runs the tools rkdump is compared with (makedumpfile,
-//! crash, drgn). [`build`] produces the static binaries the images carry; [`sshd`] runs a real
-//! OpenSSH server on the loopback for the ssh target.
+//! crash, drgn). [`build`] produces the static binaries the images carry; [`sshd`] and [`nfsd`]
+//! run a real OpenSSH server and a real NFS server (nfs-ganesha) on the loopback for the network
+//! targets.
 
 pub mod bench;
 pub mod build;
@@ -16,6 +17,7 @@ pub mod cache;
 pub mod crash;
 pub mod images;
 pub mod kernels;
+pub mod nfsd;
 pub mod reference;
 pub mod scenario;
 pub mod sshd;

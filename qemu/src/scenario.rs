@@ -35,6 +35,54 @@ pub const CAPTURE_MODULES: &[&str] = &[
     "i6300esb",
     "crc32c_generic",
 ];
+/// Modules added when the guest has a NIC (as dracut adds network modules only for network
+/// targets: they cost the reservation several MiB).
+pub const NETWORK_MODULES: &[&str] = &["virtio_net", "nfsv4"];
+
+/// The address at which guests reach the host's services (see [`Network`]).
+pub const SERVER_ADDRESS: &str = "10.0.2.100";
+
+/// The guest's NIC: QEMU user networking with `restrict=on`, so the guest reaches nothing but
+/// the forwards — each from [`SERVER_ADDRESS`] to a service on the host's 127.0.0.1, in the
+/// command form that opens one host connection per guest connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    /// The NIC's MAC address.
+    pub mac: String,
+    /// The forwarded ports.
+    pub forwards: Vec<Forward>,
+}
+
+/// One forward: guest connections to `SERVER_ADDRESS:guest_port` reach `127.0.0.1:host_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    /// The port the guest connects to.
+    pub guest_port: u16,
+    /// The host service's port on 127.0.0.1.
+    pub host_port: u16,
+}
+
+impl Network {
+    /// The QEMU arguments of this NIC.
+    pub fn qemu_args(&self) -> Vec<String> {
+        let forwards: String = self
+            .forwards
+            .iter()
+            .map(|f| {
+                format!(
+                    ",guestfwd=tcp:{SERVER_ADDRESS}:{}-cmd:busybox nc 127.0.0.1 {}",
+                    f.guest_port, f.host_port
+                )
+            })
+            .collect();
+        vec![
+            "-netdev".into(),
+            format!("user,id=net0,restrict=on{forwards}"),
+            "-device".into(),
+            format!("virtio-net-pci,netdev=net0,mac={}", self.mac),
+        ]
+    }
+}
 
 /// A disk attached to the guest (vda, vdb, ... in order).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +136,10 @@ pub struct Scenario {
     pub capture_cmdline: String,
     /// Further QEMU arguments (a watchdog device).
     pub qemu_args: Vec<String>,
+    /// Files added to the capture image (keys, known_hosts): path, mode, contents.
+    pub files: Vec<(String, u32, Vec<u8>)>,
+    /// The guest's NIC, if it has one.
+    pub network: Option<Network>,
     /// Let a reboot restart the guest instead of ending QEMU.
     pub allow_reboot: bool,
 }
@@ -113,8 +165,16 @@ impl Scenario {
             disks: Vec::new(),
             capture_cmdline: String::new(),
             qemu_args: Vec::new(),
+            files: Vec::new(),
+            network: None,
             allow_reboot: false,
         }
+    }
+
+    /// Adds a file to the capture image.
+    pub fn file(mut self, path: &str, mode: u32, contents: &[u8]) -> Self {
+        self.files.push((path.to_owned(), mode, contents.to_vec()));
+        self
     }
 
     /// Adds a hook script (and busybox, to run it).
@@ -137,12 +197,19 @@ impl Scenario {
         let mut capture = ImageBuilder::new();
         capture.host_file("/init", 0o755, &rkdump)?;
         capture.file("/etc/kdump.conf", 0o644, self.kdump_conf.as_bytes());
-        capture.module_tree(kernel, CAPTURE_MODULES)?;
+        let mut modules = CAPTURE_MODULES.to_vec();
+        if self.network.is_some() {
+            modules.extend(NETWORK_MODULES);
+        }
+        capture.module_tree(kernel, &modules)?;
         if self.shell {
             capture.busybox()?;
         }
         for (path, body) in &self.scripts {
             capture.file(path, 0o755, body.as_bytes());
+        }
+        for (path, mode, contents) in &self.files {
+            capture.file(path, *mode, contents);
         }
         let capture_image = capture.finish();
 
@@ -187,7 +254,12 @@ impl Scenario {
             cpus: self.variant.cpus,
             cpu_model: self.variant.cpu_model.map(str::to_owned),
             disks: disks.clone(),
-            extra_args: self.qemu_args.clone(),
+            extra_args: self
+                .qemu_args
+                .iter()
+                .cloned()
+                .chain(self.network.iter().flat_map(Network::qemu_args))
+                .collect(),
             allow_reboot: self.allow_reboot,
         };
         Ok(Prepared {

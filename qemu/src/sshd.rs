@@ -39,6 +39,7 @@ pub struct SshServer {
     pub host_key: String,
     /// sshd's log (`-E`).
     pub log: PathBuf,
+    dir: PathBuf,
     child: Child,
 }
 
@@ -129,6 +130,7 @@ impl SshServer {
             clients,
             host_key: host_key_field,
             log,
+            dir: dir.to_owned(),
             child,
         };
         server.wait_listening(Duration::from_secs(20))?;
@@ -150,9 +152,33 @@ impl SshServer {
         )
     }
 
-    /// A known_hosts line for this server as reached at `host:port`.
+    /// Adds a client whose key logs in to an ordinary shell, without a forced command: the
+    /// stock server that kdump-utils' `dd` streams need. Returns its index in `clients`.
+    pub fn add_shell_client(&mut self, name: &str) -> Result<usize> {
+        let key = self.dir.join(format!("id_{name}"));
+        if !key.exists() {
+            make_key(&key)?;
+        }
+        let public = std::fs::read_to_string(format!("{}.pub", key.display()))?;
+        let mut authorized = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("authorized_keys"))?;
+        writeln!(authorized, "{}", public.trim())?;
+        self.clients.push(Client {
+            name: name.to_owned(),
+            key,
+        });
+        Ok(self.clients.len() - 1)
+    }
+
+    /// A known_hosts line for this server as reached at `host:port` (OpenSSH writes the bare
+    /// host for port 22).
     pub fn known_hosts_line(&self, host: &str, port: u16) -> String {
-        format!("[{host}]:{port} {}\n", self.host_key)
+        if port == 22 {
+            format!("{host} {}\n", self.host_key)
+        } else {
+            format!("[{host}]:{port} {}\n", self.host_key)
+        }
     }
 }
 

@@ -51,6 +51,11 @@ pub struct CaptureArgs {
     /// rkdump.network_timeout= of the kernel command line, or 180).
     #[arg(long, value_name = "SECONDS")]
     network_timeout: Option<u64>,
+    /// Bring the network up before a network target, from the kernel command line's ip=,
+    /// ifname= and nameserver= (dracut's syntax; DHCP on every Ethernet interface without
+    /// ip=). PID 1 of the capture kernel passes it; a running system's network is already up.
+    #[arg(long)]
+    network: bool,
 }
 
 /// Runs `rkdump capture`; returns its exit status.
@@ -80,6 +85,7 @@ pub fn run(args: &CaptureArgs) -> u8 {
         pre_dir: args.pre_dir.clone(),
         post_dir: args.post_dir.clone(),
         ssh_config: args.ssh_config.clone(),
+        network: args.network,
         network_timeout: args.network_timeout.map_or_else(
             || seconds("rkdump.network_timeout", 180),
             Duration::from_secs,

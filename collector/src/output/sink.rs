@@ -86,12 +86,23 @@ impl Sink for Box<dyn Sink> {
     }
 }
 
+/// A [`FileSink`] makes its data durable (fdatasync) after this many bytes or [`SYNC_INTERVAL`],
+/// whichever comes first. This bounds the dirty page cache of a small capture kernel and
+/// surfaces write-back errors — an NFS server that died, a failing disk — while the dump runs
+/// rather than at its very end: on a soft NFS mount write-back fails with EIO after the
+/// mount's timeouts, but buffered writes keep "succeeding" at a crawl of a few pages a second.
+const SYNC_EVERY: u64 = 64 << 20;
+/// See [`SYNC_EVERY`].
+const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Positioned writes to a file or block device.
 #[derive(Debug)]
 pub struct FileSink {
     file: File,
     target: String,
     written: u64,
+    unsynced: u64,
+    synced_at: std::time::Instant,
 }
 
 impl FileSink {
@@ -101,6 +112,8 @@ impl FileSink {
             file,
             target: target.to_owned(),
             written: 0,
+            unsynced: 0,
+            synced_at: std::time::Instant::now(),
         }
     }
 
@@ -116,6 +129,14 @@ impl Sink for FileSink {
             .write_all_at(data, offset)
             .map_err(|e| OutputError::new(&self.target, offset, data.len(), e))?;
         self.written += data.len() as u64;
+        self.unsynced += data.len() as u64;
+        if self.unsynced >= SYNC_EVERY || self.synced_at.elapsed() >= SYNC_INTERVAL {
+            self.file
+                .sync_data()
+                .map_err(|e| OutputError::new(&self.target, offset, data.len(), e))?;
+            self.unsynced = 0;
+            self.synced_at = std::time::Instant::now();
+        }
         Ok(())
     }
 
@@ -141,12 +162,19 @@ pub trait Stream: Write + Send {
 
 impl Stream for Vec<u8> {}
 
-impl Stream for BufWriter<io::Stdout> {}
+impl Stream for io::Stdout {}
 
-impl Stream for BufWriter<File> {
+impl Stream for File {
     fn complete(&mut self) -> io::Result<()> {
         self.flush()?;
-        self.get_ref().sync_all()
+        self.sync_all()
+    }
+}
+
+impl<W: Stream> Stream for BufWriter<W> {
+    fn complete(&mut self) -> io::Result<()> {
+        self.flush()?;
+        self.get_mut().complete()
     }
 }
 

@@ -66,7 +66,7 @@ pub struct Connection {
     retry_for: Duration,
     log: LogFn,
     client: Option<SftpClient<Channel>>,
-    _session: Option<Session>,
+    session: Option<Session>,
     local: Option<std::net::IpAddr>,
     reconnects: u32,
 }
@@ -89,7 +89,7 @@ impl Connection {
             retry_for,
             log,
             client: None,
-            _session: None,
+            session: None,
             local: None,
             reconnects: 0,
         };
@@ -127,9 +127,23 @@ impl Connection {
             let mut channel = session.channel_session().map_err(channel_error)?;
             channel.subsystem("sftp").map_err(channel_error)?;
             self.client = Some(SftpClient::start(channel)?);
-            self._session = Some(session);
+            self.session = Some(session);
         }
         Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    /// Starts `command` on the server in a new exec channel of the session (connecting first
+    /// if the last connection dropped).
+    fn exec(&mut self, command: &str) -> Result<Channel, UploadError> {
+        self.client()?;
+        let session = self.session.as_ref().expect("connected above");
+        let channel_error = |source| UploadError::Channel {
+            target: self.target.label(),
+            source,
+        };
+        let mut channel = session.channel_session().map_err(channel_error)?;
+        channel.exec(command).map_err(channel_error)?;
+        Ok(channel)
     }
 
     /// Forgets a broken connection; the next use reconnects.
@@ -139,7 +153,7 @@ impl Connection {
             self.target.label()
         ));
         self.client = None;
-        self._session = None;
+        self.session = None;
         self.reconnects += 1;
     }
 
@@ -241,6 +255,137 @@ impl RemoteDir {
     /// Times the connection had to be re-established.
     pub fn reconnects(&self) -> u32 {
         lock(&self.connection).reconnects()
+    }
+
+    /// A destination for a flattened stream written as kdump-utils writes it: piped into
+    /// `dd` on the server as `vmcore-incomplete`, then renamed to `name` (`vmcore.flat`). A
+    /// stream cannot resume: a dropped connection fails the dump. Needs a server that runs
+    /// commands (not `rkdump receive`).
+    pub fn stream_destination(&self, name: &str) -> crate::dump::Destination {
+        crate::dump::Destination::Custom(Arc::new(RemoteStreamFile {
+            dir: self.clone(),
+            name: name.to_owned(),
+        }))
+    }
+}
+
+/// `text` quoted for a POSIX shell.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// Opens [`ExecStream`]s for the dump engine.
+#[derive(Debug)]
+struct RemoteStreamFile {
+    dir: RemoteDir,
+    name: String,
+}
+
+impl OpenSink for RemoteStreamFile {
+    fn open(&self, options: &SaveOptions) -> Result<Opened, SaveError> {
+        if !options.flattened {
+            return Err(SaveError::Usage(
+                "a dump piped to dd on the server must be a flattened stream (-F)".to_owned(),
+            ));
+        }
+        let temporary = self.dir.path("vmcore-incomplete");
+        let final_path = self.dir.path(&self.name);
+        let label = format!("{}:{temporary}", lock(&self.dir.connection).target.label());
+        let failed = |e: UploadError| SaveError::Output {
+            source: remote_error(&label, 0, 0, &e),
+            partial: None,
+            summary: Box::default(),
+        };
+        let channel = lock(&self.dir.connection)
+            .exec(&format!(
+                "umask 0077 && dd bs=512 of={} 2>/dev/null",
+                shell_quote(&temporary)
+            ))
+            .map_err(failed)?;
+        let stream = ExecStream {
+            channel,
+            connection: self.dir.connection.clone(),
+            rename: (temporary.clone(), final_path),
+        };
+        let sink = crate::dump::flat_sink(
+            std::io::BufWriter::with_capacity(1 << 20, stream),
+            options.lz4,
+            &label,
+        )
+        .map_err(|source| SaveError::Output {
+            source,
+            partial: None,
+            summary: Box::default(),
+        })?;
+        Ok(Opened {
+            sink,
+            rename: None,
+            partial: Some(temporary.into()),
+            label,
+        })
+    }
+}
+
+/// The standard input of a command on the server; completing it waits for the command's
+/// success and renames its output into place.
+struct ExecStream {
+    channel: Channel,
+    connection: Arc<Mutex<Connection>>,
+    rename: (String, String),
+}
+
+impl std::fmt::Debug for ExecStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecStream")
+            .field("output", &self.rename.0)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::io::Write for ExecStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.channel.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // Not `Channel::flush`: libssh2_channel_flush discards pending incoming data.
+        Ok(())
+    }
+}
+
+/// Waits for a command that got end-of-file and returns its exit status.
+fn wait_for_exit(channel: &mut Channel) -> std::io::Result<i32> {
+    let io = |e: ssh2::Error| std::io::Error::other(e.to_string());
+    channel.send_eof().map_err(io)?;
+    channel.wait_eof().map_err(io)?;
+    channel.wait_close().map_err(io)?;
+    // libssh2 reports status 0 when no exit status came: a command killed by a signal.
+    if let Some(signal) = channel.exit_signal().map_err(io)?.exit_signal {
+        return Err(std::io::Error::other(format!(
+            "the command on the server was killed by SIG{signal}"
+        )));
+    }
+    channel.exit_status().map_err(io)
+}
+
+impl crate::output::sink::Stream for ExecStream {
+    fn complete(&mut self) -> std::io::Result<()> {
+        let status = wait_for_exit(&mut self.channel)?;
+        if status != 0 {
+            return Err(std::io::Error::other(format!(
+                "dd on the server exited with status {status}"
+            )));
+        }
+        let (from, to) = &self.rename;
+        let mut rename = lock(&self.connection)
+            .exec(&format!("mv -f {} {}", shell_quote(from), shell_quote(to)))
+            .map_err(std::io::Error::other)?;
+        match wait_for_exit(&mut rename)? {
+            0 => Ok(()),
+            status => Err(std::io::Error::other(format!(
+                "renaming {from} to {to} on the server: mv exited with status {status}"
+            ))),
+        }
     }
 }
 

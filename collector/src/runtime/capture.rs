@@ -6,15 +6,17 @@
 //! PID 1 runs these steps in a child process (`rkdump capture`); the same steps can be run by
 //! hand on a saved vmcore with `--target-dir`, which skips finding and mounting the target.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::blockid;
 use super::config::{Config, DeviceSpec, Target};
 use super::hooks::{self, HookResult};
 use super::log::Log;
-use super::system;
+use super::{network, nfs, system};
 use crate::dump::{self, Destination, SaveError};
 use crate::format::time::UtcTime;
 use crate::remote::ssh::{SshTarget, default_known_hosts};
@@ -83,12 +85,15 @@ pub struct Capture<'a> {
     pub ssh_config: PathBuf,
     /// How long to keep trying to reach a network target.
     pub network_timeout: Duration,
+    /// Bring the network up (from the kernel command line) before a network target.
+    pub network: bool,
 }
 
 /// Where the dump goes, once the target is ready.
 enum Ready {
-    /// A directory to create the dump directory in (the mounted target plus `path`).
-    Directory(PathBuf),
+    /// A directory to create the dump directory in (the mounted target plus `path`), and on an
+    /// NFS export our address towards the server, which names the dump directory.
+    Directory(PathBuf, Option<Ipv4Addr>),
     /// A raw device for the flattened stream.
     Device(PathBuf),
     /// An ssh server, connected, and the directory to create the dump directory in.
@@ -128,6 +133,15 @@ impl DumpDir {
     }
 }
 
+/// Why the dump step failed.
+#[derive(Debug)]
+struct DumpFailed {
+    /// The one-line error.
+    message: String,
+    /// Whether writing to the target failed (rather than reading or the configuration).
+    writing: bool,
+}
+
 fn step_failed(step: &'static str, error: impl std::fmt::Display) -> Outcome {
     Outcome::Failed {
         step,
@@ -155,8 +169,9 @@ impl Capture<'_> {
         )
         .dump_dir_stamp();
         let (dir, device) = match ready {
-            Ready::Directory(base) => {
-                let dir = base.join(format!("{}-{stamp}", self.host_ip));
+            Ready::Directory(base, address) => {
+                let ip = address.map_or_else(|| self.host_ip.clone(), |ip| ip.to_string());
+                let dir = base.join(format!("{ip}-{stamp}"));
                 if let Err(e) = std::fs::create_dir_all(&dir) {
                     return step_failed("target", format!("creating {}: {e}", dir.display()));
                 }
@@ -210,6 +225,20 @@ impl Capture<'_> {
             Err(_) => 1,
         };
         self.post_hooks(status);
+        if let (Err(failed), Some(mountpoint)) = (&dumped, self.network_mountpoint())
+            && failed.writing
+        {
+            // A soft NFS mount fails writes after its timeouts, but every further write, the
+            // log's included, and sync(2) would wait for a dead server again: abort what is
+            // pending and leave the export alone. The log stays on the console.
+            self.log.line(&format!(
+                "the NFS server stopped taking data: forcing {} off; the capture log is not \
+                 saved there",
+                mountpoint.display()
+            ));
+            system::force_unmount(&mountpoint, self.log);
+            return step_failed("dump", &failed.message);
+        }
         if let Some(dir) = &dir {
             self.save_log(dir);
             if let DumpDir::Remote(remote) = dir {
@@ -228,7 +257,72 @@ impl Capture<'_> {
         }
         match dumped {
             Ok(()) => Outcome::Saved,
-            Err(error) => step_failed("dump", error),
+            Err(failed) => step_failed("dump", failed.message),
+        }
+    }
+
+    /// Watches a dump to an NFS export: when this process wrote nothing for
+    /// `rkdump.stall_timeout=` seconds (default 120, 0 turns the guard off; `wchar` of /proc/self/io, which counts
+    /// every byte handed to write(2)), the server is taken for dead and its pending requests
+    /// are aborted (`umount -f`), which fails the write or sync the dump is blocked in (a soft
+    /// mount alone can take many minutes to give up while it keeps reconnecting).
+    fn guard_against_stalls(&self, mountpoint: &Path, finished: &AtomicBool) {
+        let limit = Duration::from_secs(
+            system::cmdline_value(&self.cmdline, "rkdump.stall_timeout")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(120),
+        );
+        if limit.is_zero() {
+            return;
+        }
+        let mut written = system::bytes_written();
+        let mut since = Instant::now();
+        while !finished.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = system::bytes_written();
+            if now != written {
+                written = now;
+                since = Instant::now();
+            } else if since.elapsed() >= limit {
+                self.log.line(&format!(
+                    "dump: nothing written for {} s: the NFS server is not answering; aborting \
+                     its requests on {}",
+                    since.elapsed().as_secs(),
+                    mountpoint.display()
+                ));
+                // Every round aborts the requests pending then; write-back issues new ones
+                // until the dump gives up.
+                let aborting = Instant::now();
+                while !finished.load(Ordering::Relaxed) {
+                    system::abort_nfs_requests(mountpoint);
+                    std::thread::sleep(Duration::from_secs(2));
+                    if aborting.elapsed() >= limit {
+                        // Last resort: PID 1 sees the capture fail and runs the failure action;
+                        // a fatal signal ends even a task waiting for the server.
+                        self.log.line(
+                            "dump: still blocked on the NFS server; ending the capture (no post \
+                             hooks)",
+                        );
+                        #[allow(clippy::exit, reason = "the dump thread cannot be unblocked")]
+                        std::process::exit(1);
+                    }
+                }
+                return;
+            }
+        }
+    }
+
+    /// Where an NFS target is mounted, if the target is one.
+    fn network_mountpoint(&self) -> Option<PathBuf> {
+        let network = match &self.config.target {
+            Target::Nfs { .. } => true,
+            Target::Mount { fstype, .. } => fstype.starts_with("nfs"),
+            _ => false,
+        };
+        if network && self.target_dir.is_none() && !self.to_rootfs {
+            self.mountpoint()
+        } else {
+            None
         }
     }
 
@@ -246,29 +340,30 @@ impl Capture<'_> {
             Target::Mount { mountpoint, .. } => {
                 Some(Path::new(MOUNT_BASE).join(mountpoint.trim_start_matches('/')))
             }
-            Target::Raw(_) | Target::Nfs { .. } | Target::Ssh(_) => None,
+            Target::Nfs { .. } => Some(PathBuf::from(MOUNT_BASE)),
+            Target::Raw(_) | Target::Ssh(_) => None,
         }
     }
 
     fn prepare_target(&self) -> Result<Ready, String> {
         let path = self.config.path.trim_start_matches('/');
         if let Some(dir) = &self.target_dir {
-            return Ok(Ready::Directory(dir.join(path)));
+            return Ok(Ready::Directory(dir.join(path), None));
         }
         if self.to_rootfs {
             return self
                 .mount_rootfs()
-                .map(|root| Ready::Directory(root.join(path)));
+                .map(|root| Ready::Directory(root.join(path), None));
         }
         match &self.config.target {
             Target::RootFs => self
                 .mount_rootfs()
-                .map(|root| Ready::Directory(root.join(path))),
+                .map(|root| Ready::Directory(root.join(path), None)),
             Target::Filesystem { fstype, device } => {
                 let device = self.wait_for(device)?;
                 let mountpoint = Path::new(MOUNT_BASE);
                 self.mount_logged(&device, mountpoint, fstype, "defaults")?;
-                Ok(Ready::Directory(mountpoint.join(path)))
+                Ok(Ready::Directory(mountpoint.join(path), None))
             }
             Target::Mount {
                 device,
@@ -276,24 +371,26 @@ impl Capture<'_> {
                 fstype,
                 options,
             } => {
-                if device.contains(":/") {
-                    return Err(format!(
-                        "{device}: network mounts need the network runtime (not in this build)"
-                    ));
+                let target = Path::new(MOUNT_BASE).join(mountpoint.trim_start_matches('/'));
+                if fstype.starts_with("nfs") {
+                    let ip = self.mount_nfs(device, &target, fstype == "nfs4", options)?;
+                    return Ok(Ready::Directory(target.join(path), Some(ip)));
                 }
                 let spec = DeviceSpec::parse(device).ok_or_else(|| {
                     format!("--mount device {device:?} is not a path or NAME=value")
                 })?;
                 let device = self.wait_for(&spec)?;
-                let target = Path::new(MOUNT_BASE).join(mountpoint.trim_start_matches('/'));
                 self.mount_logged(&device, &target, fstype, options)?;
-                Ok(Ready::Directory(target.join(path)))
+                Ok(Ready::Directory(target.join(path), None))
             }
             Target::Raw(spec) => self.wait_for(spec).map(Ready::Device),
-            Target::Nfs { export, .. } => Err(format!(
-                "nfs {export}: network targets need the network runtime (not in this build)"
-            )),
+            Target::Nfs { export, v4 } => {
+                let mountpoint = Path::new(MOUNT_BASE);
+                let ip = self.mount_nfs(export, mountpoint, *v4, "")?;
+                Ok(Ready::Directory(mountpoint.join(path), Some(ip)))
+            }
             Target::Ssh(destination) => {
+                self.bring_up_network()?;
                 let target = self.ssh_target(destination)?;
                 self.log.line(&format!(
                     "ssh target {} with key {}",
@@ -310,6 +407,36 @@ impl Capture<'_> {
                 Ok(Ready::Ssh(Box::new(connection), self.config.path.clone()))
             }
         }
+    }
+
+    /// Brings the network up when this capture is the one in the capture kernel (`network`).
+    fn bring_up_network(&self) -> Result<(), String> {
+        if !self.network {
+            return Ok(());
+        }
+        let _step = self.log.step("network");
+        network::bring_up(
+            &self.cmdline,
+            Instant::now() + self.network_timeout,
+            self.log,
+        )
+        .map(|_| ())
+        .map_err(|e| format!("network: {e}"))
+    }
+
+    /// Mounts an NFS export after bringing the network up; returns our address towards the
+    /// server.
+    fn mount_nfs(
+        &self,
+        export: &str,
+        mountpoint: &Path,
+        v4_only: bool,
+        options: &str,
+    ) -> Result<Ipv4Addr, String> {
+        self.bring_up_network()?;
+        let deadline = Instant::now() + self.network_timeout;
+        nfs::mount(export, mountpoint, v4_only, options, deadline, self.log)
+            .map_err(|e| e.to_string())
     }
 
     /// The ssh target of `ssh user@host`, completed from ssh_config.
@@ -335,7 +462,12 @@ impl Capture<'_> {
             ));
             fallback
         };
-        let home = PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned()));
+        // The kernel starts init with HOME=/; the capture runs as root, whose keys and
+        // known_hosts dracut puts in /root/.ssh.
+        let home = std::env::var("HOME")
+            .ok()
+            .filter(|h| !h.is_empty() && h != "/")
+            .map_or_else(|| PathBuf::from("/root"), PathBuf::from);
         Ok(SshTarget {
             user: user.to_owned(),
             host: settings.hostname.unwrap_or_else(|| host.to_owned()),
@@ -459,7 +591,7 @@ impl Capture<'_> {
         }
     }
 
-    fn dump(&self, device: Option<&Path>, dir: Option<&DumpDir>) -> Result<(), String> {
+    fn dump(&self, device: Option<&Path>, dir: Option<&DumpDir>) -> Result<(), DumpFailed> {
         let words: Vec<String> = self
             .config
             .core_collector
@@ -467,18 +599,33 @@ impl Capture<'_> {
             .map(str::to_owned)
             .collect();
         let Some((program, options)) = words.split_first() else {
-            return Err("core_collector is empty".into());
+            return Err(DumpFailed {
+                message: "core_collector is empty".into(),
+                writing: false,
+            });
         };
         let program_name = program.rsplit('/').next().unwrap_or(program);
         let vmcore = self.vmcore.display().to_string();
         let (destination, flattened) = match (device, dir) {
             (Some(device), _) => (Destination::Path(device.to_owned()), true),
+            // kdump-utils' ssh form (its ssh targets require -F): vmcore.flat through dd.
+            (None, Some(DumpDir::Remote(remote)))
+                if program_name == "makedumpfile" && options.iter().any(|o| o == "-F") =>
+            {
+                self.log.line(
+                    "core_collector has -F: vmcore.flat piped to dd on the server, as \
+                     kdump-utils does (drop -F for a seekable vmcore written over SFTP, which \
+                     resumes after a dropped connection)",
+                );
+                (remote.stream_destination("vmcore.flat"), true)
+            }
             (None, Some(dir)) => (dir.destination("vmcore"), false),
             (None, None) => unreachable!("every target has a device or a dump directory"),
         };
         match program_name {
             "makedumpfile" => {
-                // As kdump-utils: -F is dropped for file targets and added for raw devices.
+                // As kdump-utils: -F is dropped for file targets and added for raw devices and
+                // ssh streams.
                 let mut options: Vec<String> = options
                     .iter()
                     .filter(|o| o.as_str() != "-F")
@@ -490,11 +637,12 @@ impl Capture<'_> {
                 let (mut save, _, notes) = crate::cli::save::collector_options(
                     &options, &vmcore, "vmcore",
                 )
-                .map_err(|e| {
-                    format!(
+                .map_err(|e| DumpFailed {
+                    message: format!(
                         "core_collector (line {}): {e}",
                         self.config.core_collector_line
-                    )
+                    ),
+                    writing: false,
                 })?;
                 for note in notes {
                     self.log.line(&format!("core_collector: {note}"));
@@ -511,12 +659,21 @@ impl Capture<'_> {
                     }
                 ));
                 let mut last = Instant::now();
-                let result = dump::save(&save, &mut |p| {
-                    if last.elapsed() >= Duration::from_secs(5) {
-                        last = Instant::now();
-                        self.log
-                            .line(&format!("dump: {} of {} pages", p.done, p.total));
+                let finished = AtomicBool::new(false);
+                let result = std::thread::scope(|scope| {
+                    if let Some(mountpoint) = self.network_mountpoint() {
+                        let finished = &finished;
+                        scope.spawn(move || self.guard_against_stalls(&mountpoint, finished));
                     }
+                    let result = dump::save(&save, &mut |p| {
+                        if last.elapsed() >= Duration::from_secs(5) {
+                            last = Instant::now();
+                            self.log
+                                .line(&format!("dump: {} of {} pages", p.done, p.total));
+                        }
+                    });
+                    finished.store(true, Ordering::Relaxed);
+                    result
                 });
                 match result {
                     Ok(summary) => {
@@ -542,17 +699,24 @@ impl Capture<'_> {
                         {
                             self.log.line("dump: the target is full; vmcore-incomplete and vmcore-dmesg.txt are kept");
                         }
-                        Err(message)
+                        let writing = matches!(error, SaveError::Output { .. });
+                        Err(DumpFailed { message, writing })
                     }
                 }
             }
             "cp" | "cat" | "scp" if !flattened => {
-                copy_file(&self.vmcore, &destination).map_err(|e| e.to_string())
+                copy_file(&self.vmcore, &destination).map_err(|e| DumpFailed {
+                    message: e.to_string(),
+                    writing: true,
+                })
             }
-            other => Err(format!(
-                "core_collector (line {}): {other} is not supported (makedumpfile, cp, cat or scp)",
-                self.config.core_collector_line
-            )),
+            other => Err(DumpFailed {
+                message: format!(
+                    "core_collector (line {}): {other} is not supported (makedumpfile, cp, cat or scp)",
+                    self.config.core_collector_line
+                ),
+                writing: false,
+            }),
         }
     }
 

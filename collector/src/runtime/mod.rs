@@ -9,8 +9,9 @@
 //! 3. loads the drivers of the hardware present and the modules the target needs, from the
 //!    standard `/lib/modules` tree ([`modules`]);
 //! 4. starts the hardware watchdog keeper ([`watchdog`]);
-//! 5. runs the capture ([`capture`]: target, pre hooks, dmesg, dump, post hooks, log) in a child
-//!    process, `rkdump capture`, with a deadline;
+//! 5. runs the capture ([`capture`]: network bring-up for network targets ([`network`]), target
+//!    (mounted, raw, [`nfs`] or ssh), pre hooks, dmesg, dump, post hooks, log) in a child
+//!    process, `rkdump capture --network`, with a deadline;
 //! 6. carries out the final action, or the failure action when the child failed, crashed, was
 //!    killed (OOM) or ran past its deadline ([`system`]).
 //!
@@ -19,7 +20,9 @@
 //! not kdump.conf's come from the kernel command line: `rkdump.timeout=SECONDS` (deadline of
 //! the capture, default 3600), `rkdump.device_timeout=SECONDS` (default 90),
 //! `rkdump.hook_timeout=SECONDS` (default 300), `rkdump.watchdog=off|nopet` and
-//! `rkdump.watchdog_timeout=SECONDS` (default 60).
+//! `rkdump.watchdog_timeout=SECONDS` (default 60), `rkdump.network_timeout=SECONDS` (default
+//! 180) and `rkdump.stall_timeout=SECONDS` (default 120: an NFS dump without progress that long
+//! is abandoned).
 
 pub mod blockid;
 pub mod capture;
@@ -27,6 +30,8 @@ pub mod config;
 pub mod hooks;
 pub mod log;
 pub mod modules;
+pub mod network;
+pub mod nfs;
 pub mod system;
 pub mod watchdog;
 
@@ -78,10 +83,13 @@ fn seconds(cmdline: &str, key: &str, default: u64) -> Duration {
 fn target_modules(config: &Config) -> Vec<String> {
     let mut modules = config.extra_modules.clone();
     match &config.target {
+        Target::Mount { fstype, .. } if fstype.starts_with("nfs") => {
+            modules.extend(["nfs".into(), "nfsv4".into()]);
+        }
         Target::Filesystem { fstype, .. } | Target::Mount { fstype, .. } => {
             modules.push(fstype.clone());
         }
-        Target::Nfs { v4, .. } => modules.push(if *v4 { "nfsv4".into() } else { "nfs".into() }),
+        Target::Nfs { .. } => modules.extend(["nfs".into(), "nfsv4".into()]),
         Target::RootFs | Target::Raw(_) | Target::Ssh(_) => {}
     }
     modules
@@ -224,7 +232,7 @@ pub fn pid1() -> ! {
     };
 
     let deadline = seconds(&cmdline, "rkdump.timeout", 3600);
-    let end = run_child(&[], deadline, &log);
+    let end = run_child(&["--network"], deadline, &log);
     let result = judge(&end, &log);
     match result {
         Ok(()) => {

@@ -33,12 +33,37 @@ pub fn early_mounts(log: &Log) {
     }
 }
 
-/// The kernel command line.
+/// Where dracut images keep command-line parameters of their own (kdump-utils writes its
+/// `ip=`, `ifname=` and `nameserver=` there).
+pub const CMDLINE_D: &str = "/etc/cmdline.d";
+
+/// The kernel command line followed by the words of `/etc/cmdline.d/*.conf` in name order, as
+/// dracut's `getcmdline` reads them (`#` starts a comment).
 pub fn cmdline() -> String {
-    std::fs::read_to_string("/proc/cmdline")
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
+    let kernel = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    cmdline_with(&kernel, Path::new(CMDLINE_D))
+}
+
+/// [`cmdline`] from a given kernel command line and `cmdline.d` directory.
+pub fn cmdline_with(kernel: &str, cmdline_d: &Path) -> String {
+    let mut words = kernel.to_owned();
+    let mut files: Vec<_> = std::fs::read_dir(cmdline_d)
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    for file in files {
+        for line in std::fs::read_to_string(file).unwrap_or_default().lines() {
+            let line = line.split('#').next().unwrap_or_default();
+            words.push(' ');
+            words.push_str(line.trim());
+        }
+    }
+    words.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The value of `key=` on the kernel command line (the last one wins).
@@ -88,6 +113,35 @@ pub fn unmount(target: &Path, log: &Log) {
             ));
             let _ = sys_mount::unmount(target, UnmountFlags::DETACH);
         }
+    }
+}
+
+/// Bytes this process has handed to write(2) and friends so far (`wchar` of /proc/self/io;
+/// 0 when unreadable).
+pub fn bytes_written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Aborts the requests an NFS mount has pending (they fail with EIO), leaving it mounted:
+/// `umount2(MNT_FORCE)` runs the filesystem's `umount_begin` even when the mount is busy and
+/// then fails with EBUSY, which is expected here.
+pub fn abort_nfs_requests(target: &Path) {
+    let _ = sys_mount::unmount(target, UnmountFlags::FORCE);
+}
+
+/// Unmounts a network filesystem whose server stopped answering: `MNT_FORCE` aborts the
+/// requests still waiting for it (NFS fails them with EIO), then the mount is detached.
+pub fn force_unmount(target: &Path, log: &Log) {
+    match sys_mount::unmount(target, UnmountFlags::FORCE | UnmountFlags::DETACH) {
+        Ok(()) => log.line(&format!("forced {} off", target.display())),
+        Err(e) => log.line(&format!("forcing {} off: {e}", target.display())),
     }
 }
 
@@ -170,6 +224,26 @@ pub fn is_init() -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cmdline_d_files_follow_the_kernel_command_line_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("40ip.conf"),
+            "ip=kdump-eth0:dhcp # kdump-utils\nifname=kdump-eth0:52:54:00:12:34:56\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("10first.conf"), "rd.neednet=1\n").unwrap();
+        std::fs::write(dir.path().join("README"), "not=read\n").unwrap();
+        let line = cmdline_with("console=ttyS0  irqpoll\n", dir.path());
+        assert_eq!(
+            line,
+            "console=ttyS0 irqpoll rd.neednet=1 ip=kdump-eth0:dhcp \
+             ifname=kdump-eth0:52:54:00:12:34:56"
+        );
+        assert_eq!(cmdline_value(&line, "ip"), Some("kdump-eth0:dhcp"));
+        assert_eq!(cmdline_with("a b", &dir.path().join("missing")), "a b");
+    }
+
     use super::*;
 
     #[test]

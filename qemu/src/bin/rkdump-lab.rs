@@ -47,6 +47,9 @@ enum Command {
         /// Runs per command (the median is reported).
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Measure the ssh target (against makedumpfile piped into ssh) instead.
+        #[arg(long)]
+        network: bool,
     },
 }
 
@@ -76,7 +79,8 @@ fn main() -> Result<()> {
         Command::Bench {
             variants: names,
             repeats,
-        } => bench(&names, repeats)?,
+            network,
+        } => bench(&names, repeats, network)?,
     }
     Ok(())
 }
@@ -174,7 +178,7 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
-fn bench(names: &[String], repeats: usize) -> Result<()> {
+fn bench(names: &[String], repeats: usize, network: bool) -> Result<()> {
     let rkdump = build::rkdump()?;
     let scratch = tempfile::Builder::new()
         .prefix("rkdump-bench")
@@ -192,6 +196,11 @@ fn bench(names: &[String], repeats: usize) -> Result<()> {
             variant.workload,
             size as f64 / f64::from(1 << 20)
         );
+        if network {
+            let rows = rkdump_lab::bench::network(&vmcore, scratch.path(), &rkdump, repeats)?;
+            print!("{}", rkdump_lab::bench::table(&rows));
+            continue;
+        }
         let rows = rkdump_lab::bench::run(&vmcore, scratch.path(), &rkdump, repeats)?;
         print!("{}", rkdump_lab::bench::table(&rows));
         println!();
