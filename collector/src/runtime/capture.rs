@@ -237,6 +237,9 @@ impl Capture<'_> {
                 mountpoint.display()
             ));
             system::force_unmount(&mountpoint, self.log);
+            if self.network {
+                network::take_links_down(self.log);
+            }
             return step_failed("dump", &failed.message);
         }
         if let Some(dir) = &dir {

@@ -231,6 +231,20 @@ fn configure(
     })
 }
 
+/// Takes every Ethernet interface down. After giving up on a dead NFS server this stops the
+/// kernel's NFS client from reconnecting to it without end — on one CPU that storm kept a
+/// capture kernel in the NIC's softirq and stopped it from powering off.
+pub fn take_links_down(log: &Log) {
+    for interface in interfaces().unwrap_or_default() {
+        let result = sys::interface_flags(&interface.name)
+            .and_then(|flags| sys::set_interface_flags(&interface.name, flags & !IFF_UP));
+        match result {
+            Ok(()) => log.line(&format!("{}: link down", interface.name)),
+            Err(e) => log.line(&format!("{}: taking the link down: {e}", interface.name)),
+        }
+    }
+}
+
 /// Brings the network up as the kernel command line says, before `deadline`. Returns the
 /// configured interfaces; an error when none could be configured.
 pub fn bring_up(cmdline: &str, deadline: Instant, log: &Log) -> Result<Vec<Configured>, Error> {
