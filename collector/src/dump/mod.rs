@@ -190,7 +190,6 @@ pub fn incomplete_name(path: &Path) -> PathBuf {
 }
 
 /// Starts a flattened stream on `out`, inside an LZ4 frame when asked.
-/// A flattened-stream sink on `out`, optionally inside an LZ4 frame.
 pub(crate) fn flat_sink<W: Stream + 'static>(
     out: W,
     lz4: bool,

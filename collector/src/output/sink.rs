@@ -131,9 +131,12 @@ impl Sink for FileSink {
         self.written += data.len() as u64;
         self.unsynced += data.len() as u64;
         if self.unsynced >= SYNC_EVERY || self.synced_at.elapsed() >= SYNC_INTERVAL {
+            // The error belongs to everything written since the last sync.
+            let unsynced = usize::try_from(self.unsynced).unwrap_or(usize::MAX);
+            let since = self.written - self.unsynced;
             self.file
                 .sync_data()
-                .map_err(|e| OutputError::new(&self.target, offset, data.len(), e))?;
+                .map_err(|e| OutputError::new(&self.target, since, unsynced, e))?;
             self.unsynced = 0;
             self.synced_at = std::time::Instant::now();
         }

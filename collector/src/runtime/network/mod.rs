@@ -213,8 +213,14 @@ fn configure(
     sys::set_interface_ipv4(interface, address, prefix)
         .map_err(interface_error(interface, "setting the address"))?;
     match gateway {
-        Some(gateway) => sys::add_default_route(gateway, interface)
-            .map_err(interface_error(interface, "adding the default route"))?,
+        Some(gateway) => match sys::add_default_route(gateway, interface) {
+            Ok(()) => {}
+            // A second ip= with its own gateway: the first default route stays.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => log.line(&format!(
+                "{interface}: a default route exists already; not adding one via {gateway}"
+            )),
+            Err(e) => return Err(interface_error(interface, "adding the default route")(e)),
+        },
         None => log.line(&format!(
             "{interface}: no default gateway; only {address}/{prefix} is reachable"
         )),
