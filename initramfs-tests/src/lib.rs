@@ -8,6 +8,7 @@ pub mod synthetic;
 pub use rkdump_lab::reference::*;
 
 use std::path::Path;
+use std::process::Command;
 
 /// The names of the entries of `dir`, sorted.
 pub fn sorted_names(dir: &Path) -> Vec<String> {
@@ -17,4 +18,23 @@ pub fn sorted_names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// `rkdump capture` reading `config` and `vmcore`, logging to `log`, with its hook directories
+/// `pre.d` and `post.d` in `hooks`; callers add the target's own arguments.
+pub fn capture_command(config: &Path, vmcore: &Path, log: &Path, hooks: &Path) -> Command {
+    let mut command = Command::new(rkdump());
+    command
+        .arg("capture")
+        .arg("--config")
+        .arg(config)
+        .arg("--vmcore")
+        .arg(vmcore)
+        .arg("--log")
+        .arg(log)
+        .arg("--pre-dir")
+        .arg(hooks.join("pre.d"))
+        .arg("--post-dir")
+        .arg(hooks.join("post.d"));
+    command
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use initramfs_tests::synthetic::{Builder, Generation};
-use initramfs_tests::{rkdump, sorted_names};
+use initramfs_tests::{capture_command, rkdump, sorted_names};
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -46,23 +46,17 @@ impl Setup {
 
     /// Runs `rkdump capture` on this setup, with `extra` arguments after the usual ones.
     fn capture_with(&self, extra: &[&str]) -> Output {
-        let output = Command::new(rkdump())
-            .arg("capture")
-            .arg("--config")
-            .arg(self.path("kdump.conf"))
-            .arg("--vmcore")
-            .arg(self.path("vmcore"))
-            .arg("--target-dir")
-            .arg(self.path("target"))
-            .arg("--log")
-            .arg(self.path("log"))
-            .arg("--pre-dir")
-            .arg(self.path("pre.d"))
-            .arg("--post-dir")
-            .arg(self.path("post.d"))
-            .args(extra)
-            .output()
-            .unwrap();
+        let output = capture_command(
+            &self.path("kdump.conf"),
+            &self.path("vmcore"),
+            &self.path("log"),
+            self.dir.path(),
+        )
+        .arg("--target-dir")
+        .arg(self.path("target"))
+        .args(extra)
+        .output()
+        .unwrap();
         println!("{}", String::from_utf8_lossy(&output.stderr));
         output
     }

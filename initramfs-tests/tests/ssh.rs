@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use initramfs_tests::synthetic::{Builder, Generation};
-use initramfs_tests::{makedumpfile, rkdump, run_ok, sorted_names};
+use initramfs_tests::{capture_command, makedumpfile, rkdump, run_ok, sorted_names};
 use rkdump_lab::sshd::{CuttingProxy, SshServer};
 
 const COLLECTOR: &str = "makedumpfile -l --message-level 7 -d 31";
@@ -107,23 +107,17 @@ impl Setup {
             ),
         )
         .unwrap();
-        let output = Command::new(rkdump())
-            .arg("capture")
-            .arg("--config")
-            .arg(own.join("kdump.conf"))
-            .arg("--vmcore")
-            .arg(self.path("vmcore"))
-            .arg("--ssh-config")
-            .arg(own.join("ssh_config"))
-            .arg("--log")
-            .arg(own.join("log"))
-            .arg("--pre-dir")
-            .arg(self.path("pre.d"))
-            .arg("--post-dir")
-            .arg(self.path("post.d"))
-            .args(["--network-timeout", "20"])
-            .output()
-            .unwrap();
+        let output = capture_command(
+            &own.join("kdump.conf"),
+            &self.path("vmcore"),
+            &own.join("log"),
+            self.dir.path(),
+        )
+        .arg("--ssh-config")
+        .arg(own.join("ssh_config"))
+        .args(["--network-timeout", "20"])
+        .output()
+        .unwrap();
         println!("{}", String::from_utf8_lossy(&output.stderr));
         output
     }
