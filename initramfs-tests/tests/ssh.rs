@@ -91,6 +91,13 @@ impl Setup {
         let own = self.path(&client.name);
         std::fs::create_dir_all(&own).unwrap();
         std::fs::write(own.join("known_hosts"), known_hosts).unwrap();
+        self.write_config(&own, port, &client.key, path, collector);
+        self.run_capture(&own)
+    }
+
+    /// Writes `own`'s kdump.conf and ssh_config: the server at 127.0.0.1:`port`, its pinned
+    /// keys in `own/known_hosts`.
+    fn write_config(&self, own: &Path, port: u16, key: &Path, path: &str, collector: &str) {
         std::fs::write(
             own.join("ssh_config"),
             format!(
@@ -103,10 +110,14 @@ impl Setup {
             own.join("kdump.conf"),
             format!(
                 "ssh root@127.0.0.1\nsshkey {}\npath {path}\ncore_collector {collector}\n",
-                client.key.display()
+                key.display()
             ),
         )
         .unwrap();
+    }
+
+    /// Runs `rkdump capture` with the configuration in `own`, logging to `own/log`.
+    fn run_capture(&self, own: &Path) -> Output {
         let output = capture_command(
             &own.join("kdump.conf"),
             &self.path("vmcore"),
@@ -133,10 +144,15 @@ impl Setup {
 
     /// The one dump directory a client left under `<root>/<client>/<path>`.
     fn dump_dir(&self, index: usize, path: &str) -> PathBuf {
+        self.dump_dir_of(&self.server.clients[index].name, path)
+    }
+
+    /// [`Setup::dump_dir`] by the client's name in the forced command.
+    fn dump_dir_of(&self, client: &str, path: &str) -> PathBuf {
         let base = self
             .server
             .root
-            .join(&self.server.clients[index].name)
+            .join(client)
             .join(path.trim_start_matches('/'));
         let names = sorted_names(&base);
         assert_eq!(names.len(), 1, "{names:?}");
@@ -336,4 +352,127 @@ fn twenty_clients_at_once_all_arrive_verified() {
     let index = setup.index();
     assert_eq!(index.len(), 20);
     assert!(index.iter().all(|e| e["status"] == "verified"), "{index:?}");
+}
+
+/// OpenSSH's own fingerprint of a known_hosts key field (the reference for `--fingerprint`).
+fn ssh_keygen_fingerprint(dir: &Path, key_field: &str) -> String {
+    let file = dir.join("fingerprinted.pub");
+    std::fs::write(&file, format!("{key_field}\n")).unwrap();
+    let listed = run_ok(Command::new("ssh-keygen").arg("-lf").arg(&file));
+    // "256 SHA256:... comment (ED25519)"
+    listed.split_whitespace().nth(1).unwrap().to_owned()
+}
+
+/// `rkdump propagate` from nothing, as an administrator sets up a new client of a central
+/// server: the kdump key is made, the host key is pinned only once its fingerprint is confirmed
+/// (by OpenSSH's `ssh-keygen -lf`), the key is authorized restricted to `rkdump receive`
+/// through the administrator's own login, and a capture with exactly that configuration then
+/// arrives verified. Running it again changes nothing; a changed host key is refused.
+#[test]
+fn propagate_sets_up_a_client_whose_dump_then_arrives_verified() {
+    let mut setup = Setup::new(&[], "");
+    let admin = setup.server.add_shell_client("admin").unwrap();
+    let admin_key = setup.server.clients[admin].key.clone();
+    let port = setup.server.port;
+    let own = setup.path("db01");
+    std::fs::create_dir_all(&own).unwrap();
+    let kdump_key = own.join("ssh/kdump_id_ed25519");
+    setup.write_config(&own, port, &kdump_key, "/var/crash", COLLECTOR);
+    let known_hosts = own.join("known_hosts");
+    let fingerprint = ssh_keygen_fingerprint(setup.dir.path(), &setup.server.host_key);
+    let forced = format!(
+        "{} receive --root {} --client db01",
+        rkdump().display(),
+        setup.server.root.display()
+    );
+    let propagate = |extra: &[&str]| {
+        let output = Command::new(rkdump())
+            .arg("propagate")
+            .arg("--config")
+            .arg(own.join("kdump.conf"))
+            .arg("--ssh-config")
+            .arg(own.join("ssh_config"))
+            .arg("--login-key")
+            .arg(&admin_key)
+            .arg("--authorized-keys")
+            .arg(&setup.server.authorized_keys)
+            .arg("--forced-command")
+            .arg(&forced)
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), stdout, stderr)
+    };
+
+    // Nobody at a terminal and no fingerprint: the key is shown, nothing is trusted.
+    let (code, _, stderr) = propagate(&[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&fingerprint) && stderr.contains("nobody confirmed"),
+        "{stderr}"
+    );
+    assert!(!known_hosts.exists());
+    // Another key's fingerprint: refused.
+    let (code, _, stderr) = propagate(&[
+        "--fingerprint",
+        "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not pinned"), "{stderr}");
+    assert!(!known_hosts.exists());
+
+    let (code, stdout, stderr) = propagate(&["--fingerprint", &fingerprint]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&known_hosts).unwrap(),
+        setup.server.known_hosts_line("127.0.0.1", port)
+    );
+    // The key ssh-keygen made (it reads it back) is the one authorized, restricted.
+    let public = run_ok(
+        Command::new("ssh-keygen")
+            .arg("-y")
+            .arg("-f")
+            .arg(&kdump_key),
+    );
+    let public: Vec<&str> = public.split_whitespace().take(2).collect();
+    let authorized = std::fs::read_to_string(&setup.server.authorized_keys).unwrap();
+    let line = authorized
+        .lines()
+        .find(|l| l.contains(public[1]))
+        .unwrap_or_else(|| panic!("{authorized}"));
+    assert!(
+        line.starts_with(&format!("restrict,command=\"{forced}\" {} ", public[0])),
+        "{line}"
+    );
+
+    // Again: nothing to do, nothing written twice.
+    let (code, stdout, stderr) = propagate(&[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("pinned already"), "{stdout}");
+    assert!(stdout.contains("authorized already"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&setup.server.authorized_keys).unwrap(),
+        authorized
+    );
+
+    let output = setup.run_capture(&own);
+    let log = std::fs::read_to_string(own.join("log")).unwrap_or_default();
+    assert_eq!(output.status.code(), Some(0), "{log}");
+    let dir = setup.dump_dir_of("db01", "/var/crash");
+    assert!(std::fs::read(dir.join("vmcore")).unwrap() == setup.local_dump());
+    assert_verified(&dir);
+
+    // The server's key changed (or someone is in the middle): refused, the pin stays.
+    let other = setup.path("other_host_key");
+    rkdump_lab::sshd::make_key(&other).unwrap();
+    let other = std::fs::read_to_string(format!("{}.pub", other.display())).unwrap();
+    let other: Vec<&str> = other.split_whitespace().take(2).collect();
+    let pinned = format!("[127.0.0.1]:{port} {}\n", other.join(" "));
+    std::fs::write(&known_hosts, &pinned).unwrap();
+    let (code, _, stderr) = propagate(&["--fingerprint", &fingerprint]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not changed"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&known_hosts).unwrap(), pinned);
 }

@@ -431,3 +431,148 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     Ok(files)
 }
+
+/// One tool's timings in the NFS benchmark.
+#[derive(Debug, Clone)]
+pub struct NfsRow {
+    /// The command, as the capture kernel ran it.
+    pub label: String,
+    /// Median wall time in seconds, the final `sync` included.
+    pub seconds: f64,
+    /// Size of the dump it wrote.
+    pub bytes: u64,
+}
+
+/// The NFS benchmark. Unlike the others it runs inside a capture kernel, because this host's
+/// kernel has no NFS client: a guest of `variant` crashes, its capture kernel (rkdump as PID 1)
+/// mounts nfs-ganesha's export through the guest's network, and a `kdump_pre` hook then writes
+/// the same `/proc/vmcore` to that mount with upstream makedumpfile (kdump-utils' NFS default,
+/// `-l -d 31`) and with `rkdump save -d 31` (every online CPU, then one thread), `repeats`
+/// times each in rotating order, each run timed from its start to the end of a `sync`. The
+/// guest runs under TCG, so absolute times are emulation-bound; the ratios are the result.
+/// Returns the rows and the CPUs the capture kernel had online.
+pub fn nfs(
+    variant: &crate::variants::Variant,
+    dir: &Path,
+    repeats: usize,
+) -> Result<(Vec<NfsRow>, String)> {
+    use crate::scenario::{self, Forward, Network, SERVER_ADDRESS, Scenario};
+    let tools = [
+        (
+            "makedumpfile upstream -l -d 31 (single thread)",
+            "/bin/makedumpfile -l --message-level 0 -d 31",
+            "makedumpfile",
+        ),
+        (
+            "**rkdump save -d 31** (zstd, every online CPU)",
+            "/init save --message-level 0 -d 31",
+            "rkdump",
+        ),
+        (
+            "rkdump save -d 31 --num-threads 1",
+            "/init save --message-level 0 -d 31 --num-threads 1",
+            "rkdump-1",
+        ),
+    ];
+    let mut hook = String::from(
+        "# kdump_pre of the NFS benchmark: rkdump has mounted the export on /kdumproot.\n\
+         out=/kdumproot/bench\nmkdir -p $out\n\
+         now() { read up idle < /proc/uptime; echo $up; }\n\
+         cat /sys/devices/system/cpu/online > $out/cpus\n",
+    );
+    for run in 0..repeats {
+        // Rotated each run, so that no tool always goes first.
+        let mut order: Vec<_> = tools.iter().collect();
+        order.rotate_left(run % tools.len());
+        for (_, command, name) in order {
+            hook.push_str(&format!(
+                "t0=$(now); {command} /proc/vmcore $out/{name}.{run} >/dev/null 2>&1; s=$?; sync; \
+                 t1=$(now); echo \"{name} {run} $s $t0 $t1\" >> $out/results\n"
+            ));
+        }
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    let server = crate::nfsd::NfsServer::start(&dir.join("nfs"))?;
+    let mut scenario = Scenario::new(
+        *variant,
+        &format!(
+            "nfs {SERVER_ADDRESS}:/export\npath /var/crash\n\
+             core_collector makedumpfile -l --message-level 7 -d 31\nkdump_pre /bin/nfs-bench\n"
+        ),
+    )
+    .script("/bin/nfs-bench", &hook)
+    .program("/bin/makedumpfile", &crate::reference::makedumpfile());
+    scenario.capture_cmdline = "rkdump.hook_timeout=7200".to_owned();
+    scenario.network = Some(Network {
+        mac: "52:54:00:12:34:56".to_owned(),
+        forwards: vec![Forward {
+            guest_port: 2049,
+            host_port: server.port,
+        }],
+    });
+    let kernel = crate::kernels::Kernel::fetch(variant.flavor)?;
+    let prepared = scenario.prepare(&kernel, &dir.join("guest"))?;
+    let mut vm = prepared.start()?;
+    scenario::wait_for_crash(&mut vm, &mut |_| {})?;
+    vm.wait_exit(std::time::Duration::from_secs(3 * 3600))?;
+    let bench = server.export.join("bench");
+    let results = std::fs::read_to_string(bench.join("results")).with_context(|| {
+        format!(
+            "no results from the guest; its console is {}",
+            prepared.serial_log().display()
+        )
+    })?;
+    let mut rows = Vec::new();
+    for (label, _, name) in tools {
+        let mut times = Vec::new();
+        for line in results.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [tool, run, status, start, end] = fields[..] else {
+                bail!("unexpected result line {line:?}");
+            };
+            if tool != name {
+                continue;
+            }
+            if status != "0" {
+                bail!("{name} run {run} exited with {status} in the guest");
+            }
+            times.push(end.parse::<f64>()? - start.parse::<f64>()?);
+        }
+        if times.is_empty() {
+            bail!("no {name} result in {results:?}");
+        }
+        rows.push(NfsRow {
+            label: label.to_owned(),
+            seconds: median(times),
+            bytes: std::fs::metadata(bench.join(format!("{name}.0")))?.len(),
+        });
+    }
+    let cpus = std::fs::read_to_string(bench.join("cpus"))?
+        .trim()
+        .to_owned();
+    Ok((rows, cpus))
+}
+
+/// The NFS rows as a markdown table, each against the first row.
+pub fn nfs_table(rows: &[NfsRow]) -> String {
+    let mut out = String::from(
+        "| command | time | dump size | time ratio | size ratio |\n|---|---:|---:|---:|---:|\n",
+    );
+    let Some(reference) = rows.first() else {
+        return out;
+    };
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} s | {:.1} MB | {:.2} | {:.2} |",
+            row.label,
+            row.seconds,
+            row.bytes as f64 / 1e6,
+            row.seconds / reference.seconds,
+            row.bytes as f64 / reference.bytes as f64
+        );
+    }
+    out
+}

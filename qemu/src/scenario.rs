@@ -138,6 +138,9 @@ pub struct Scenario {
     pub qemu_args: Vec<String>,
     /// Files added to the capture image (keys, known_hosts): path, mode, contents.
     pub files: Vec<(String, u32, Vec<u8>)>,
+    /// Dynamically linked host programs added to the capture image with their libraries:
+    /// path in the image, host path.
+    pub programs: Vec<(String, PathBuf)>,
     /// The guest's NIC, if it has one.
     pub network: Option<Network>,
     /// Let a reboot restart the guest instead of ending QEMU.
@@ -166,6 +169,7 @@ impl Scenario {
             capture_cmdline: String::new(),
             qemu_args: Vec::new(),
             files: Vec::new(),
+            programs: Vec::new(),
             network: None,
             allow_reboot: false,
         }
@@ -174,6 +178,12 @@ impl Scenario {
     /// Adds a file to the capture image.
     pub fn file(mut self, path: &str, mode: u32, contents: &[u8]) -> Self {
         self.files.push((path.to_owned(), mode, contents.to_vec()));
+        self
+    }
+
+    /// Adds a dynamically linked host program (with its libraries) to the capture image.
+    pub fn program(mut self, path: &str, host: &Path) -> Self {
+        self.programs.push((path.to_owned(), host.to_owned()));
         self
     }
 
@@ -210,6 +220,9 @@ impl Scenario {
         }
         for (path, mode, contents) in &self.files {
             capture.file(path, *mode, contents);
+        }
+        for (path, host) in &self.programs {
+            capture.dynamic_binary(path, host)?;
         }
         let capture_image = capture.finish();
 

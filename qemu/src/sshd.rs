@@ -39,6 +39,8 @@ pub struct SshServer {
     pub host_key: String,
     /// sshd's log (`-E`).
     pub log: PathBuf,
+    /// sshd's `AuthorizedKeysFile` (every client's line).
+    pub authorized_keys: PathBuf,
     dir: PathBuf,
     child: Child,
 }
@@ -130,6 +132,7 @@ impl SshServer {
             clients,
             host_key: host_key_field,
             log,
+            authorized_keys,
             dir: dir.to_owned(),
             child,
         };
@@ -162,7 +165,7 @@ impl SshServer {
         let public = std::fs::read_to_string(format!("{}.pub", key.display()))?;
         let mut authorized = std::fs::OpenOptions::new()
             .append(true)
-            .open(self.dir.join("authorized_keys"))?;
+            .open(&self.authorized_keys)?;
         writeln!(authorized, "{}", public.trim())?;
         self.clients.push(Client {
             name: name.to_owned(),

@@ -8,6 +8,7 @@ mod capture;
 mod dmesg;
 mod info;
 mod progress;
+mod propagate;
 mod reassemble;
 mod receive;
 mod restore_raw;
@@ -66,6 +67,7 @@ enum Command {
     RestoreRaw(restore_raw::RestoreRawArgs),
     Receive(receive::ReceiveArgs),
     Verify(verify::VerifyArgs),
+    Propagate(propagate::PropagateArgs),
 }
 
 /// Entry point of the `rkdump` binary. As PID 1 (the capture kernel's `/init`) it runs the
@@ -94,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::RestoreRaw(args) => restore_raw::run(&args),
         Command::Receive(args) => receive::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Propagate(args) => propagate::run(&args),
     };
     status.into()
 }

@@ -1,4 +1,4 @@
-//! Bounds-checked little-endian field access for untrusted byte buffers.
+//! Bounds-checked field access for untrusted byte buffers.
 
 /// A field lay outside the buffer it was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +42,11 @@ pub fn u32_le(bytes: &[u8], offset: usize) -> Result<u32, OutOfBounds> {
 /// Reads a little-endian `u64` at `offset`.
 pub fn u64_le(bytes: &[u8], offset: usize) -> Result<u64, OutOfBounds> {
     array(bytes, offset).map(u64::from_le_bytes)
+}
+
+/// Reads a big-endian `u32` at `offset`.
+pub fn u32_be(bytes: &[u8], offset: usize) -> Result<u32, OutOfBounds> {
+    array(bytes, offset).map(u32::from_be_bytes)
 }
 
 /// Reads a big-endian `i64` at `offset`.

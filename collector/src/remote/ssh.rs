@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use ssh2::{CheckResult, KnownHostFileKind, Session};
 
+use super::ssh_config;
+
 /// Longest pause between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -90,16 +92,86 @@ pub struct SshTarget {
 }
 
 impl SshTarget {
+    /// The target of kdump.conf's `ssh user@host` (`destination`), completed from the
+    /// `ssh_config` text as ssh would: `HostName`, `Port`, `UserKnownHostsFile` (default: the
+    /// files under `home` and the system's), `ConnectTimeout`. `identity` is the key to log in
+    /// with.
+    pub fn from_destination(
+        destination: &str,
+        ssh_config: &str,
+        identity: PathBuf,
+        home: &Path,
+    ) -> Result<Self, String> {
+        let (user, host) = split_destination(destination)?;
+        let settings = ssh_config::settings_for(ssh_config, host);
+        Ok(Self {
+            user: user.to_owned(),
+            host: settings.hostname.unwrap_or_else(|| host.to_owned()),
+            port: settings.port.unwrap_or(22),
+            identity,
+            known_hosts: if settings.known_hosts.is_empty() {
+                default_known_hosts(home)
+            } else {
+                settings.known_hosts
+            },
+            connect_timeout: settings.connect_timeout.unwrap_or(Duration::from_secs(10)),
+            io_timeout: Duration::from_secs(60),
+        })
+    }
+
     /// `user@host:port`, for messages.
     pub fn label(&self) -> String {
         format!("{}@{}:{}", self.user, self.host, self.port)
     }
+
+    /// The host without the brackets of an IPv6 literal.
+    pub fn bare_host(&self) -> &str {
+        self.host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    fn protocol(&self, source: ssh2::Error) -> SshError {
+        SshError::Protocol {
+            target: self.label(),
+            source,
+        }
+    }
+}
+
+/// Splits kdump.conf's `user@host`.
+pub fn split_destination(destination: &str) -> Result<(&str, &str), String> {
+    destination
+        .rsplit_once('@')
+        .filter(|(user, host)| !user.is_empty() && !host.is_empty())
+        .ok_or_else(|| format!("ssh {destination}: expected user@host"))
+}
+
+/// The identity kdump.conf's `sshkey` names when that file exists, else ssh_config's
+/// `IdentityFile` for the host, else kdump's default key; `note` hears about a fallback.
+pub fn identity_for(
+    configured: &Path,
+    destination: &str,
+    ssh_config: &str,
+    note: &mut dyn FnMut(&str),
+) -> PathBuf {
+    if configured.exists() {
+        return configured.to_owned();
+    }
+    let host = split_destination(destination).map_or("", |(_, host)| host);
+    let fallback = ssh_config::settings_for(ssh_config, host)
+        .identity
+        .unwrap_or_else(|| PathBuf::from(crate::runtime::config::DEFAULT_SSHKEY));
+    note(&format!(
+        "sshkey {} does not exist; using {}",
+        configured.display(),
+        fallback.display()
+    ));
+    fallback
 }
 
 /// Resolves the target's address. Numeric addresses need no resolver (the capture kernel has
 /// none); names go through the C library.
 fn resolve(target: &SshTarget) -> Result<SocketAddr, SshError> {
-    let host = target.host.trim_start_matches('[').trim_end_matches(']');
+    let host = target.bare_host();
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, target.port));
     }
@@ -123,8 +195,17 @@ pub struct Connected {
     pub local: IpAddr,
 }
 
-/// One connection attempt: TCP, handshake, host key check, authentication.
-pub fn connect(target: &SshTarget) -> Result<Connected, SshError> {
+/// A TCP connection with the ssh handshake done: the server's host key is known, nothing is
+/// checked or authenticated yet.
+pub struct Handshaken {
+    /// The session.
+    pub session: Session,
+    /// This machine's address on the connection.
+    pub local: IpAddr,
+}
+
+/// TCP connection and ssh handshake, without checks.
+pub fn handshake(target: &SshTarget) -> Result<Handshaken, SshError> {
     let addr = resolve(target)?;
     let tcp = TcpStream::connect_timeout(&addr, target.connect_timeout)
         .map_err(|source| SshError::Connect { addr, source })?;
@@ -133,14 +214,18 @@ pub fn connect(target: &SshTarget) -> Result<Connected, SshError> {
         .local_addr()
         .map_err(|source| SshError::Connect { addr, source })?
         .ip();
-    let protocol = |source| SshError::Protocol {
-        target: target.label(),
-        source,
-    };
-    let mut session = Session::new().map_err(protocol)?;
+    let mut session = Session::new().map_err(|source| target.protocol(source))?;
     session.set_tcp_stream(tcp);
     session.set_timeout(u32::try_from(target.io_timeout.as_millis()).unwrap_or(u32::MAX));
-    session.handshake().map_err(protocol)?;
+    session
+        .handshake()
+        .map_err(|source| target.protocol(source))?;
+    Ok(Handshaken { session, local })
+}
+
+/// One connection attempt: TCP, handshake, host key check, authentication.
+pub fn connect(target: &SshTarget) -> Result<Connected, SshError> {
+    let Handshaken { session, local } = handshake(target)?;
     check_host_key(&session, target)?;
     session
         .userauth_pubkey_file(&target.user, None, &target.identity, None)
@@ -198,46 +283,66 @@ pub fn connect_with_retries(
     }
 }
 
+/// What the known_hosts files say about the server's host key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyStatus {
+    /// A line for the host has this key.
+    Known,
+    /// The host has lines, none with this key.
+    Changed,
+    /// No line names the host, or no known_hosts file exists.
+    Unknown,
+}
+
+/// Looks the server's host key up in the target's known_hosts files (those that exist).
+pub fn host_key_status(session: &Session, target: &SshTarget) -> Result<HostKeyStatus, SshError> {
+    let Some((key, _)) = session.host_key() else {
+        return Err(SshError::HostKey(format!(
+            "{} sent no host key",
+            target.label()
+        )));
+    };
+    let mut known = session
+        .known_hosts()
+        .map_err(|source| target.protocol(source))?;
+    for file in target.known_hosts.iter().filter(|file| file.exists()) {
+        known
+            .read_file(file, KnownHostFileKind::OpenSSH)
+            .map_err(|e| SshError::HostKey(format!("{}: {e}", file.display())))?;
+    }
+    match known.check_port(target.bare_host(), target.port, key) {
+        CheckResult::Match => Ok(HostKeyStatus::Known),
+        CheckResult::Mismatch => Ok(HostKeyStatus::Changed),
+        CheckResult::NotFound => Ok(HostKeyStatus::Unknown),
+        CheckResult::Failure => Err(SshError::HostKey(format!(
+            "cannot check the host key of {}",
+            target.label()
+        ))),
+    }
+}
+
 /// Checks the server's host key against the target's known_hosts files.
 fn check_host_key(session: &Session, target: &SshTarget) -> Result<(), SshError> {
     let refuse = |why: String| Err(SshError::HostKey(why));
-    let Some((key, _)) = session.host_key() else {
-        return refuse(format!("{} sent no host key", target.label()));
-    };
-    let mut known = session.known_hosts().map_err(|source| SshError::Protocol {
-        target: target.label(),
-        source,
-    })?;
-    let mut read_any = false;
-    for file in &target.known_hosts {
-        if file.exists() {
-            known
-                .read_file(file, KnownHostFileKind::OpenSSH)
-                .map_err(|e| SshError::HostKey(format!("{}: {e}", file.display())))?;
-            read_any = true;
-        }
-    }
-    if !read_any {
+    if !target.known_hosts.iter().any(|file| file.exists()) {
         return refuse(format!(
             "no known_hosts file ({}): the host key of {} cannot be checked (run `rkdump propagate`)",
             shown(&target.known_hosts),
             target.label()
         ));
     }
-    let host = target.host.trim_start_matches('[').trim_end_matches(']');
-    match known.check_port(host, target.port, key) {
-        CheckResult::Match => Ok(()),
-        CheckResult::Mismatch => refuse(format!(
+    match host_key_status(session, target)? {
+        HostKeyStatus::Known => Ok(()),
+        HostKeyStatus::Changed => refuse(format!(
             "the host key of {} differs from the one in {}: refusing to send the dump (possible man-in-the-middle)",
             target.label(),
             shown(&target.known_hosts)
         )),
-        CheckResult::NotFound => refuse(format!(
+        HostKeyStatus::Unknown => refuse(format!(
             "the host key of {} is not in {}: refusing to trust it on first use (run `rkdump propagate`)",
             target.label(),
             shown(&target.known_hosts)
         )),
-        CheckResult::Failure => refuse(format!("cannot check the host key of {}", target.label())),
     }
 }
 
@@ -274,6 +379,16 @@ pub fn known_hosts_line(session: &Session, host: &str, port: u16) -> Result<Stri
         .write_string(host_entry, KnownHostFileKind::OpenSSH)
         .map(|line| line.trim_end().to_owned())
         .map_err(protocol)
+}
+
+/// The home directory whose `.ssh` holds the keys and known_hosts: `$HOME`, or `/root` when it
+/// is unset or `/` (the kernel starts init with HOME=/; the capture runs as root, whose files
+/// dracut puts in /root/.ssh).
+pub fn home() -> PathBuf {
+    std::env::var("HOME")
+        .ok()
+        .filter(|h| !h.is_empty() && h != "/")
+        .map_or_else(|| PathBuf::from("/root"), PathBuf::from)
 }
 
 /// The default files of an image: the user's and the system's known_hosts.

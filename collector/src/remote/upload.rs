@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use ssh2::{Channel, Session};
 
 use super::sftp::{SftpClient, SftpClientError, WRITE_SIZE};
+use super::shell_quote;
 use super::ssh::{SshError, SshTarget, connect_with_retries};
 use crate::dump::{OpenSink, Opened, SaveError, SaveOptions, incomplete_name};
 use crate::format::manifest::{
@@ -267,11 +268,6 @@ impl RemoteDir {
             name: name.to_owned(),
         }))
     }
-}
-
-/// `text` quoted for a POSIX shell.
-fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// Opens [`ExecStream`]s for the dump engine.

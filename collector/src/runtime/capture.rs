@@ -19,8 +19,7 @@ use super::log::Log;
 use super::{network, nfs, system};
 use crate::dump::{self, Destination, SaveError};
 use crate::format::time::UtcTime;
-use crate::remote::ssh::{SshTarget, default_known_hosts};
-use crate::remote::ssh_config;
+use crate::remote::ssh::{self, SshTarget};
 use crate::remote::upload::{Connection, RemoteDir};
 
 /// Where targets are mounted in the capture kernel (kdump-utils' `/kdumproot`).
@@ -444,46 +443,14 @@ impl Capture<'_> {
 
     /// The ssh target of `ssh user@host`, completed from ssh_config.
     fn ssh_target(&self, destination: &str) -> Result<SshTarget, String> {
-        let (user, host) = destination
-            .rsplit_once('@')
-            .filter(|(user, host)| !user.is_empty() && !host.is_empty())
-            .ok_or_else(|| format!("ssh {destination}: expected user@host"))?;
         let text = std::fs::read_to_string(&self.ssh_config).unwrap_or_default();
-        let settings = ssh_config::settings_for(&text, host);
-        let configured = PathBuf::from(&self.config.sshkey);
-        let identity = if configured.exists() {
-            configured
-        } else {
-            let fallback = settings
-                .identity
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(super::config::DEFAULT_SSHKEY));
-            self.log.line(&format!(
-                "sshkey {} does not exist; using {}",
-                configured.display(),
-                fallback.display()
-            ));
-            fallback
-        };
-        // The kernel starts init with HOME=/; the capture runs as root, whose keys and
-        // known_hosts dracut puts in /root/.ssh.
-        let home = std::env::var("HOME")
-            .ok()
-            .filter(|h| !h.is_empty() && h != "/")
-            .map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-        Ok(SshTarget {
-            user: user.to_owned(),
-            host: settings.hostname.unwrap_or_else(|| host.to_owned()),
-            port: settings.port.unwrap_or(22),
-            identity,
-            known_hosts: if settings.known_hosts.is_empty() {
-                default_known_hosts(&home)
-            } else {
-                settings.known_hosts
-            },
-            connect_timeout: settings.connect_timeout.unwrap_or(Duration::from_secs(10)),
-            io_timeout: Duration::from_secs(60),
-        })
+        let identity = ssh::identity_for(
+            Path::new(&self.config.sshkey),
+            destination,
+            &text,
+            &mut |line| self.log.line(line),
+        );
+        SshTarget::from_destination(destination, &text, identity, &ssh::home())
     }
 
     /// Mounts `device` on `mountpoint` and logs it; the error names both.

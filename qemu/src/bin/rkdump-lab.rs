@@ -48,8 +48,12 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         repeats: usize,
         /// Measure the ssh target (against makedumpfile piped into ssh) instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "nfs")]
         network: bool,
+        /// Measure the NFS target (against makedumpfile writing to the same mount, in the
+        /// capture kernel) instead.
+        #[arg(long)]
+        nfs: bool,
     },
 }
 
@@ -80,7 +84,14 @@ fn main() -> Result<()> {
             variants: names,
             repeats,
             network,
-        } => bench(&names, repeats, network)?,
+            nfs,
+        } => {
+            if nfs {
+                bench_nfs(&names, repeats)?;
+            } else {
+                bench(&names, repeats, network)?;
+            }
+        }
     }
     Ok(())
 }
@@ -205,6 +216,21 @@ fn bench(names: &[String], repeats: usize, network: bool) -> Result<()> {
         print!("{}", rkdump_lab::bench::table(&rows));
         println!();
         print!("{}", rkdump_lab::bench::ratios(&rows));
+    }
+    Ok(())
+}
+
+fn bench_nfs(names: &[String], repeats: usize) -> Result<()> {
+    for name in names {
+        let variant =
+            variants::by_name(name).with_context(|| format!("no variant named {name:?}"))?;
+        let dir = rkdump_lab::cache::root().join("lab/bench-nfs").join(name);
+        let (rows, cpus) = rkdump_lab::bench::nfs(variant, &dir, repeats)?;
+        println!(
+            "\n### {name} guest ({:?}), capture kernel CPUs online: {cpus}, median of {repeats}\n",
+            variant.workload
+        );
+        print!("{}", rkdump_lab::bench::nfs_table(&rows));
     }
     Ok(())
 }
