@@ -3,8 +3,9 @@
 //! runs it. The dump that arrives must be byte-identical to the one `rkdump save` writes
 //! locally with the same options, and verify against its manifest.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use initramfs_tests::synthetic::{Builder, Generation};
 use initramfs_tests::{capture_command, makedumpfile, rkdump, run_ok, sorted_names};
@@ -364,9 +365,10 @@ fn ssh_keygen_fingerprint(dir: &Path, key_field: &str) -> String {
 }
 
 /// `rkdump propagate` from nothing, as an administrator sets up a new client of a central
-/// server: the kdump key is made, the host key is pinned only once its fingerprint is confirmed
-/// (by OpenSSH's `ssh-keygen -lf`), the key is authorized restricted to `rkdump receive`
-/// through the administrator's own login, and a capture with exactly that configuration then
+/// server: the kdump key is made; the host key is pinned only once it is confirmed, by a "yes"
+/// on a terminal or by the fingerprint OpenSSH's `ssh-keygen -lf` shows (no terminal, a "no"
+/// or another fingerprint pin nothing); the key is authorized restricted to `rkdump receive`
+/// through the administrator's own login; a capture with exactly that configuration then
 /// arrives verified. Running it again changes nothing; a changed host key is refused.
 #[test]
 fn propagate_sets_up_a_client_whose_dump_then_arrives_verified() {
@@ -385,25 +387,49 @@ fn propagate_sets_up_a_client_whose_dump_then_arrives_verified() {
         rkdump().display(),
         setup.server.root.display()
     );
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = vec![rkdump().display().to_string(), "propagate".into()];
+        for (option, value) in [
+            ("--config", own.join("kdump.conf")),
+            ("--ssh-config", own.join("ssh_config")),
+            ("--login-key", admin_key.clone()),
+            ("--authorized-keys", setup.server.authorized_keys.clone()),
+        ] {
+            args.push(option.into());
+            args.push(value.display().to_string());
+        }
+        args.push("--forced-command".into());
+        args.push(forced.clone());
+        args.extend(extra.iter().map(|e| (*e).to_owned()));
+        args
+    };
+    // (exit status, stdout, stderr) without a terminal.
     let propagate = |extra: &[&str]| {
-        let output = Command::new(rkdump())
-            .arg("propagate")
-            .arg("--config")
-            .arg(own.join("kdump.conf"))
-            .arg("--ssh-config")
-            .arg(own.join("ssh_config"))
-            .arg("--login-key")
-            .arg(&admin_key)
-            .arg("--authorized-keys")
-            .arg(&setup.server.authorized_keys)
-            .arg("--forced-command")
-            .arg(&forced)
-            .args(extra)
-            .output()
-            .unwrap();
+        let args = args(extra);
+        let output = Command::new(&args[0]).args(&args[1..]).output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         (output.status.code(), stdout, stderr)
+    };
+    // (exit status, what the terminal showed) on a terminal (util-linux `script`) where the
+    // user types `answer`.
+    let on_terminal = |answer: &str| {
+        let line: Vec<String> = args(&[])
+            .iter()
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect();
+        let mut child = Command::new("script")
+            .arg("-qec")
+            .arg(line.join(" "))
+            .arg("/dev/null")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{answer}").unwrap();
+        let output = child.wait_with_output().unwrap();
+        let shown = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.code(), shown)
     };
 
     // Nobody at a terminal and no fingerprint: the key is shown, nothing is trusted.
@@ -422,9 +448,16 @@ fn propagate_sets_up_a_client_whose_dump_then_arrives_verified() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("not pinned"), "{stderr}");
     assert!(!known_hosts.exists());
+    // Asked on a terminal, the user says no: refused.
+    let (code, shown) = on_terminal("no");
+    assert_eq!(code, Some(1), "{shown}");
+    assert!(shown.contains(&format!("is {fingerprint}")), "{shown}");
+    assert!(!known_hosts.exists());
 
-    let (code, stdout, stderr) = propagate(&["--fingerprint", &fingerprint]);
-    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    // The user says yes.
+    let (code, shown) = on_terminal("yes");
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(shown.contains("[yes/no]"), "{shown}");
     assert_eq!(
         std::fs::read_to_string(&known_hosts).unwrap(),
         setup.server.known_hosts_line("127.0.0.1", port)
@@ -452,6 +485,15 @@ fn propagate_sets_up_a_client_whose_dump_then_arrives_verified() {
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("pinned already"), "{stdout}");
     assert!(stdout.contains("authorized already"), "{stdout}");
+    // On a new image without the pin: the fingerprint OpenSSH shows on the server is accepted.
+    std::fs::remove_file(&known_hosts).unwrap();
+    let (code, stdout, stderr) = propagate(&["--fingerprint", &fingerprint]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("authorized already"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&known_hosts).unwrap(),
+        setup.server.known_hosts_line("127.0.0.1", port)
+    );
     assert_eq!(
         std::fs::read_to_string(&setup.server.authorized_keys).unwrap(),
         authorized
