@@ -518,3 +518,18 @@ fn propagate_sets_up_a_client_whose_dump_then_arrives_verified() {
     assert!(stderr.contains("not changed"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&known_hosts).unwrap(), pinned);
 }
+
+/// `core_collector scp`: the unfiltered vmcore, byte for byte, through the same resumable,
+/// verified transfer.
+#[test]
+fn core_collector_scp_sends_the_unfiltered_vmcore() {
+    let setup = Setup::new(&["web01"], "");
+    let port = setup.server.port;
+    let output = setup.capture_with(0, port, &setup.known_hosts(port), "/var/crash", "scp");
+    assert_eq!(output.status.code(), Some(0), "{}", setup.log(0));
+    let dir = setup.dump_dir(0, "/var/crash");
+    assert!(
+        std::fs::read(dir.join("vmcore")).unwrap() == std::fs::read(setup.path("vmcore")).unwrap()
+    );
+    assert_verified(&dir);
+}

@@ -12,13 +12,11 @@
 //! * [`flat`]: makedumpfile's flattened stream (`-F`).
 //! * [`manifest`]: per-chunk CRC-32 of a dump directory's files, sent with remote dumps.
 //! * [`sftp`]: SFTP version 3 packets, for the ssh target and `rkdump receive`.
-//! * [`dhcp`]: DHCPv4 messages, for the capture kernel's network bring-up.
 //! * [`time`]: UTC calendar dates from Unix time.
 //! * [`cpio`]: the `newc` archives that initramfs images are made of.
 
 pub mod bytes;
 pub mod cpio;
-pub mod dhcp;
 pub mod elf;
 pub mod flat;
 pub mod kdump;

@@ -1,10 +1,17 @@
-//! A DHCPv4 client for the capture kernel: DISCOVER, OFFER, REQUEST, ACK (RFC 2131), with the
-//! messages of [`crate::format::dhcp`].
+//! A DHCPv4 client for the capture kernel: DISCOVER, OFFER, REQUEST, ACK (RFC 2131).
+//!
+//! The packets are built and read with smoltcp's `wire` module, whose accessors are made for
+//! untrusted input under `panic = "abort"` (once `Packet::new_checked` accepted a buffer, no
+//! accessor panics). The `dhcproto` crate was tried first and dropped: its decoder panics on
+//! malformed replies (`hlen` above 16, debug assertions on option lengths; our property tests
+//! found both within seconds) and it added 300 KB (a DNS library, URL and IDNA tables) to the
+//! static binary. It stays the independent reference of this module's tests.
 //!
 //! The interface has no address yet, so the client sends from `0.0.0.0:68` to the broadcast
 //! address on a socket bound to the interface, and sets the BROADCAST flag so that servers
 //! broadcast their replies too (a unicast to an address the interface does not have yet would
-//! be dropped by the kernel). Retransmissions back off from 2 to 16 seconds until the deadline.
+//! be dropped by the kernel). Requests are padded to the full 548-byte BOOTP layout, which
+//! QEMU's slirp requires. Retransmissions back off from 2 to 16 seconds until the deadline.
 //! The lease is not renewed: a capture takes minutes and leases last hours.
 //!
 //! A lease may come without a router (QEMU's slirp with `restrict=on` sends none): then only the
@@ -13,9 +20,27 @@
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::format::dhcp::{
-    BOOTREPLY, CLIENT_PORT, FLAG_BROADCAST, Message, MessageType, SERVER_PORT, option,
+use smoltcp::wire::{
+    DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpMessageType, DhcpOpCode, DhcpPacket, DhcpRepr,
+    EthernetAddress,
 };
+
+/// Option codes read or requested here (RFC 2132).
+mod option {
+    /// Subnet mask.
+    pub const SUBNET_MASK: u8 = 1;
+    /// Routers, in order of preference.
+    pub const ROUTER: u8 = 3;
+    /// DNS servers.
+    pub const DNS: u8 = 6;
+    /// The client's host name.
+    pub const HOSTNAME: u8 = 12;
+    /// Lease time in seconds.
+    pub const LEASE_TIME: u8 = 51;
+}
+
+/// The full BOOTP layout: 236 header bytes, the magic cookie and 308 option bytes.
+pub const MIN_MESSAGE: usize = 548;
 
 /// Why no lease was obtained.
 #[derive(Debug, thiserror::Error)]
@@ -87,51 +112,68 @@ const WANTED: [u8; 5] = [
     option::LEASE_TIME,
 ];
 
-/// A request of `kind` from `mac` with transaction id `xid`, asking for broadcast replies.
-fn request_message(kind: MessageType, mac: [u8; 6], xid: u32) -> Message {
-    let mut message = Message::request(xid, mac);
-    message.flags = FLAG_BROADCAST;
-    let mut client_id = vec![1]; // hardware type: Ethernet
-    client_id.extend_from_slice(&mac);
-    message
-        .push_option(option::MESSAGE_TYPE, &[kind as u8])
-        .push_option(option::CLIENT_ID, &client_id)
-        .push_option(option::PARAMETER_LIST, &WANTED)
-        .push_option(option::MAX_MESSAGE_SIZE, &1500u16.to_be_bytes());
-    message
+/// A request of `kind` from `mac` with transaction id `xid`, asking for broadcast replies,
+/// padded to [`MIN_MESSAGE`] bytes.
+fn request_packet(kind: DhcpMessageType, mac: [u8; 6], xid: u32, offer: Option<&Lease>) -> Vec<u8> {
+    let repr = DhcpRepr {
+        message_type: kind,
+        transaction_id: xid,
+        secs: 0,
+        client_hardware_address: EthernetAddress(mac),
+        client_ip: Ipv4Addr::UNSPECIFIED,
+        your_ip: Ipv4Addr::UNSPECIFIED,
+        server_ip: Ipv4Addr::UNSPECIFIED,
+        router: None,
+        subnet_mask: None,
+        relay_agent_ip: Ipv4Addr::UNSPECIFIED,
+        broadcast: true,
+        requested_ip: offer.map(|o| o.address),
+        client_identifier: Some(EthernetAddress(mac)),
+        server_identifier: offer.map(|o| o.server),
+        parameter_request_list: Some(&WANTED),
+        dns_servers: None,
+        max_size: Some(1500),
+        lease_duration: None,
+        renew_duration: None,
+        rebind_duration: None,
+        additional_options: &[],
+    };
+    let mut buffer = vec![0u8; repr.buffer_len().max(MIN_MESSAGE)];
+    repr.emit(&mut DhcpPacket::new_unchecked(&mut buffer))
+        .expect("the buffer holds buffer_len() bytes");
+    buffer
 }
 
 /// The DHCPDISCOVER packet.
 pub fn discover(mac: [u8; 6], xid: u32) -> Vec<u8> {
-    request_message(MessageType::Discover, mac, xid).encode()
+    request_packet(DhcpMessageType::Discover, mac, xid, None)
 }
 
 /// The DHCPREQUEST packet that accepts `offer`.
 pub fn request(mac: [u8; 6], xid: u32, offer: &Lease) -> Vec<u8> {
-    let mut message = request_message(MessageType::Request, mac, xid);
-    message
-        .push_option(option::REQUESTED_ADDRESS, &offer.address.octets())
-        .push_option(option::SERVER_ID, &offer.server.octets());
-    message.encode()
+    request_packet(DhcpMessageType::Request, mac, xid, Some(offer))
 }
 
 /// Reads a packet received on port 68: `None` when it is not a reply to our transaction (other
 /// clients' replies are broadcast too) or is malformed.
 pub fn parse_reply(packet: &[u8], mac: [u8; 6], xid: u32) -> Option<Reply> {
-    let message = Message::decode(packet).ok()?;
-    if message.op != BOOTREPLY || message.xid != xid || message.chaddr.get(..6) != Some(&mac[..]) {
+    let packet = DhcpPacket::new_checked(packet).ok()?;
+    if packet.opcode() != DhcpOpCode::Reply
+        || packet.transaction_id() != xid
+        || packet.client_hardware_address() != EthernetAddress(mac)
+    {
         return None;
     }
-    let server = message.address(option::SERVER_ID).unwrap_or(message.siaddr);
-    let kind = message.message_type()?;
-    if kind == MessageType::Nak {
+    let repr = DhcpRepr::parse(&packet).ok()?;
+    let server = repr.server_identifier.unwrap_or(repr.server_ip);
+    if repr.message_type == DhcpMessageType::Nak {
         return Some(Reply::Nak(server));
     }
-    let address = message.yiaddr;
+    let address = repr.your_ip;
     if address.is_unspecified() || address.is_broadcast() || address.is_multicast() {
         return None;
     }
-    let prefix = match message.address(option::SUBNET_MASK).map(u32::from) {
+    let prefix = match repr.subnet_mask.map(u32::from) {
         Some(mask)
             if mask.leading_ones() < 32 && mask.checked_shl(mask.leading_ones()) == Some(0) =>
         {
@@ -143,17 +185,24 @@ pub fn parse_reply(packet: &[u8], mac: [u8; 6], xid: u32) -> Option<Reply> {
             _ => 24,
         },
     };
+    // smoltcp reads a router option only when it names exactly one router; the first of a
+    // longer list is as good.
+    let router = packet
+        .options()
+        .find(|o| o.kind == option::ROUTER)
+        .and_then(|o| <[u8; 4]>::try_from(o.data.get(..4)?).ok())
+        .map(Ipv4Addr::from);
     let lease = Lease {
         address,
         prefix,
-        router: message.addresses(option::ROUTER).first().copied(),
-        dns: message.addresses(option::DNS),
+        router,
+        dns: repr.dns_servers.map(|d| d.to_vec()).unwrap_or_default(),
         server,
-        seconds: message.number(option::LEASE_TIME),
+        seconds: repr.lease_duration,
     };
-    match kind {
-        MessageType::Offer => Some(Reply::Offer(lease)),
-        MessageType::Ack => Some(Reply::Ack(lease)),
+    match repr.message_type {
+        DhcpMessageType::Offer => Some(Reply::Offer(lease)),
+        DhcpMessageType::Ack => Some(Reply::Ack(lease)),
         _ => None,
     }
 }
@@ -179,7 +228,7 @@ pub fn acquire(interface: &str, mac: [u8; 6], deadline: Instant) -> Result<Lease
         interface: interface.to_owned(),
         source,
     };
-    let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, CLIENT_PORT))
+    let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, DHCP_CLIENT_PORT))
         .map_err(socket_error)?;
     socket.set_broadcast(true).map_err(socket_error)?;
     nix::sys::socket::setsockopt(
@@ -236,7 +285,7 @@ fn exchange<T>(
     deadline: Instant,
     mut accept: impl FnMut(Reply) -> Option<T>,
 ) -> std::io::Result<Option<T>> {
-    let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT);
+    let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_SERVER_PORT);
     let mut interval = Duration::from_secs(2);
     let mut buffer = vec![0u8; 1500];
     while Instant::now() < deadline {
@@ -271,69 +320,110 @@ fn exchange<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dhcproto::v4 as reference;
+    use dhcproto::{Decodable, Decoder, Encodable};
     use proptest::prelude::*;
 
     const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
     const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+    const ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 
-    /// What slirp's server answers: yiaddr, siaddr, and the given options.
-    fn server_reply(kind: MessageType, xid: u32, options: &[(u8, &[u8])]) -> Vec<u8> {
-        let mut message = Message::request(xid, MAC);
-        message.op = BOOTREPLY;
-        message.yiaddr = Ipv4Addr::new(10, 0, 2, 15);
-        message.siaddr = SERVER;
-        message.push_option(option::MESSAGE_TYPE, &[kind as u8]);
-        for (code, value) in options {
-            message.push_option(*code, value);
+    /// A server's reply of `kind`, written by dhcproto (the independent reference): yiaddr,
+    /// siaddr and the given options.
+    fn server_reply(
+        kind: reference::MessageType,
+        xid: u32,
+        options: &[reference::DhcpOption],
+    ) -> Vec<u8> {
+        let mut message = reference::Message::new_with_id(
+            xid,
+            Ipv4Addr::UNSPECIFIED,
+            ADDRESS,
+            SERVER,
+            Ipv4Addr::UNSPECIFIED,
+            &MAC,
+        );
+        message.set_opcode(reference::Opcode::BootReply);
+        message
+            .opts_mut()
+            .insert(reference::DhcpOption::MessageType(kind));
+        for option in options {
+            message.opts_mut().insert(option.clone());
         }
-        message.encode()
+        message.to_vec().unwrap()
+    }
+
+    fn decoded(packet: &[u8]) -> reference::Message {
+        reference::Message::decode(&mut Decoder::new(packet)).unwrap()
     }
 
     #[test]
-    fn discover_and_request_carry_what_servers_need() {
-        let message = Message::decode(&discover(MAC, 0xdead_beef)).unwrap();
-        assert_eq!(message.xid, 0xdead_beef);
-        assert_eq!(message.chaddr, MAC);
-        assert_eq!(message.flags, FLAG_BROADCAST);
-        assert_eq!(message.message_type(), Some(MessageType::Discover));
+    fn discover_and_request_read_right_in_dhcproto() {
+        let packet = discover(MAC, 0xdead_beef);
+        assert_eq!(packet.len(), MIN_MESSAGE);
+        let message = decoded(&packet);
+        assert_eq!(message.opcode(), reference::Opcode::BootRequest);
+        assert_eq!(message.xid(), 0xdead_beef);
+        assert!(message.flags().broadcast());
+        assert_eq!(message.chaddr(), &MAC);
         assert_eq!(
-            message.option(option::CLIENT_ID),
-            Some(&[1, 0x52, 0x54, 0, 0x12, 0x34, 0x56][..])
+            message.opts().msg_type(),
+            Some(reference::MessageType::Discover)
         );
+        assert_eq!(
+            message.opts().get(reference::OptionCode::ClientIdentifier),
+            Some(&reference::DhcpOption::ClientIdentifier(vec![
+                1, 0x52, 0x54, 0, 0x12, 0x34, 0x56
+            ]))
+        );
+        assert!(matches!(
+            message.opts().get(reference::OptionCode::ParameterRequestList),
+            Some(reference::DhcpOption::ParameterRequestList(list)) if list.len() == WANTED.len()
+        ));
 
         let offer = Lease {
-            address: Ipv4Addr::new(10, 0, 2, 15),
+            address: ADDRESS,
             prefix: 24,
             router: None,
             dns: Vec::new(),
             server: SERVER,
             seconds: Some(86400),
         };
-        let message = Message::decode(&request(MAC, 7, &offer)).unwrap();
-        assert_eq!(message.message_type(), Some(MessageType::Request));
+        let packet = request(MAC, 7, &offer);
+        assert_eq!(packet.len(), MIN_MESSAGE);
+        let message = decoded(&packet);
         assert_eq!(
-            message.address(option::REQUESTED_ADDRESS),
-            Some(offer.address)
+            message.opts().msg_type(),
+            Some(reference::MessageType::Request)
         );
-        assert_eq!(message.address(option::SERVER_ID), Some(SERVER));
+        assert_eq!(
+            message
+                .opts()
+                .get(reference::OptionCode::RequestedIpAddress),
+            Some(&reference::DhcpOption::RequestedIpAddress(ADDRESS))
+        );
+        assert_eq!(
+            message.opts().get(reference::OptionCode::ServerIdentifier),
+            Some(&reference::DhcpOption::ServerIdentifier(SERVER))
+        );
     }
 
     #[test]
-    fn replies_are_read_and_others_ignored() {
+    fn replies_written_by_dhcproto_are_read_and_others_ignored() {
         let offer = server_reply(
-            MessageType::Offer,
+            reference::MessageType::Offer,
             9,
             &[
-                (option::SERVER_ID, &[10, 0, 2, 2]),
-                (option::SUBNET_MASK, &[255, 255, 255, 0]),
-                (option::DNS, &[10, 0, 2, 3]),
-                (option::LEASE_TIME, &86400u32.to_be_bytes()),
+                reference::DhcpOption::ServerIdentifier(SERVER),
+                reference::DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)),
+                reference::DhcpOption::DomainNameServer(vec![Ipv4Addr::new(10, 0, 2, 3)]),
+                reference::DhcpOption::AddressLeaseTime(86400),
             ],
         );
         assert_eq!(
             parse_reply(&offer, MAC, 9),
             Some(Reply::Offer(Lease {
-                address: Ipv4Addr::new(10, 0, 2, 15),
+                address: ADDRESS,
                 prefix: 24,
                 router: None,
                 dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
@@ -345,13 +435,17 @@ mod tests {
         assert_eq!(parse_reply(&offer, MAC, 10), None);
         assert_eq!(parse_reply(&offer, [0; 6], 9), None);
         assert_eq!(parse_reply(&discover(MAC, 9), MAC, 9), None);
-        // No mask (or a non-contiguous one): classful; the server falls back to siaddr.
+        // Two routers: the first. No mask (or a non-contiguous one): classful. No server
+        // identifier: siaddr.
         let ack = server_reply(
-            MessageType::Ack,
+            reference::MessageType::Ack,
             9,
             &[
-                (option::ROUTER, &[10, 0, 2, 1]),
-                (option::SUBNET_MASK, &[255, 0, 255, 0]),
+                reference::DhcpOption::Router(vec![
+                    Ipv4Addr::new(10, 0, 2, 1),
+                    Ipv4Addr::new(10, 0, 2, 9),
+                ]),
+                reference::DhcpOption::SubnetMask(Ipv4Addr::new(255, 0, 255, 0)),
             ],
         );
         let Some(Reply::Ack(lease)) = parse_reply(&ack, MAC, 9) else {
@@ -360,7 +454,7 @@ mod tests {
         assert_eq!(lease.prefix, 8);
         assert_eq!(lease.router, Some(Ipv4Addr::new(10, 0, 2, 1)));
         assert_eq!(lease.server, SERVER);
-        let nak = server_reply(MessageType::Nak, 9, &[]);
+        let nak = server_reply(reference::MessageType::Nak, 9, &[]);
         assert_eq!(parse_reply(&nak, MAC, 9), Some(Reply::Nak(SERVER)));
     }
 
@@ -371,10 +465,19 @@ mod tests {
         }
 
         #[test]
-        fn corrupted_replies_never_panic(position: usize, byte: u8) {
-            let mut packet = server_reply(MessageType::Offer, 9, &[(option::SUBNET_MASK, &[255, 255, 255, 0])]);
+        fn corrupted_replies_never_panic(position: usize, byte: u8, cut: usize) {
+            let mut packet = server_reply(
+                reference::MessageType::Offer,
+                9,
+                &[
+                    reference::DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)),
+                    reference::DhcpOption::Router(vec![SERVER]),
+                    reference::DhcpOption::DomainNameServer(vec![SERVER; 5]),
+                ],
+            );
             let index = position % packet.len();
             packet[index] = byte;
+            packet.truncate(packet.len() - cut % 40);
             let _ = parse_reply(&packet, MAC, 9);
         }
     }
