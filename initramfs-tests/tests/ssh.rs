@@ -382,12 +382,14 @@ fn propagate_sets_up_a_client_whose_dump_then_arrives_verified() {
     setup.write_config(&own, port, &kdump_key, "/var/crash", COLLECTOR);
     let known_hosts = own.join("known_hosts");
     let fingerprint = ssh_keygen_fingerprint(setup.dir.path(), &setup.server.host_key);
+    // Shell code with quotes and spaces: OpenSSH must read the line back as written, and
+    // the capture only arrives if it did.
     let forced = format!(
-        "{} receive --root {} --client db01",
+        "RKDUMP_NOTE=\"propagated key\" exec {} receive --root {} --client db01",
         rkdump().display(),
         setup.server.root.display()
     );
-    let args = |extra: &[&str]| -> Vec<String> {
+    let args_with = |forced: &str, extra: &[&str]| -> Vec<String> {
         let mut args: Vec<String> = vec![rkdump().display().to_string(), "propagate".into()];
         for (option, value) in [
             ("--config", own.join("kdump.conf")),
@@ -399,18 +401,19 @@ fn propagate_sets_up_a_client_whose_dump_then_arrives_verified() {
             args.push(value.display().to_string());
         }
         args.push("--forced-command".into());
-        args.push(forced.clone());
+        args.push(forced.to_owned());
         args.extend(extra.iter().map(|e| (*e).to_owned()));
         args
     };
+    let args = |extra: &[&str]| args_with(&forced, extra);
     // (exit status, stdout, stderr) without a terminal.
-    let propagate = |extra: &[&str]| {
-        let args = args(extra);
+    let run = |args: Vec<String>| {
         let output = Command::new(&args[0]).args(&args[1..]).output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         (output.status.code(), stdout, stderr)
     };
+    let propagate = |extra: &[&str]| run(args(extra));
     // (exit status, what the terminal showed) on a terminal (util-linux `script`) where the
     // user types `answer`.
     let on_terminal = |answer: &str| {
@@ -451,6 +454,7 @@ fn propagate_sets_up_a_client_whose_dump_then_arrives_verified() {
     // Asked on a terminal, the user says no: refused.
     let (code, shown) = on_terminal("no");
     assert_eq!(code, Some(1), "{shown}");
+    assert!(shown.contains("[yes/no]"), "{shown}");
     assert!(shown.contains(&format!("is {fingerprint}")), "{shown}");
     assert!(!known_hosts.exists());
 
@@ -475,8 +479,9 @@ fn propagate_sets_up_a_client_whose_dump_then_arrives_verified() {
         .lines()
         .find(|l| l.contains(public[1]))
         .unwrap_or_else(|| panic!("{authorized}"));
+    assert!(line.starts_with("restrict,command=\""), "{line}");
     assert!(
-        line.starts_with(&format!("restrict,command=\"{forced}\" {} ", public[0])),
+        line.contains(&format!("\" {} {}", public[0], public[1])),
         "{line}"
     );
 
@@ -505,6 +510,33 @@ fn propagate_sets_up_a_client_whose_dump_then_arrives_verified() {
     let dir = setup.dump_dir_of("db01", "/var/crash");
     assert!(std::fs::read(dir.join("vmcore")).unwrap() == setup.local_dump());
     assert_verified(&dir);
+
+    // Another forced command for a key listed already: reported, nothing changed.
+    let (code, _, stderr) = run(args_with("rkdump receive --root /elsewhere", &[]));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("other options"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&setup.server.authorized_keys).unwrap(),
+        authorized
+    );
+
+    // A key the capture could not use (protected by a passphrase) is named as the problem;
+    // the server is not touched.
+    let locked = own.join("ssh/locked_id_ed25519");
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "secret", "-f"])
+            .arg(&locked),
+    );
+    setup.write_config(&own, port, &locked, "/var/crash", COLLECTOR);
+    let (code, _, stderr) = propagate(&[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot use the key"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&setup.server.authorized_keys).unwrap(),
+        authorized
+    );
+    setup.write_config(&own, port, &kdump_key, "/var/crash", COLLECTOR);
 
     // The server's key changed (or someone is in the middle): refused, the pin stays.
     let other = setup.path("other_host_key");

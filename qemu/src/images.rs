@@ -17,7 +17,7 @@ use crate::kernels::{Kernel, read_module};
 /// Busybox applets the guest scripts use.
 const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "mount", "umount", "insmod", "mkdir", "cat", "echo", "dd", "sync", "reboot", "poweroff",
-    "grep", "taskset", "sleep", "ls", "df", "mknod", "uname",
+    "grep", "taskset", "sleep", "ls", "df", "mknod", "uname", "rm",
 ];
 
 /// An initramfs image under construction.

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::{ExitStatus, report_error};
 use crate::remote::propagate::{Request, propagate};
-use crate::remote::ssh::{self, SshTarget};
+use crate::remote::ssh::SshTarget;
 use crate::runtime::CONFIG_FILE;
 use crate::runtime::config::{Config, Severity, Target};
 
@@ -49,6 +49,12 @@ pub struct PropagateArgs {
 
 /// Runs `rkdump propagate`.
 pub fn run(args: &PropagateArgs) -> ExitStatus {
+    if !nix::unistd::geteuid().is_root() {
+        report_error(
+            "propagate must run as root: the capture uses root's key and known_hosts (/root/.ssh)",
+        );
+        return ExitStatus::Failure;
+    }
     let (destination, sshkey) = match ssh_destination(&args.config) {
         Ok(found) => found,
         Err(message) => {
@@ -57,8 +63,7 @@ pub fn run(args: &PropagateArgs) -> ExitStatus {
         }
     };
     let ssh_config = std::fs::read_to_string(&args.ssh_config).unwrap_or_default();
-    let target = match SshTarget::from_destination(&destination, &ssh_config, sshkey, &ssh::home())
-    {
+    let target = match SshTarget::from_destination(&destination, &ssh_config, sshkey) {
         Ok(target) => target,
         Err(message) => {
             report_error(&message);
@@ -99,14 +104,26 @@ fn ssh_destination(path: &Path) -> Result<(String, PathBuf), String> {
     }
 }
 
-/// Asks on the terminal; without one, nobody can confirm.
-fn confirm_on_terminal(question: &str) -> bool {
+/// Asks on the terminal, as ssh does: `yes` or the fingerprint itself confirms, `no` refuses,
+/// anything else asks again (three times at most). Without a terminal nobody can confirm.
+fn confirm_on_terminal(question: &str, fingerprint: &str) -> bool {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return false;
     }
-    eprint!("{question} [yes/no] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    stdin.lock().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("yes")
+    eprint!("{question}\nType 'yes', 'no' or the fingerprint: [yes/no] ");
+    for _ in 0..3 {
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        if stdin.lock().read_line(&mut answer).unwrap_or(0) == 0 {
+            return false;
+        }
+        match answer.trim() {
+            "yes" => return true,
+            "no" => return false,
+            typed if typed == fingerprint => return true,
+            _ => eprint!("Please type 'yes', 'no' or the fingerprint: "),
+        }
+    }
+    false
 }

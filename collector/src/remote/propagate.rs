@@ -12,7 +12,7 @@
 //! 3. The kdump key is authorized on the server through the system's `ssh` client, so the
 //!    administrator logs in as usual (agent, password, own key) while ssh checks the host key
 //!    just pinned. With a forced command the line is `restrict`ed to it (a central server's
-//!    `rkdump receive`).
+//!    `rkdump receive`), and a line for the key with other options is reported, not accepted.
 //! 4. The capture's own login (libssh2, the kdump key, the pinned host key) is tried last: the
 //!    command succeeds only if the capture kernel will get in.
 
@@ -26,18 +26,19 @@ use base64::Engine;
 use ssh2::{HashType, Session};
 
 use super::shell_quote;
-use super::ssh::{self, HostKeyStatus, SshError, SshTarget};
-use crate::format::bytes;
+use super::ssh::{self, HostKeyStatus, SshError, SshTarget, key_algorithm};
 
-/// The line the remote script prints when it appended the key.
+/// What the remote script prints when it appended the key.
 const ADDED: &str = "rkdump-propagate: added";
-/// The line the remote script prints when the key was there already.
+/// What it prints when the line is there already.
 const PRESENT: &str = "rkdump-propagate: present";
+/// What it prints when the key is there with other options than the ones asked for.
+const OTHER: &str = "rkdump-propagate: other options";
 
 /// Why propagation stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum PropagateError {
-    /// `ssh-keygen` could not make or read the key.
+    /// `ssh-keygen` could not make or read the key, or the key file is not usable.
     #[error("{path}: {reason}")]
     Key {
         /// The private key file.
@@ -45,6 +46,9 @@ pub enum PropagateError {
         /// What went wrong.
         reason: String,
     },
+    /// The forced command cannot be written into authorized_keys.
+    #[error("--forced-command {0:?}: {1}")]
+    ForcedCommand(String, &'static str),
     /// Connecting or logging in failed.
     #[error(transparent)]
     Ssh(#[from] SshError),
@@ -101,15 +105,29 @@ pub enum PropagateError {
         /// What went wrong.
         reason: String,
     },
-    /// The key is in place but the capture's login still fails.
+    /// The key is listed with other options than the forced command asked for.
     #[error(
-        "the key was added to {authorized_keys} on {target}, but the server still refuses it \
-         ({source}); does sshd's AuthorizedKeysFile name another file?"
+        "{authorized_keys} on {target} lists the key with other options than \
+         `restrict,command=...`: not changed; remove or edit that line and run again"
+    )]
+    OtherOptions {
+        /// `user@host:port`.
+        target: String,
+        /// The file.
+        authorized_keys: String,
+    },
+    /// The key is in authorized_keys, but the server refuses it.
+    #[error(
+        "the key is {how} {authorized_keys} on {target}, but the server refuses it ({source}); \
+         check sshd's AuthorizedKeysFile, StrictModes (permissions of the file and its \
+         directories) and any from= restriction"
     )]
     StillRefused {
         /// `user@host:port`.
         target: String,
-        /// The file the key went into.
+        /// "added to" or "listed in".
+        how: &'static str,
+        /// The file.
         authorized_keys: String,
         /// The refusal.
         source: SshError,
@@ -140,17 +158,23 @@ pub struct Report {
     pub fingerprint: String,
     /// The host key was pinned now (it was not before).
     pub host_key_pinned: bool,
-    /// The kdump key was authorized now (it did not log in before).
+    /// The kdump key was added to authorized_keys now.
     pub key_installed: bool,
 }
+
+/// Asks whether to trust an unknown host key: the question and the key's fingerprint.
+pub type Confirm<'a> = dyn FnMut(&str, &str) -> bool + 'a;
 
 /// Runs the four steps of the module documentation. `confirm` is asked whether to trust an
 /// unknown host key (when no fingerprint was given); `log` hears each step.
 pub fn propagate(
     request: &Request<'_>,
-    confirm: &mut dyn FnMut(&str) -> bool,
+    confirm: &mut Confirm<'_>,
     log: &mut dyn FnMut(&str),
 ) -> Result<Report, PropagateError> {
+    if let Some(command) = request.forced_command {
+        check_forced_command(command)?;
+    }
     let target = request.target;
     let key_created = ensure_key(&target.identity)?;
     let public = public_key(&target.identity)?;
@@ -163,19 +187,35 @@ pub fn propagate(
 
     let (fingerprint, host_key_pinned) = pin_host_key(request, confirm, log)?;
 
-    let key_installed = match ssh::connect(target) {
-        Ok(_) => false,
-        Err(SshError::Auth(_)) => {
-            install(request, &public, log)?;
-            ssh::connect(target).map_err(|source| PropagateError::StillRefused {
-                target: target.label(),
-                authorized_keys: request.authorized_keys.to_owned(),
-                source,
-            })?;
-            true
-        }
+    // The capture's login first: a key it cannot use stops here, before the server is
+    // touched. A forced command is then checked on the server even if the key logs in
+    // already: an earlier, unrestricted line would leave the key a shell.
+    let logs_in = match ssh::connect(target) {
+        Ok(_) => true,
+        Err(SshError::Auth(_)) => false,
         Err(e) => return Err(e.into()),
     };
+    let outcome = if request.forced_command.is_some() || !logs_in {
+        Some(install(request, &public, log)?)
+    } else {
+        None
+    };
+    let key_installed = outcome == Some(Installed::Added);
+    if outcome.is_some() {
+        ssh::connect(target).map_err(|source| match source {
+            SshError::Auth(_) => PropagateError::StillRefused {
+                target: target.label(),
+                how: if key_installed {
+                    "added to"
+                } else {
+                    "listed in"
+                },
+                authorized_keys: request.authorized_keys.to_owned(),
+                source,
+            },
+            other => other.into(),
+        })?;
+    }
     log(&format!(
         "capture login to {} with {}: ok{}",
         target.label(),
@@ -194,6 +234,31 @@ pub fn propagate(
     })
 }
 
+/// Refuses a forced command that authorized_keys cannot hold: a line break would end the line,
+/// and a trailing backslash would escape the closing quote.
+fn check_forced_command(command: &str) -> Result<(), PropagateError> {
+    let refuse = |why| Err(PropagateError::ForcedCommand(command.to_owned(), why));
+    if command.trim().is_empty() {
+        refuse("empty")
+    } else if command.chars().any(char::is_control) {
+        refuse("control characters (a line break) cannot go into authorized_keys")
+    } else if command.ends_with('\\') {
+        refuse("a trailing backslash would escape the closing quote")
+    } else {
+        Ok(())
+    }
+}
+
+/// Creates `dir` and its missing parents, private to the owner.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// The directory of `path`, if it names one.
+fn parent_dir(path: &Path) -> Option<&Path> {
+    path.parent().filter(|p| !p.as_os_str().is_empty())
+}
+
 /// Makes the key pair at `path` unless it exists; returns whether it made one. The key type
 /// follows the file name as ssh's defaults do (`..._rsa`, `..._ecdsa`, else ed25519).
 fn ensure_key(path: &Path) -> Result<bool, PropagateError> {
@@ -204,11 +269,8 @@ fn ensure_key(path: &Path) -> Result<bool, PropagateError> {
         path: path.to_owned(),
         reason,
     };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
+    if let Some(parent) = parent_dir(path) {
+        create_private_dir(parent)
             .map_err(|e| fail(format!("creating {}: {e}", parent.display())))?;
     }
     let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -254,16 +316,21 @@ pub struct PublicKey {
 }
 
 impl PublicKey {
-    /// Parses `kind blob [comment]` (the `.pub` file). The blob must be base64 of an ssh key
-    /// whose own algorithm name is `kind`.
+    /// Parses the first line of a `.pub` file: `kind blob [comment]`. The blob must be base64
+    /// of an ssh key whose own algorithm name is `kind`; the comment may not hold control
+    /// characters (it is copied into the server's authorized_keys).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut fields = text.trim().splitn(3, char::is_whitespace);
+        let line = text.lines().next().unwrap_or_default().trim();
+        let mut fields = line.splitn(3, char::is_whitespace);
         let kind = fields.next().unwrap_or_default();
         let blob = fields.next().unwrap_or_default().trim();
         let comment = fields.next().unwrap_or_default().trim();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(blob)
             .map_err(|e| format!("not a public key: {e}"))?;
+        if comment.chars().any(char::is_control) {
+            return Err("the key's comment holds control characters".to_owned());
+        }
         match key_algorithm(&bytes) {
             Some(inner) if inner == kind => Ok(Self {
                 kind: kind.to_owned(),
@@ -278,7 +345,8 @@ impl PublicKey {
     }
 
     /// The authorized_keys line, restricted to `forced_command` if given (OpenSSH's `restrict`
-    /// turns off forwarding and ptys; a quote in the command is escaped with a backslash).
+    /// turns off forwarding and ptys; a quote in the command is escaped with a backslash, the
+    /// only escape OpenSSH reads there).
     pub fn authorized_keys_line(&self, forced_command: Option<&str>) -> String {
         let options = forced_command.map_or_else(String::new, |command| {
             format!("restrict,command=\"{}\" ", command.replace('"', "\\\""))
@@ -290,12 +358,6 @@ impl PublicKey {
         };
         format!("{options}{} {}{comment}", self.kind, self.blob)
     }
-}
-
-/// The algorithm name at the start of an ssh key blob (a length-prefixed string).
-fn key_algorithm(blob: &[u8]) -> Option<&str> {
-    let length = usize::try_from(bytes::u32_be(blob, 0).ok()?).ok()?;
-    std::str::from_utf8(bytes::slice(blob, 4, length).ok()?).ok()
 }
 
 /// The public half of the key at `path`: its `.pub` file, else what `ssh-keygen -y` derives.
@@ -328,12 +390,17 @@ fn public_key(path: &Path) -> Result<PublicKey, PropagateError> {
     PublicKey::parse(&text).map_err(fail)
 }
 
-/// OpenSSH's fingerprint of the session's host key: `SHA256:` and unpadded base64.
-fn fingerprint(session: &Session) -> Option<String> {
+/// OpenSSH's fingerprint of the session's host key, `SHA256:` and unpadded base64, and the
+/// key's algorithm.
+fn host_key_identity(session: &Session) -> Option<(String, String)> {
     let hash = session.host_key_hash(HashType::Sha256)?;
-    Some(format!(
-        "SHA256:{}",
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(hash)
+    let (blob, _) = session.host_key()?;
+    Some((
+        format!(
+            "SHA256:{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(hash)
+        ),
+        key_algorithm(blob)?.to_owned(),
     ))
 }
 
@@ -341,23 +408,23 @@ fn fingerprint(session: &Session) -> Option<String> {
 /// was pinned now.
 fn pin_host_key(
     request: &Request<'_>,
-    confirm: &mut dyn FnMut(&str) -> bool,
+    confirm: &mut Confirm<'_>,
     log: &mut dyn FnMut(&str),
 ) -> Result<(String, bool), PropagateError> {
     let target = request.target;
     let session = ssh::handshake(target)?.session;
-    let unknown = || SshError::HostKey(format!("{} sent no host key", target.label()));
-    let fingerprint = fingerprint(&session).ok_or_else(unknown)?;
-    let kind = session
-        .host_key()
-        .and_then(|(blob, _)| key_algorithm(blob).map(str::to_owned))
-        .ok_or_else(unknown)?;
-    let files = target
-        .known_hosts
-        .iter()
-        .map(|f| f.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let (fingerprint, kind) = host_key_identity(&session)
+        .ok_or_else(|| SshError::HostKey(format!("{} sent no usable host key", target.label())))?;
+    if let Some(expected) = request.fingerprint
+        && expected != fingerprint
+    {
+        return Err(PropagateError::FingerprintMismatch {
+            target: target.label(),
+            expected: expected.to_owned(),
+            actual: fingerprint,
+        });
+    }
+    let files = ssh::shown(&target.known_hosts);
     match ssh::host_key_status(&session, target)? {
         HostKeyStatus::Known => {
             log(&format!(
@@ -375,20 +442,14 @@ fn pin_host_key(
         }
         HostKeyStatus::Unknown => {}
     }
-    let accepted = match request.fingerprint {
-        Some(expected) if expected == fingerprint => true,
-        Some(expected) => {
-            return Err(PropagateError::FingerprintMismatch {
-                target: target.label(),
-                expected: expected.to_owned(),
-                actual: fingerprint,
-            });
-        }
-        None => confirm(&format!(
-            "The host key of {} is {fingerprint} ({kind}). Is this the server's key?",
-            target.label()
-        )),
-    };
+    let accepted = request.fingerprint.is_some()
+        || confirm(
+            &format!(
+                "The host key of {} is {fingerprint} ({kind}). Is this the server's key?",
+                target.label()
+            ),
+            &fingerprint,
+        );
     if !accepted {
         return Err(PropagateError::NotConfirmed {
             target: target.label(),
@@ -416,11 +477,8 @@ fn pin_host_key(
 /// Appends `line` to `file` (created, with its directory, if missing), starting a new line if
 /// the file does not end with one.
 fn append_line(file: &Path, line: &str) -> std::io::Result<()> {
-    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)?;
+    if let Some(parent) = parent_dir(file) {
+        create_private_dir(parent)?;
     }
     let mut out = OpenOptions::new()
         .read(true)
@@ -442,14 +500,16 @@ fn append_line(file: &Path, line: &str) -> std::io::Result<()> {
     out.sync_all()
 }
 
-/// The shell script that adds `line` to `file` on the server unless a line there holds the
-/// same key, as ssh-copy-id does: private permissions, a newline before the key if the file
-/// lacks one, SELinux labels restored where `restorecon` exists. It prints [`ADDED`] or
-/// [`PRESENT`].
-pub fn authorize_script(file: &str, key: &PublicKey, line: &str) -> String {
-    format!(
+/// The shell script that adds `line` to `file` on the server unless it is there, as
+/// ssh-copy-id does: private permissions, a newline before the key if the file lacks one,
+/// SELinux labels restored where `restorecon` exists. A line with the same key but other
+/// options counts as present, unless `exact`. It prints [`ADDED`], [`PRESENT`] or [`OTHER`].
+/// It is run through `sh` whatever the user's login shell.
+pub fn authorize_script(file: &str, key: &PublicKey, line: &str, exact: bool) -> String {
+    let script = format!(
         "umask 077 && f={file} && mkdir -p \"$(dirname \"$f\")\" && \
-         if [ -f \"$f\" ] && grep -qF {needle} \"$f\"; then echo '{PRESENT}'; \
+         if [ -f \"$f\" ] && grep -qxF {line} \"$f\"; then echo '{PRESENT}'; \
+         elif [ -f \"$f\" ] && grep -qF {needle} \"$f\"; then echo '{same_key}'; \
          else {{ if [ -s \"$f\" ] && [ -n \"$(tail -c1 \"$f\")\" ]; then echo; fi; \
          printf '%s\\n' {line}; }} >> \"$f\" && \
          {{ command -v restorecon >/dev/null 2>&1 && restorecon -F \"$(dirname \"$f\")\" \"$f\" >/dev/null 2>&1; \
@@ -457,7 +517,18 @@ pub fn authorize_script(file: &str, key: &PublicKey, line: &str) -> String {
         file = shell_quote(file),
         needle = shell_quote(&format!("{} {}", key.kind, key.blob)),
         line = shell_quote(line),
-    )
+        same_key = if exact { OTHER } else { PRESENT },
+    );
+    format!("exec sh -c {}", shell_quote(&script))
+}
+
+/// How the key stands in authorized_keys after [`install`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Installed {
+    /// Appended now.
+    Added,
+    /// It was there.
+    Present,
 }
 
 /// Step 3: authorizes the kdump key by running [`authorize_script`] through the system's ssh,
@@ -466,7 +537,7 @@ fn install(
     request: &Request<'_>,
     key: &PublicKey,
     log: &mut dyn FnMut(&str),
-) -> Result<(), PropagateError> {
+) -> Result<Installed, PropagateError> {
     let target = request.target;
     let fail = |reason: String| PropagateError::Install {
         target: target.label(),
@@ -502,13 +573,19 @@ fn install(
     command
         .arg("--")
         .arg(target.bare_host())
-        .arg(authorize_script(request.authorized_keys, key, &line))
+        .arg(authorize_script(
+            request.authorized_keys,
+            key,
+            &line,
+            request.forced_command.is_some(),
+        ))
         .stdout(Stdio::piped());
     let output = command
         .output()
         .map_err(|e| fail(format!("running ssh: {e}")))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    if stdout.lines().any(|l| l == ADDED) {
+    let said = |marker: &str| stdout.lines().any(|l| l == marker);
+    if said(ADDED) {
         log(&format!(
             "key authorized on {} in {}{}",
             target.label(),
@@ -518,12 +595,13 @@ fn install(
                 .map(|c| format!(", restricted to `{c}`"))
                 .unwrap_or_default()
         ));
-        Ok(())
-    } else if stdout.lines().any(|l| l == PRESENT) {
-        Err(PropagateError::StillRefused {
+        Ok(Installed::Added)
+    } else if said(PRESENT) {
+        Ok(Installed::Present)
+    } else if said(OTHER) {
+        Err(PropagateError::OtherOptions {
             target: target.label(),
             authorized_keys: request.authorized_keys.to_owned(),
-            source: SshError::Auth("the key is listed there already".to_owned()),
         })
     } else {
         Err(fail(format!(
@@ -557,7 +635,19 @@ mod tests {
                 .contains("holds a \"ssh-ed25519\" key")
         );
         assert!(PublicKey::parse("ssh-ed25519 !!!").is_err());
+        // Only the first line counts; a comment may not smuggle control characters.
+        let two_lines = format!("{ED25519}\nssh-rsa AAAA other");
+        assert_eq!(PublicKey::parse(&two_lines).unwrap().comment, "kdump@host");
+        assert!(PublicKey::parse(&format!("{ED25519}\u{1b}[2J")).is_err());
         assert!(PublicKey::parse("").is_err());
+    }
+
+    #[test]
+    fn forced_commands_that_authorized_keys_cannot_hold_are_refused() {
+        assert!(check_forced_command("rkdump receive --root /srv/d").is_ok());
+        for bad in ["", "  ", "rkdump receive\nrm -rf /", "rkdump receive \\"] {
+            assert!(check_forced_command(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -571,11 +661,11 @@ mod tests {
     }
 
     /// Runs the script with `sh` in `home`, as sshd would run it in the user's home.
-    fn run_script(home: &Path, file: &str, line: &str) -> String {
+    fn run_script(home: &Path, file: &str, line: &str, exact: bool) -> String {
         let key = PublicKey::parse(ED25519).unwrap();
         let output = Command::new("sh")
             .arg("-c")
-            .arg(authorize_script(file, &key, line))
+            .arg(authorize_script(file, &key, line, exact))
             .current_dir(home)
             .output()
             .unwrap();
@@ -589,12 +679,22 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let line = "restrict,command=\"rkdump receive --root '/srv/it''s'\" ".to_owned() + ED25519;
         assert_eq!(
-            run_script(home.path(), ".ssh/authorized_keys", &line).trim(),
+            run_script(home.path(), ".ssh/authorized_keys", &line, true).trim(),
             ADDED
         );
         assert_eq!(
-            run_script(home.path(), ".ssh/authorized_keys", ED25519).trim(),
+            run_script(home.path(), ".ssh/authorized_keys", &line, true).trim(),
             PRESENT
+        );
+        // The same key with other options: present for a plain request, not for a forced
+        // command; nothing is written either way.
+        assert_eq!(
+            run_script(home.path(), ".ssh/authorized_keys", ED25519, false).trim(),
+            PRESENT
+        );
+        assert_eq!(
+            run_script(home.path(), ".ssh/authorized_keys", ED25519, true).trim(),
+            OTHER
         );
         let file = home.path().join(".ssh/authorized_keys");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{line}\n"));
@@ -609,7 +709,7 @@ mod tests {
         let file = home.path().join("keys");
         std::fs::write(&file, "ssh-rsa AAAA other").unwrap();
         let path = file.to_str().unwrap();
-        assert_eq!(run_script(home.path(), path, ED25519).trim(), ADDED);
+        assert_eq!(run_script(home.path(), path, ED25519, false).trim(), ADDED);
         assert_eq!(
             std::fs::read_to_string(&file).unwrap(),
             format!("ssh-rsa AAAA other\n{ED25519}\n")

@@ -10,9 +10,11 @@ use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ssh2::{CheckResult, KnownHostFileKind, Session};
+use base64::Engine;
+use ssh2::{CheckResult, ErrorCode, KnownHostFileKind, MethodType, Session};
 
 use super::ssh_config;
+use crate::format::bytes;
 
 /// Longest pause between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -47,9 +49,12 @@ pub enum SshError {
     /// The server's host key is not the pinned one.
     #[error("{0}")]
     HostKey(String),
-    /// The key pair was refused.
+    /// The server refused the key pair.
     #[error("{0}")]
     Auth(String),
+    /// The key pair cannot be used here (missing, unreadable, passphrase-protected, not a key).
+    #[error("{0}")]
+    Identity(String),
     /// No attempt succeeded before the deadline.
     #[error("gave up after {attempts} attempts in {seconds} s; last error: {last}")]
     Deadline {
@@ -94,13 +99,12 @@ pub struct SshTarget {
 impl SshTarget {
     /// The target of kdump.conf's `ssh user@host` (`destination`), completed from the
     /// `ssh_config` text as ssh would: `HostName`, `Port`, `UserKnownHostsFile` (default: the
-    /// files under `home` and the system's), `ConnectTimeout`. `identity` is the key to log in
-    /// with.
+    /// files under [`ROOT_HOME`] and the system's), `ConnectTimeout`. `identity` is the key to
+    /// log in with.
     pub fn from_destination(
         destination: &str,
         ssh_config: &str,
         identity: PathBuf,
-        home: &Path,
     ) -> Result<Self, String> {
         let (user, host) = split_destination(destination)?;
         let settings = ssh_config::settings_for(ssh_config, host);
@@ -110,7 +114,7 @@ impl SshTarget {
             port: settings.port.unwrap_or(22),
             identity,
             known_hosts: if settings.known_hosts.is_empty() {
-                default_known_hosts(home)
+                default_known_hosts()
             } else {
                 settings.known_hosts
             },
@@ -215,6 +219,10 @@ pub fn handshake(target: &SshTarget) -> Result<Handshaken, SshError> {
         .map_err(|source| SshError::Connect { addr, source })?
         .ip();
     let mut session = Session::new().map_err(|source| target.protocol(source))?;
+    if let Some(algorithms) = pinned_algorithms(&session, target) {
+        // Unsupported names are skipped; if none is left, libssh2's default order stays.
+        let _ = session.method_pref(MethodType::HostKey, &algorithms);
+    }
     session.set_tcp_stream(tcp);
     session.set_timeout(u32::try_from(target.io_timeout.as_millis()).unwrap_or(u32::MAX));
     session
@@ -229,12 +237,17 @@ pub fn connect(target: &SshTarget) -> Result<Connected, SshError> {
     check_host_key(&session, target)?;
     session
         .userauth_pubkey_file(&target.user, None, &target.identity, None)
-        .map_err(|e| {
-            SshError::Auth(format!(
+        .map_err(|e| match e.code() {
+            // LIBSSH2_ERROR_FILE: the key file, not the server, is the problem.
+            ErrorCode::Session(-16) => SshError::Identity(format!(
+                "cannot use the key {}: {e}",
+                target.identity.display()
+            )),
+            _ => SshError::Auth(format!(
                 "{} refused the key {}: {e}",
                 target.label(),
                 target.identity.display()
-            ))
+            )),
         })?;
     if !session.authenticated() {
         return Err(SshError::Auth(format!(
@@ -346,7 +359,59 @@ fn check_host_key(session: &Session, target: &SshTarget) -> Result<(), SshError>
     }
 }
 
-fn shown(paths: &[PathBuf]) -> String {
+/// The host key algorithms of the keys pinned for the target under its plain (unhashed) name,
+/// as a libssh2 preference list: a server with several host keys then shows one we know, as
+/// OpenSSH arranges. `None` when nothing is pinned by name.
+fn pinned_algorithms(session: &Session, target: &SshTarget) -> Option<String> {
+    let mut known = session.known_hosts().ok()?;
+    for file in target.known_hosts.iter().filter(|file| file.exists()) {
+        let _ = known.read_file(file, KnownHostFileKind::OpenSSH);
+    }
+    let name = known_hosts_name(target.bare_host(), target.port);
+    let mut algorithms: Vec<&str> = Vec::new();
+    for host in known.hosts().ok()? {
+        if host.name() != Some(name.as_str()) {
+            continue;
+        }
+        let Ok(blob) = base64::engine::general_purpose::STANDARD.decode(host.key()) else {
+            continue;
+        };
+        let methods: &[&str] = match key_algorithm(&blob) {
+            // An RSA key signs with any of these; prefer the SHA-2 ones.
+            Some("ssh-rsa") => &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
+            Some("ssh-ed25519") => &["ssh-ed25519"],
+            Some("ecdsa-sha2-nistp256") => &["ecdsa-sha2-nistp256"],
+            Some("ecdsa-sha2-nistp384") => &["ecdsa-sha2-nistp384"],
+            Some("ecdsa-sha2-nistp521") => &["ecdsa-sha2-nistp521"],
+            Some("ssh-dss") => &["ssh-dss"],
+            _ => &[],
+        };
+        for method in methods {
+            if !algorithms.contains(method) {
+                algorithms.push(method);
+            }
+        }
+    }
+    (!algorithms.is_empty()).then(|| algorithms.join(","))
+}
+
+/// The algorithm name at the start of an ssh public key blob (a length-prefixed string).
+pub fn key_algorithm(blob: &[u8]) -> Option<&str> {
+    let length = usize::try_from(bytes::u32_be(blob, 0).ok()?).ok()?;
+    std::str::from_utf8(bytes::slice(blob, 4, length).ok()?).ok()
+}
+
+/// How known_hosts names a server: the bare host on port 22, `[host]:port` elsewhere.
+pub fn known_hosts_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_owned()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+/// The files, comma-separated, for messages.
+pub fn shown(paths: &[PathBuf]) -> String {
     paths
         .iter()
         .map(|p| p.display().to_string())
@@ -360,11 +425,7 @@ pub fn known_hosts_line(session: &Session, host: &str, port: u16) -> Result<Stri
     let (key, kind) = session
         .host_key()
         .ok_or_else(|| SshError::HostKey(format!("{host} sent no host key")))?;
-    let entry = if port == 22 {
-        host.to_owned()
-    } else {
-        format!("[{host}]:{port}")
-    };
+    let entry = known_hosts_name(host, port);
     let protocol = |source| SshError::Protocol {
         target: entry.clone(),
         source,
@@ -381,20 +442,72 @@ pub fn known_hosts_line(session: &Session, host: &str, port: u16) -> Result<Stri
         .map_err(protocol)
 }
 
-/// The home directory whose `.ssh` holds the keys and known_hosts: `$HOME`, or `/root` when it
-/// is unset or `/` (the kernel starts init with HOME=/; the capture runs as root, whose files
-/// dracut puts in /root/.ssh).
-pub fn home() -> PathBuf {
-    std::env::var("HOME")
-        .ok()
-        .filter(|h| !h.is_empty() && h != "/")
-        .map_or_else(|| PathBuf::from("/root"), PathBuf::from)
-}
+/// Root's home, whose `.ssh` holds the capture's keys and known_hosts (dracut copies them into
+/// the image there). Never `$HOME`: the kernel starts the capture with HOME=/, and
+/// `rkdump propagate` run through sudo may keep the caller's HOME, yet both must agree on
+/// where the pinned keys are.
+pub const ROOT_HOME: &str = "/root";
 
-/// The default files of an image: the user's and the system's known_hosts.
-pub fn default_known_hosts(home: &Path) -> Vec<PathBuf> {
+/// The default files of an image: root's and the system's known_hosts.
+pub fn default_known_hosts() -> Vec<PathBuf> {
     vec![
-        home.join(".ssh/known_hosts"),
+        Path::new(ROOT_HOME).join(".ssh/known_hosts"),
         PathBuf::from("/etc/ssh/ssh_known_hosts"),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RSA: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCUPyISo5GXDOMUwuyYqC1v0zp0UGyZXutPqj98pZftwhAwpZmS5jF+tIXLCbWxOLBaWERx1YydwFPge6mTsKVLBnUPx15NnLXRt/vSHxDf+FexWKj0A9U5orKvhpAUqHK2pwwMoYK5MPVrmLshp6rmJpbZFkC400YQfXVbTMR6IY2zt7eMsgTJybK07pWvq1Da2XleqJIH7KzVtb3/pPkbaRqFYVPm5P3JdotVnuWo+G/qnxoWuEQEBHlLxRqLcHYvGm9Ot9F7QqD2VLJGcyQDpBzuDmxCwpKm0elfFt31dsaiy+IylWX0rLZd2zVzKxMD0wGeuO7iSGz9SGB1W70V";
+    const ED25519: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJSJNFLFIpUrJY3/C0wZnrrAZbmVl5f8t/wReRS/EZZL";
+
+    fn target(known_hosts: Vec<PathBuf>, port: u16) -> SshTarget {
+        SshTarget::from_destination(
+            "root@dumps",
+            &format!("Host dumps\n  Port {port}\n"),
+            PathBuf::from("/nonexistent"),
+        )
+        .map(|t| SshTarget { known_hosts, ..t })
+        .unwrap()
+    }
+
+    #[test]
+    fn key_blobs_name_their_algorithm() {
+        for line in [RSA, ED25519] {
+            let (kind, blob) = line.split_once(' ').unwrap();
+            let blob = base64::engine::general_purpose::STANDARD
+                .decode(blob)
+                .unwrap();
+            assert_eq!(key_algorithm(&blob), Some(kind));
+        }
+        assert_eq!(key_algorithm(&[0, 0, 0, 9, b's']), None);
+        assert_eq!(key_algorithm(&[]), None);
+    }
+
+    /// A server with several host keys must show the one pinned for it, as OpenSSH arranges:
+    /// only the types pinned under the server's own name are offered.
+    #[test]
+    fn only_the_pinned_host_key_types_are_offered() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        std::fs::write(
+            &file,
+            format!("[dumps]:2222 {RSA}\nother {ED25519}\n[dumps]:2223 {ED25519}\n"),
+        )
+        .unwrap();
+        let session = Session::new().unwrap();
+        assert_eq!(
+            pinned_algorithms(&session, &target(vec![file.clone()], 2222)).as_deref(),
+            Some("rsa-sha2-512,rsa-sha2-256,ssh-rsa")
+        );
+        assert_eq!(
+            pinned_algorithms(&session, &target(vec![file.clone()], 2223)).as_deref(),
+            Some("ssh-ed25519")
+        );
+        assert_eq!(pinned_algorithms(&session, &target(vec![file], 22)), None);
+        assert_eq!(pinned_algorithms(&session, &target(Vec::new(), 2222)), None);
+    }
 }

@@ -6,7 +6,7 @@
 //! a keyword wins, `Host` patterns take `*`, `?` and `!`, and `Match` blocks are skipped (their
 //! conditions need a running ssh).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Settings for one host.
@@ -129,12 +129,11 @@ fn glob_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
-/// `~/x` → `$HOME/x` (`/root` in the capture kernel).
+/// `~/x` → `/root/x`: the capture runs as root (and the kernel starts it with HOME=/), so `~` is
+/// root's home whatever `$HOME` says; `rkdump propagate` must expand it the same way.
 fn expand_home(path: &str) -> PathBuf {
     match path.strip_prefix("~/") {
-        Some(rest) => {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned())).join(rest)
-        }
+        Some(rest) => Path::new(super::ssh::ROOT_HOME).join(rest),
         None => PathBuf::from(path),
     }
 }

@@ -450,7 +450,7 @@ impl Capture<'_> {
             &text,
             &mut |line| self.log.line(line),
         );
-        SshTarget::from_destination(destination, &text, identity, &ssh::home())
+        SshTarget::from_destination(destination, &text, identity)
     }
 
     /// Mounts `device` on `mountpoint` and logs it; the error names both.

@@ -5,7 +5,8 @@
 //! accessor panics). The `dhcproto` crate was tried first and dropped: its decoder panics on
 //! malformed replies (`hlen` above 16, debug assertions on option lengths; our property tests
 //! found both within seconds) and it added 300 KB (a DNS library, URL and IDNA tables) to the
-//! static binary. It stays the independent reference of this module's tests.
+//! static binary. It stays the independent reference of this module's tests. smoltcp keeps at
+//! most three DNS servers of a lease, which is what resolv.conf can use anyway.
 //!
 //! The interface has no address yet, so the client sends from `0.0.0.0:68` to the broadcast
 //! address on a socket bound to the interface, and sets the BROADCAST flag so that servers
