@@ -378,7 +378,8 @@ fn propagate_sets_up_a_client_whose_dump_then_arrives_verified() {
     let port = setup.server.port;
     let own = setup.path("db01");
     std::fs::create_dir_all(&own).unwrap();
-    let kdump_key = own.join("ssh/kdump_id_ed25519");
+    // kdump-utils' default name: an RSA key, signed with rsa-sha2 by the trimmed OpenSSL.
+    let kdump_key = own.join("ssh/kdump_id_rsa");
     setup.write_config(&own, port, &kdump_key, "/var/crash", COLLECTOR);
     let known_hosts = own.join("known_hosts");
     let fingerprint = ssh_keygen_fingerprint(setup.dir.path(), &setup.server.host_key);
@@ -474,6 +475,7 @@ fn propagate_sets_up_a_client_whose_dump_then_arrives_verified() {
             .arg(&kdump_key),
     );
     let public: Vec<&str> = public.split_whitespace().take(2).collect();
+    assert_eq!(public[0], "ssh-rsa");
     let authorized = std::fs::read_to_string(&setup.server.authorized_keys).unwrap();
     let line = authorized
         .lines()
