@@ -80,7 +80,7 @@ pub fn run(args: &PropagateArgs) -> ExitStatus {
     match propagate(&request, &mut confirm_on_terminal, &mut |line| {
         println!("{line}");
     }) {
-        Ok(_) => ExitStatus::Success,
+        Ok(()) => ExitStatus::Success,
         Err(e) => {
             report_error(&e.to_string());
             ExitStatus::Failure

@@ -149,19 +149,6 @@ pub struct Request<'a> {
     pub forced_command: Option<&'a str>,
 }
 
-/// What propagation did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
-    /// The kdump key was made now.
-    pub key_created: bool,
-    /// The server's host key fingerprint.
-    pub fingerprint: String,
-    /// The host key was pinned now (it was not before).
-    pub host_key_pinned: bool,
-    /// The kdump key was added to authorized_keys now.
-    pub key_installed: bool,
-}
-
 /// Asks whether to trust an unknown host key: the question and the key's fingerprint.
 pub type Confirm<'a> = dyn FnMut(&str, &str) -> bool + 'a;
 
@@ -171,7 +158,7 @@ pub fn propagate(
     request: &Request<'_>,
     confirm: &mut Confirm<'_>,
     log: &mut dyn FnMut(&str),
-) -> Result<Report, PropagateError> {
+) -> Result<(), PropagateError> {
     if let Some(command) = request.forced_command {
         check_forced_command(command)?;
     }
@@ -185,7 +172,7 @@ pub fn propagate(
         public.kind
     ));
 
-    let (fingerprint, host_key_pinned) = pin_host_key(request, confirm, log)?;
+    pin_host_key(request, confirm, log)?;
 
     // The capture's login first: a key it cannot use stops here, before the server is
     // touched. A forced command is then checked on the server even if the key logs in
@@ -226,12 +213,7 @@ pub fn propagate(
             " (the key was authorized already)"
         }
     ));
-    Ok(Report {
-        key_created,
-        fingerprint,
-        host_key_pinned,
-        key_installed,
-    })
+    Ok(())
 }
 
 /// Refuses a forced command that authorized_keys cannot hold: a line break would end the line,
@@ -404,13 +386,12 @@ fn host_key_identity(session: &Session) -> Option<(String, String)> {
     ))
 }
 
-/// Step 2: makes sure the server's host key is pinned; returns its fingerprint and whether it
-/// was pinned now.
+/// Step 2: makes sure the server's host key is pinned.
 fn pin_host_key(
     request: &Request<'_>,
     confirm: &mut Confirm<'_>,
     log: &mut dyn FnMut(&str),
-) -> Result<(String, bool), PropagateError> {
+) -> Result<(), PropagateError> {
     let target = request.target;
     let session = ssh::handshake(target)?.session;
     let (fingerprint, kind) = host_key_identity(&session)
@@ -431,7 +412,7 @@ fn pin_host_key(
                 "host key of {}: {fingerprint} ({kind}), pinned already in {files}",
                 target.label()
             ));
-            return Ok((fingerprint, false));
+            return Ok(());
         }
         HostKeyStatus::Changed => {
             return Err(PropagateError::HostKeyChanged {
@@ -471,7 +452,7 @@ fn pin_host_key(
         target.label(),
         file.display()
     ));
-    Ok((fingerprint, true))
+    Ok(())
 }
 
 /// Appends `line` to `file` (created, with its directory, if missing), starting a new line if

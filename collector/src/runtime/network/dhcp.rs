@@ -239,6 +239,11 @@ pub fn acquire(interface: &str, mac: [u8; 6], deadline: Instant) -> Result<Lease
     )
     .map_err(|e| socket_error(e.into()))?;
     let started = Instant::now();
+    let timeout = |waiting_for| Error::Timeout {
+        interface: interface.to_owned(),
+        waiting_for,
+        seconds: started.elapsed().as_secs(),
+    };
     let xid = transaction_id(mac);
     let offer = exchange(
         &socket,
@@ -250,11 +255,7 @@ pub fn acquire(interface: &str, mac: [u8; 6], deadline: Instant) -> Result<Lease
         },
     )
     .map_err(socket_error)?
-    .ok_or_else(|| Error::Timeout {
-        interface: interface.to_owned(),
-        waiting_for: "offer",
-        seconds: started.elapsed().as_secs(),
-    })?;
+    .ok_or_else(|| timeout("offer"))?;
     let answer = exchange(
         &socket,
         (&request(mac, xid, &offer), mac, xid),
@@ -266,11 +267,7 @@ pub fn acquire(interface: &str, mac: [u8; 6], deadline: Instant) -> Result<Lease
         },
     )
     .map_err(socket_error)?
-    .ok_or_else(|| Error::Timeout {
-        interface: interface.to_owned(),
-        waiting_for: "acknowledgement",
-        seconds: started.elapsed().as_secs(),
-    })?;
+    .ok_or_else(|| timeout("acknowledgement"))?;
     answer.map_err(|server| Error::Refused {
         interface: interface.to_owned(),
         server,
