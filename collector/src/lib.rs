@@ -26,12 +26,12 @@
 pub mod cli;
 pub mod dmesg;
 pub mod dump;
-pub mod dumpfile;
 pub mod filter;
 pub mod format;
 pub mod kmod;
 pub mod output;
 pub mod pipeline;
+pub mod readback;
 pub mod remote;
 pub mod runtime;
 pub mod sys;

@@ -37,7 +37,7 @@ pub fn run(args: &DmesgArgs) -> ExitStatus {
         }
     };
     let written = match &args.output {
-        Some(path) => crate::dump::write_file_atomically(path, &log).map_err(|e| e.to_string()),
+        Some(path) => crate::output::write_file_atomically(path, &log).map_err(|e| e.to_string()),
         None => std::io::stdout()
             .lock()
             .write_all(&log)

@@ -19,7 +19,7 @@ pub struct InfoArgs {
 
 /// Runs `rkdump info`.
 pub fn run(args: &InfoArgs) -> ExitStatus {
-    match crate::dumpfile::info::describe(&args.dumpfile) {
+    match crate::readback::info::describe(&args.dumpfile) {
         Ok(info) => {
             if args.json {
                 println!(

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{ExitStatus, report_error};
-use crate::dump::incomplete_name;
-use crate::dumpfile::reassemble::{ReassembleError, reassemble_to_file};
+use crate::output::incomplete_name;
+use crate::readback::reassemble::{ReassembleError, reassemble_to_file};
 
 /// Rebuild a dump file from a flattened stream (-F output, a raw device, vmcore.flat).
 #[derive(Debug, Args)]

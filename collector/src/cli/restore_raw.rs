@@ -10,9 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::Args;
 
 use super::{ExitStatus, report_error};
-use crate::dumpfile::reassemble::{ReassembleError, reassemble_to_file};
 use crate::format::flat;
 use crate::format::time::UtcTime;
+use crate::readback::reassemble::{ReassembleError, reassemble_to_file};
 
 /// Recover a dump from a raw device into DIR/<date>/vmcore, then clear the device's stream
 /// header so that the same dump is not recovered twice.

@@ -6,8 +6,9 @@ use clap::{Args, ValueEnum};
 
 use super::progress::ProgressPrinter;
 use super::{ExitStatus, report_error};
-use crate::dump::{self, DEFAULT_CYCLE_PFNS, Destination, Format, SaveError, SaveOptions, Summary};
+use crate::dump::{self, DEFAULT_CYCLE_PFNS, Format, SaveOptions, Summary};
 use crate::filter::DumpLevel;
+use crate::output::Destination;
 use crate::pipeline::Codec;
 use crate::vmcore::window::Access;
 
@@ -268,15 +269,12 @@ pub fn run(args: &SaveArgs) -> ExitStatus {
                 finish(summary);
             }
             report_error(&error.to_string());
-            match error {
-                SaveError::Usage(_) | SaveError::Exists(_) => ExitStatus::Usage,
-                SaveError::Output {
-                    partial: Some(_), ..
-                }
-                | SaveError::Input {
-                    partial: Some(_), ..
-                } => ExitStatus::Incomplete,
-                _ => ExitStatus::Failure,
+            if error.is_usage() {
+                ExitStatus::Usage
+            } else if error.partial().is_some() {
+                ExitStatus::Incomplete
+            } else {
+                ExitStatus::Failure
             }
         }
     }

@@ -19,11 +19,11 @@ use ssh2::{Channel, Session};
 use super::sftp::{SftpClient, SftpClientError, WRITE_SIZE};
 use super::shell_quote;
 use super::ssh::{SshError, SshTarget, connect_with_retries};
-use crate::dump::{OpenSink, Opened, SaveError, SaveOptions, incomplete_name};
 use crate::format::manifest::{
     ContentCrcs, DEFAULT_CHUNK_SIZE, FileEntry, MANIFEST_NAME, Manifest,
 };
 use crate::format::sftp::{OPEN_CREATE, OPEN_READ, OPEN_TRUNCATE, OPEN_WRITE};
+use crate::output::{DestinationError, OpenRequest, OpenSink, Opened, incomplete_name};
 use crate::output::{OutputError, Sink};
 
 /// Unconfirmed bytes kept for resending (and in flight) at most.
@@ -246,8 +246,8 @@ impl RemoteDir {
     }
 
     /// A destination for the dump engine: the file `name` in this directory.
-    pub fn destination(&self, name: &str) -> crate::dump::Destination {
-        crate::dump::Destination::Custom(Arc::new(RemoteFile {
+    pub fn destination(&self, name: &str) -> crate::output::Destination {
+        crate::output::Destination::Custom(Arc::new(RemoteFile {
             dir: self.clone(),
             name: name.to_owned(),
         }))
@@ -262,8 +262,8 @@ impl RemoteDir {
     /// `dd` on the server as `vmcore-incomplete`, then renamed to `name` (`vmcore.flat`). A
     /// stream cannot resume: a dropped connection fails the dump. Needs a server that runs
     /// commands (not `rkdump receive`).
-    pub fn stream_destination(&self, name: &str) -> crate::dump::Destination {
-        crate::dump::Destination::Custom(Arc::new(RemoteStreamFile {
+    pub fn stream_destination(&self, name: &str) -> crate::output::Destination {
+        crate::output::Destination::Custom(Arc::new(RemoteStreamFile {
             dir: self.clone(),
             name: name.to_owned(),
         }))
@@ -278,20 +278,16 @@ struct RemoteStreamFile {
 }
 
 impl OpenSink for RemoteStreamFile {
-    fn open(&self, options: &SaveOptions) -> Result<Opened, SaveError> {
+    fn open(&self, options: &OpenRequest) -> Result<Opened, DestinationError> {
         if !options.flattened {
-            return Err(SaveError::Usage(
+            return Err(DestinationError::Usage(
                 "a dump piped to dd on the server must be a flattened stream (-F)".to_owned(),
             ));
         }
         let temporary = self.dir.path("vmcore-incomplete");
         let final_path = self.dir.path(&self.name);
         let label = format!("{}:{temporary}", lock(&self.dir.connection).target.label());
-        let failed = |e: UploadError| SaveError::Output {
-            source: remote_error(&label, 0, 0, &e),
-            partial: None,
-            summary: Box::default(),
-        };
+        let failed = |e: UploadError| DestinationError::Output(remote_error(&label, 0, 0, &e));
         let channel = lock(&self.dir.connection)
             .exec(&format!(
                 "umask 0077 && dd bs=512 of={} 2>/dev/null",
@@ -303,16 +299,12 @@ impl OpenSink for RemoteStreamFile {
             connection: self.dir.connection.clone(),
             rename: (temporary.clone(), final_path),
         };
-        let sink = crate::dump::flat_sink(
+        let sink = crate::output::destination::flat_sink(
             std::io::BufWriter::with_capacity(1 << 20, stream),
             options.lz4,
             &label,
         )
-        .map_err(|source| SaveError::Output {
-            source,
-            partial: None,
-            summary: Box::default(),
-        })?;
+        .map_err(DestinationError::Output)?;
         Ok(Opened {
             sink,
             rename: None,
@@ -400,9 +392,9 @@ struct RemoteFile {
 }
 
 impl OpenSink for RemoteFile {
-    fn open(&self, options: &SaveOptions) -> Result<Opened, SaveError> {
+    fn open(&self, options: &OpenRequest) -> Result<Opened, DestinationError> {
         if options.flattened {
-            return Err(SaveError::Usage(
+            return Err(DestinationError::Usage(
                 "the ssh target writes a seekable file over SFTP; -F is not used".to_owned(),
             ));
         }
@@ -416,11 +408,7 @@ impl OpenSink for RemoteFile {
                     OPEN_WRITE | OPEN_READ | OPEN_CREATE | OPEN_TRUNCATE,
                 )
             })
-            .map_err(|e| SaveError::Output {
-                source: remote_error(&label, 0, 0, &e),
-                partial: None,
-                summary: Box::default(),
-            })?;
+            .map_err(|e| DestinationError::Output(remote_error(&label, 0, 0, &e)))?;
         Ok(Opened {
             sink: Box::new(RemoteSink {
                 dir: self.dir.clone(),

@@ -17,8 +17,9 @@ use super::config::{Config, DeviceSpec, Target};
 use super::hooks::{self, HookResult};
 use super::log::Log;
 use super::{network, nfs, system};
-use crate::dump::{self, Destination, SaveError};
+use crate::dump::{self, SaveError};
 use crate::format::time::UtcTime;
+use crate::output::{self, Destination, OpenRequest};
 use crate::remote::ssh::{self, SshTarget};
 use crate::remote::upload::{Connection, RemoteDir};
 
@@ -117,7 +118,7 @@ impl DumpDir {
     fn put(&self, name: &str, data: &[u8]) -> Result<(), String> {
         match self {
             Self::Local(dir) => {
-                dump::write_file_atomically(&dir.join(name), data).map_err(|e| e.to_string())
+                output::write_file_atomically(&dir.join(name), data).map_err(|e| e.to_string())
             }
             Self::Remote(dir) => dir.put(name, data).map_err(|e| e.to_string()),
         }
@@ -707,20 +708,8 @@ impl Capture<'_> {
 /// `core_collector cp` (and `scp` on an ssh target): an unfiltered copy of the vmcore, still
 /// written as `-incomplete` and renamed.
 fn copy_file(source: &Path, destination: &Destination) -> Result<(), String> {
-    let options = dump::SaveOptions {
-        vmcore: source.to_owned(),
-        destination: destination.clone(),
-        format: dump::Format::Elf,
-        flattened: false,
-        lz4: false,
-        codec: crate::pipeline::Codec::None,
-        level: crate::filter::DumpLevel::new(0).expect("0 is a dump level"),
-        threads: 1,
-        access: crate::vmcore::window::Access::Pread,
-        cycle_pfns: dump::DEFAULT_CYCLE_PFNS,
-        overwrite: false,
-    };
-    let mut opened = dump::open_destination(&options).map_err(|e| e.to_string())?;
+    let mut opened = output::destination::open(destination, &OpenRequest::default())
+        .map_err(|e| e.to_string())?;
     let mut input =
         std::fs::File::open(source).map_err(|e| format!("{}: {e}", source.display()))?;
     let mut buffer = vec![0u8; 1 << 20];
@@ -739,7 +728,7 @@ fn copy_file(source: &Path, destination: &Destination) -> Result<(), String> {
     }
     opened.sink.finish().map_err(|e| e.to_string())?;
     if let Some((temporary, target)) = &opened.rename {
-        dump::finalize(temporary, target).map_err(|e| e.to_string())?;
+        output::finalize(temporary, target).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

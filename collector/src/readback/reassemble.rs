@@ -191,7 +191,7 @@ pub fn reassemble_to_file<R: Read>(
     dumpfile: &std::path::Path,
 ) -> Result<Reassembled, ReassembleError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let temporary = crate::dump::incomplete_name(dumpfile);
+    let temporary = crate::output::incomplete_name(dumpfile);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -212,7 +212,7 @@ pub fn reassemble_to_file<R: Read>(
             source,
         })?;
     sink.finish()?;
-    crate::dump::finalize(&temporary, dumpfile)?;
+    crate::output::finalize(&temporary, dumpfile)?;
     Ok(done)
 }
 

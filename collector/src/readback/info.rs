@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::kdump::KdumpFile;
+use super::kdump_reader::KdumpFile;
 use super::{DumpFileError, DumpKind, detect};
 use crate::format::kdump::{COMPRESSED_LZO, COMPRESSED_SNAPPY, COMPRESSED_ZLIB, COMPRESSED_ZSTD};
 use crate::format::time::UtcTime;

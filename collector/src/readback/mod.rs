@@ -1,13 +1,13 @@
 //! Reading dump files: what `rkdump info`, `rkdump reassemble` and the tests use.
 //!
 //! [`detect`] tells a kdump-compressed file, an ELF core and a flattened stream apart by their
-//! first bytes. [`kdump::KdumpFile`] reads a kdump-compressed file (headers, bitmaps, page
+//! first bytes. [`kdump_reader::KdumpFile`] reads a kdump-compressed file (headers, bitmaps, page
 //! descriptors, page data) with every region checked against the file's size, so a file cut
 //! short is reported with what is missing and where. [`reassemble`] replays a flattened stream
 //! into a seekable file.
 
 pub mod info;
-pub mod kdump;
+pub mod kdump_reader;
 pub mod reassemble;
 
 use std::io;
