@@ -24,6 +24,7 @@
 //! module is built with `unsafe_code` denied.
 
 pub mod cli;
+pub mod config;
 pub mod dmesg;
 pub mod dump;
 pub mod filter;

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::config::{CONFIG_FILE, Settings};
 use crate::runtime::capture::{Capture, Outcome};
 use crate::runtime::log::{LOG_FILE, Log};
-use crate::runtime::{CONFIG_FILE, VMCORE, hooks, load_config, system};
+use crate::runtime::{VMCORE, hooks, load_config, system};
 
 /// Run the capture steps of kdump.conf once (PID 1 of the capture kernel runs this).
 #[derive(Debug, Args)]
@@ -63,13 +64,7 @@ pub fn run(args: &CaptureArgs) -> u8 {
     let log = Log::with_file(&args.log);
     let config = load_config(&args.config, &log);
     let cmdline = system::cmdline();
-    let seconds = |key: &str, default: u64| {
-        Duration::from_secs(
-            system::cmdline_value(&cmdline, key)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default),
-        )
-    };
+    let settings = Settings::from_cmdline(&cmdline);
     let capture = Capture {
         config: &config,
         vmcore: args.vmcore.clone(),
@@ -77,19 +72,19 @@ pub fn run(args: &CaptureArgs) -> u8 {
         target_dir: args.target_dir.clone(),
         to_rootfs: args.to_rootfs,
         cmdline: cmdline.clone(),
-        device_timeout: seconds("rkdump.device_timeout", 90),
+        device_timeout: settings.device_timeout,
         hook_timeout: args
             .hook_timeout
-            .map_or_else(|| seconds("rkdump.hook_timeout", 300), Duration::from_secs),
+            .map_or(settings.hook_timeout, Duration::from_secs),
+        stall_timeout: settings.stall_timeout,
         host_ip: "127.0.0.1".into(),
         pre_dir: args.pre_dir.clone(),
         post_dir: args.post_dir.clone(),
         ssh_config: args.ssh_config.clone(),
         network: args.network,
-        network_timeout: args.network_timeout.map_or_else(
-            || seconds("rkdump.network_timeout", 180),
-            Duration::from_secs,
-        ),
+        network_timeout: args
+            .network_timeout
+            .map_or(settings.network_timeout, Duration::from_secs),
     };
     let outcome = capture.run();
     match &outcome {

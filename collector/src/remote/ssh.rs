@@ -163,7 +163,7 @@ pub fn identity_for(
     let host = split_destination(destination).map_or("", |(_, host)| host);
     let fallback = ssh_config::settings_for(ssh_config, host)
         .identity
-        .unwrap_or_else(|| PathBuf::from(crate::runtime::config::DEFAULT_SSHKEY));
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_SSHKEY));
     note(&format!(
         "sshkey {} does not exist; using {}",
         configured.display(),

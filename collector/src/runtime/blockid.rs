@@ -9,7 +9,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::config::DeviceSpec;
+use crate::config::DeviceSpec;
 
 /// What a device's first bytes say about it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::log::Log;
+use crate::config::Config;
 
 /// Directory of hooks run before the dump.
 pub const PRE_DIR: &str = "/etc/kdump/pre.d";
@@ -135,4 +136,42 @@ pub fn run(command: &str, args: &[String], limit: Duration, log: &Log) -> HookRe
         }
     }
     result
+}
+/// `kdump_pre` then `pre.d`; false if `kdump_pre` failed.
+pub fn run_pre(config: &Config, pre_dir: &Path, limit: Duration, log: &Log) -> bool {
+    if let Some(command) = &config.kdump_pre {
+        let _step = log.step("kdump_pre");
+        let result = run(command, &[], limit, log);
+        if !result.success() {
+            log.line(&format!(
+                "kdump_pre {command}: {result:?}; no dump is taken"
+            ));
+            return false;
+        }
+    }
+    for hook in directory(pre_dir) {
+        let _step = log.step(&format!("pre hook {}", hook.display()));
+        let result = run(&hook.display().to_string(), &[], limit, log);
+        if !result.success() {
+            log.line(&format!("pre hook {}: {result:?}", hook.display()));
+        }
+    }
+    true
+}
+
+/// `post.d` then `kdump_post`, with the dump's status as `$1`.
+pub fn run_post(config: &Config, post_dir: &Path, status: i32, limit: Duration, log: &Log) {
+    let args = [status.to_string()];
+    let mut commands: Vec<String> = directory(post_dir)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    commands.extend(config.kdump_post.clone());
+    for command in commands {
+        let _step = log.step(&format!("post hook {command}"));
+        let result = run(&command, &args, limit, log);
+        if !result.success() {
+            log.line(&format!("post hook {command}: {result:?}"));
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //! In the capture kernel, `/init` is rkdump. As PID 1 ([`pid1`]) it is a small supervisor:
 //!
 //! 1. mounts `/proc`, `/sys`, `/dev`, `/run`, `/tmp` and starts the log ([`log`]);
-//! 2. reads `/etc/kdump.conf` ([`config`]);
+//! 2. reads `/etc/kdump.conf` ([`crate::config`]);
 //! 3. loads the drivers of the hardware present and the modules the target needs, from the
 //!    standard `/lib/modules` tree ([`modules`]);
 //! 4. starts the hardware watchdog keeper ([`watchdog`]);
@@ -17,16 +17,11 @@
 //!
 //! PID 1 never returns and never panics on purpose: everything that can fail runs in the
 //! child, and every error of the supervisor is logged and leads to an action. Settings that are
-//! not kdump.conf's come from the kernel command line: `rkdump.timeout=SECONDS` (deadline of
-//! the capture, default 3600), `rkdump.device_timeout=SECONDS` (default 90),
-//! `rkdump.hook_timeout=SECONDS` (default 300), `rkdump.watchdog=off|nopet` and
-//! `rkdump.watchdog_timeout=SECONDS` (default 60), `rkdump.network_timeout=SECONDS` (default
-//! 180) and `rkdump.stall_timeout=SECONDS` (default 120: an NFS dump without progress that long
-//! is abandoned).
+//! not kdump.conf's come from the kernel command line (`rkdump.timeout=`, ...: see
+//! [`crate::config::settings`] for every key and its default).
 
 pub mod blockid;
 pub mod capture;
-pub mod config;
 pub mod hooks;
 pub mod log;
 pub mod modules;
@@ -39,11 +34,11 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use config::{Action, Config, Severity, Target};
+use capture::EXIT_PRE_HOOK_FAILED;
 use log::Log;
 
-/// Where the configuration is.
-pub const CONFIG_FILE: &str = "/etc/kdump.conf";
+use crate::config::{Action, CONFIG_FILE, Config, Settings, Severity, Target, WatchdogMode};
+
 /// The vmcore of the capture kernel.
 pub const VMCORE: &str = "/proc/vmcore";
 
@@ -68,15 +63,6 @@ pub fn load_config(path: &Path, log: &Log) -> Config {
             Config::default()
         }
     }
-}
-
-/// A number of seconds from the kernel command line.
-fn seconds(cmdline: &str, key: &str, default: u64) -> Duration {
-    Duration::from_secs(
-        system::cmdline_value(cmdline, key)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default),
-    )
 }
 
 /// The modules the target's filesystem or protocol needs, plus `extra_modules`.
@@ -152,7 +138,7 @@ fn oom_killed() -> bool {
 fn judge(end: &ChildEnd, log: &Log) -> Result<(), ()> {
     match end {
         ChildEnd::Exited(0) => Ok(()),
-        ChildEnd::Exited(10) => {
+        ChildEnd::Exited(code) if *code == i32::from(EXIT_PRE_HOOK_FAILED) => {
             log.line("kdump_pre failed: no dump; going to the final action");
             Ok(())
         }
@@ -195,7 +181,10 @@ pub fn pid1() -> ! {
         "capture kernel {release}: {cpus} CPUs online; {}",
         system::memory()
     ));
-    let cmdline = system::cmdline();
+    let settings = Settings::from_cmdline(&system::cmdline());
+    for warning in &settings.warnings {
+        log.line(warning);
+    }
     let config = load_config(Path::new(CONFIG_FILE), &log);
 
     {
@@ -215,13 +204,11 @@ pub fn pid1() -> ! {
         }
     }
 
-    let watchdog_mode = system::cmdline_value(&cmdline, "rkdump.watchdog").unwrap_or("on");
-    let watchdog = match (watchdog_mode, watchdog::find()) {
-        ("off", _) | (_, None) => None,
+    let watchdog = match (settings.watchdog, watchdog::find()) {
+        (WatchdogMode::Off, _) | (_, None) => None,
         (mode, Some(path)) => {
-            let timeout = i32::try_from(seconds(&cmdline, "rkdump.watchdog_timeout", 60).as_secs())
-                .unwrap_or(60);
-            match watchdog::Watchdog::start(&path, timeout, mode != "nopet", &log) {
+            let timeout = i32::try_from(settings.watchdog_timeout.as_secs()).unwrap_or(i32::MAX);
+            match watchdog::Watchdog::start(&path, timeout, mode == WatchdogMode::Pet, &log) {
                 Ok(watchdog) => Some(watchdog),
                 Err(e) => {
                     log.line(&format!("watchdog {}: {e}", path.display()));
@@ -231,7 +218,7 @@ pub fn pid1() -> ! {
         }
     };
 
-    let deadline = seconds(&cmdline, "rkdump.timeout", 3600);
+    let deadline = settings.timeout;
     let end = run_child(&["--network"], deadline, &log);
     let result = judge(&end, &log);
     match result {

@@ -14,6 +14,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::log::Log;
@@ -267,6 +268,55 @@ fn mount_once(
         }
     }
     Err((std::io::Error::other("no version to try"), tried))
+}
+
+/// Exit status of a capture ended by [`guard_against_stalls`] (a failed capture, as PID 1
+/// judges it).
+pub const EXIT_STALLED: i32 = 1;
+
+/// Watches a dump to the NFS export on `mountpoint` until `finished`: when this process wrote
+/// nothing for `limit` (`rkdump.stall_timeout=`; `wchar` of /proc/self/io, which counts every
+/// byte handed to write(2)), the server is taken for dead and its pending requests are aborted
+/// (`umount -f`), which fails the write or sync the dump is blocked in (a soft mount alone can
+/// take many minutes to give up while it keeps reconnecting). If the dump is still blocked
+/// `limit` later, the process exits with [`EXIT_STALLED`]: a fatal signal is the one thing
+/// that ends a task waiting for a dead server, and PID 1 then runs the failure action.
+pub fn guard_against_stalls(mountpoint: &Path, limit: Duration, finished: &AtomicBool, log: &Log) {
+    let mut written = system::bytes_written();
+    let mut since = Instant::now();
+    while !finished.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = system::bytes_written();
+        if now != written {
+            written = now;
+            since = Instant::now();
+        } else if since.elapsed() >= limit {
+            log.line(&format!(
+                "dump: nothing written for {} s: the NFS server is not answering; aborting \
+                 its requests on {}",
+                since.elapsed().as_secs(),
+                mountpoint.display()
+            ));
+            // Every round aborts the requests pending then; write-back issues new ones
+            // until the dump gives up.
+            let aborting = Instant::now();
+            while !finished.load(Ordering::Relaxed) {
+                system::abort_nfs_requests(mountpoint);
+                std::thread::sleep(Duration::from_secs(2));
+                if aborting.elapsed() >= limit {
+                    // Last resort: PID 1 sees the capture fail and runs the failure action;
+                    // a fatal signal ends even a task waiting for the server.
+                    log.line(
+                        "dump: still blocked on the NFS server; ending the capture (no post \
+                         hooks)",
+                    );
+                    #[allow(clippy::exit, reason = "the dump thread cannot be unblocked")]
+                    std::process::exit(1);
+                }
+            }
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::path::Path;
 use nix::sys::reboot::{RebootMode, reboot};
 use sys_mount::{Mount, MountFlags, UnmountFlags};
 
-use super::config::Action;
 use super::log::Log;
+use crate::config::Action;
 
 /// Mounts the API filesystems an initramfs needs (errors are logged: a filesystem already
 /// mounted by the kernel is fine).
@@ -64,14 +64,6 @@ pub fn cmdline_with(kernel: &str, cmdline_d: &Path) -> String {
         }
     }
     words.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The value of `key=` on the kernel command line (the last one wins).
-pub fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
-    cmdline
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-        .next_back()
 }
 
 /// Mounts `device` on `target` (created if needed) read-write.
@@ -224,6 +216,9 @@ pub fn is_init() -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::config::cmdline_value;
+
     #[test]
     fn cmdline_d_files_follow_the_kernel_command_line_in_name_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -243,8 +238,6 @@ mod tests {
         assert_eq!(cmdline_value(&line, "ip"), Some("kdump-eth0:dhcp"));
         assert_eq!(cmdline_with("a b", &dir.path().join("missing")), "a b");
     }
-
-    use super::*;
 
     #[test]
     fn command_line_values() {

@@ -17,9 +17,6 @@ use std::time::Duration;
 
 use super::log::Log;
 
-/// Timeout asked of the driver, in seconds.
-pub const DEFAULT_TIMEOUT: i32 = 60;
-
 /// A running watchdog keeper.
 #[derive(Debug)]
 pub struct Watchdog {
