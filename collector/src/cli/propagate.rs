@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{ExitStatus, report_error};
-use crate::remote::propagate::{Request, propagate};
-use crate::remote::ssh::SshTarget;
+use crate::admin::propagate::{Request, propagate};
 use crate::runtime::CONFIG_FILE;
 use crate::runtime::config::{Config, Severity, Target};
+use crate::transport::ssh::SshTarget;
 
 /// Prepare the ssh dump target of kdump.conf from the first kernel: create the kdump key
 /// (`sshkey`) if it is missing, pin the server's host key into the known_hosts file the

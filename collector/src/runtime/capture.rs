@@ -19,8 +19,8 @@ use super::log::Log;
 use super::{network, nfs, system};
 use crate::dump::{self, Destination, SaveError};
 use crate::format::time::UtcTime;
-use crate::remote::ssh::{self, SshTarget};
-use crate::remote::upload::{Connection, RemoteDir};
+use crate::transport::ssh::{self, SshTarget};
+use crate::transport::upload::{Connection, RemoteDir};
 
 /// Where targets are mounted in the capture kernel (kdump-utils' `/kdumproot`).
 pub const MOUNT_BASE: &str = "/kdumproot";

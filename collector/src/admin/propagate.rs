@@ -25,8 +25,8 @@ use std::process::{Command, Stdio};
 use base64::Engine;
 use ssh2::{HashType, Session};
 
-use super::shell_quote;
-use super::ssh::{self, HostKeyStatus, SshError, SshTarget, key_algorithm};
+use crate::transport::shell_quote;
+use crate::transport::ssh::{self, HostKeyStatus, SshError, SshTarget, key_algorithm};
 
 /// What the remote script prints when it appended the key.
 const ADDED: &str = "rkdump-propagate: added";
