@@ -23,3 +23,24 @@ pub mod upload;
 pub(crate) fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn shell_quoting_survives_any_text(text in "\\PC{0,40}") {
+            let output = Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf '%s' {}", shell_quote(&text)))
+                .output()
+                .unwrap();
+            prop_assert_eq!(String::from_utf8(output.stdout).unwrap(), text);
+        }
+    }
+}
