@@ -14,8 +14,11 @@
 //! * [`vmcore`], [`filter`], [`pipeline`], [`output`] and [`dump`] read the vmcore, choose
 //!   pages, compress them on every CPU and write the dump; [`dmesg`] extracts the dead
 //!   kernel's log; [`dumpfile`] reads dumps back (`info`, `reassemble`).
-//! * [`remote`] moves dumps over ssh: the SFTP client of the ssh target, with resumption and a
-//!   CRC manifest, and `rkdump receive`, the restricted server side.
+//! * [`transport`] moves dumps over ssh at capture time: the ssh session, `ssh_config`, the
+//!   SFTP client of the ssh target, and the upload with resumption and a CRC manifest.
+//! * [`server`] is the dump server's side: `rkdump receive`, the restricted SFTP server that
+//!   confines, limits, verifies and indexes what clients send, and `rkdump verify`.
+//! * [`admin`] is first-kernel administration: `rkdump propagate`, the one-time ssh setup.
 //! * [`runtime`] is PID 1 of the capture kernel: configuration, modules, network bring-up,
 //!   targets (local, raw, NFS, ssh), hooks, watchdog, failure and final actions.
 //! * [`cli`] parses the command line and reports errors with documented exit codes.
@@ -23,6 +26,7 @@
 //! Everything that touches the kernel through `unsafe` lives in one `sys` module; every other
 //! module is built with `unsafe_code` denied.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dmesg;
@@ -33,7 +37,8 @@ pub mod kmod;
 pub mod output;
 pub mod pipeline;
 pub mod readback;
-pub mod remote;
 pub mod runtime;
+pub mod server;
 pub mod sys;
+pub mod transport;
 pub mod vmcore;

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{ExitStatus, report_error};
+use crate::admin::propagate::{Request, propagate};
 use crate::config::{CONFIG_FILE, Config, Severity, Target};
-use crate::remote::propagate::{Request, propagate};
-use crate::remote::ssh::SshTarget;
+use crate::transport::ssh::SshTarget;
 
 /// Prepare the ssh dump target of kdump.conf from the first kernel: create the kdump key
 /// (`sshkey`) if it is missing, pin the server's host key into the known_hosts file the

@@ -1,12 +1,12 @@
 //! `rkdump receive`: the receiving end of ssh dumps on a dump server (an SFTP server limited
-//! to what sending dumps needs; see `crate::remote::receive`).
+//! to what sending dumps needs; see `crate::server::receive`).
 
 use std::path::PathBuf;
 
 use clap::Args;
 
 use super::{ExitStatus, report_error};
-use crate::remote::receive::{ReceiveOptions, client_address, serve};
+use crate::server::receive::{ReceiveOptions, client_address, serve};
 
 /// Receive dumps over ssh: run as the forced command of the sending machines' keys.
 #[derive(Debug, Args)]

@@ -20,7 +20,7 @@ pub struct VerifyArgs {
 
 /// Runs `rkdump verify`.
 pub fn run(args: &VerifyArgs) -> ExitStatus {
-    match crate::remote::verify::verify_dir(&args.dir) {
+    match crate::server::verify::verify_dir(&args.dir) {
         Ok(verified) => {
             println!(
                 "{}: {} files, {} bytes verified",

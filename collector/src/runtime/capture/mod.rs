@@ -20,7 +20,7 @@ use super::log::Log;
 use super::{network, nfs, system};
 use crate::config::Config;
 use crate::format::time::UtcTime;
-use crate::remote::upload::RemoteDir;
+use crate::transport::upload::RemoteDir;
 
 /// Where targets are mounted in the capture kernel (kdump-utils' `/kdumproot`).
 pub const MOUNT_BASE: &str = "/kdumproot";
@@ -69,7 +69,7 @@ pub enum CaptureError {
     SshConfig(String),
     /// The ssh server could not be used.
     #[error(transparent)]
-    Ssh(#[from] crate::remote::upload::UploadError),
+    Ssh(#[from] crate::transport::upload::UploadError),
     /// A file could not be written to the dump directory.
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),

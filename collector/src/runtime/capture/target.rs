@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use super::{Capture, CaptureError, MOUNT_BASE, SYSROOT};
 use crate::config::{DeviceSpec, Target, cmdline_value};
 use crate::output::{self, Destination};
-use crate::remote::ssh::{self, SshTarget};
-use crate::remote::upload::{Connection, RemoteDir};
 use crate::runtime::{blockid, network, nfs, system};
+use crate::transport::ssh::{self, SshTarget};
+use crate::transport::upload::{Connection, RemoteDir};
 
 /// Where the dump goes, once the target is ready.
 pub(super) enum Ready {

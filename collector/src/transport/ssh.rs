@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use ssh2::{CheckResult, ErrorCode, KnownHostFileKind, MethodType, Session};
 
-use super::ssh_config;
+use super::ssh_config::{self, ROOT_HOME};
 use crate::format::bytes;
 
 /// Longest pause between two connection attempts.
@@ -441,12 +441,6 @@ pub fn known_hosts_line(session: &Session, host: &str, port: u16) -> Result<Stri
         .map(|line| line.trim_end().to_owned())
         .map_err(protocol)
 }
-
-/// Root's home, whose `.ssh` holds the capture's keys and known_hosts (dracut copies them into
-/// the image there). Never `$HOME`: the kernel starts the capture with HOME=/, and
-/// `rkdump propagate` run through sudo may keep the caller's HOME, yet both must agree on
-/// where the pinned keys are.
-pub const ROOT_HOME: &str = "/root";
 
 /// The default files of an image: root's and the system's known_hosts.
 pub fn default_known_hosts() -> Vec<PathBuf> {

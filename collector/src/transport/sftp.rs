@@ -386,7 +386,7 @@ pub const WRITE_SIZE: usize = 64 * 1024;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote::receive::{ReceiveOptions, serve};
+    use crate::server::receive::{ReceiveOptions, serve};
 
     /// Runs a client against an in-process `rkdump receive` over a socket pair.
     fn with_server<T>(

@@ -17,8 +17,16 @@
 //! * one JSON line per dump directory touched goes to `<root>/index.jsonl`: when, who, from
 //!   where, how many bytes, and whether it was verified, failed verification or stayed
 //!   incomplete.
+//!
+//! This module is the serve loop and the dispatch of SFTP requests; each rule above has its own
+//! module: `jail` resolves paths inside the client's directory, `quota` accounts for the
+//! quota and the free-space reserve, and `index` writes the index lines.
 
-use std::collections::{BTreeMap, HashMap};
+mod index;
+mod jail;
+mod quota;
+
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -27,8 +35,11 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-use serde::Serialize;
 
+use self::index::Index;
+pub use self::index::{INDEX_NAME, IndexEntry};
+use self::jail::{Jail, JailError, Resolved};
+use self::quota::{QuotaError, Space};
 use super::verify::verify_dir;
 use crate::format::manifest::{MANIFEST_NAME, is_plain_name};
 use crate::format::sftp::{
@@ -36,12 +47,7 @@ use crate::format::sftp::{
     OPEN_CREATE, OPEN_READ, OPEN_TRUNCATE, OPEN_WRITE, PathRequest, Request, Response, SftpError,
     StatusCode, TwoPathRequest,
 };
-use crate::format::time::UtcTime;
 
-/// Name of the index file under the root.
-pub const INDEX_NAME: &str = "index.jsonl";
-/// Deepest path accepted, in components.
-const MAX_DEPTH: usize = 32;
 /// Most files open at once in one session.
 const MAX_HANDLES: usize = 64;
 /// Largest read answered.
@@ -76,23 +82,6 @@ pub struct ReceiveOptions {
     pub quota: Option<u64>,
 }
 
-/// One line of the index.
-#[derive(Debug, Clone, Serialize)]
-pub struct IndexEntry {
-    /// When the line was written (UTC, RFC 3339).
-    pub time: String,
-    /// Client name.
-    pub client: String,
-    /// Client address.
-    pub from: String,
-    /// Dump directory, relative to the root.
-    pub dump: String,
-    /// Bytes written into it in this session.
-    pub bytes: u64,
-    /// `verified`, `incomplete`, or `failed verification: <why>`.
-    pub status: String,
-}
-
 /// A refusal or failure sent back as an SFTP status.
 #[derive(Debug)]
 struct Refusal(StatusCode, String);
@@ -116,16 +105,22 @@ impl Refusal {
     }
 }
 
-type Answer = Result<Response, Refusal>;
-
-/// A path inside the client's directory.
-#[derive(Debug, Clone)]
-struct Resolved {
-    /// Relative to the client's directory, normalised.
-    relative: PathBuf,
-    /// On the server.
-    absolute: PathBuf,
+impl From<JailError> for Refusal {
+    fn from(error: JailError) -> Self {
+        Self(error.code(), error.to_string())
+    }
 }
+
+impl From<QuotaError> for Refusal {
+    fn from(error: QuotaError) -> Self {
+        match error {
+            QuotaError::Statvfs(e) => Self::io("statvfs", &e),
+            other => Self::failure(other.to_string()),
+        }
+    }
+}
+
+type Answer = Result<Response, Refusal>;
 
 /// An open file.
 #[derive(Debug)]
@@ -136,22 +131,17 @@ struct Handle {
     writable: bool,
 }
 
-/// A dump directory written to in this session.
-#[derive(Debug, Default)]
-struct DumpState {
-    bytes: u64,
-    status: Option<String>,
-}
-
 /// One client connection.
 #[derive(Debug)]
-struct Session<'a> {
-    options: &'a ReceiveOptions,
-    home: PathBuf,
+struct Session {
+    /// The client's directory.
+    jail: Jail,
+    /// Its quota and the reserve.
+    space: Space,
+    /// The dump directories written to, for the index.
+    index: Index,
     handles: HashMap<Vec<u8>, Handle>,
     next_handle: u64,
-    used: u64,
-    dumps: BTreeMap<PathBuf, DumpState>,
 }
 
 /// Serves one SFTP session on `input`/`output` until the client closes it, then writes the
@@ -167,8 +157,8 @@ pub fn serve(
     result.map(|()| entries)
 }
 
-impl<'a> Session<'a> {
-    fn open(options: &'a ReceiveOptions) -> Result<Self, ReceiveError> {
+impl Session {
+    fn open(options: &ReceiveOptions) -> Result<Self, ReceiveError> {
         if !is_plain_name(&options.client) || options.client.starts_with('.') {
             return Err(ReceiveError::Setup(format!(
                 "client name {:?} is not a plain file name",
@@ -198,19 +188,20 @@ impl<'a> Session<'a> {
                 home.display()
             )));
         }
-        let used = if options.quota.is_some() {
-            disk_usage(&home)
-                .map_err(|e| ReceiveError::Setup(format!("{}: {e}", home.display())))?
-        } else {
-            0
-        };
+        let space = Space::open(
+            &options.client,
+            &options.root,
+            &home,
+            options.reserve,
+            options.quota,
+        )
+        .map_err(|e| ReceiveError::Setup(format!("{}: {e}", home.display())))?;
         Ok(Self {
-            options,
-            home,
+            jail: Jail::new(home),
+            space,
+            index: Index::new(&options.root, &options.client, &options.from),
             handles: HashMap::new(),
             next_handle: 0,
-            used,
-            dumps: BTreeMap::new(),
         })
     }
 
@@ -321,45 +312,7 @@ impl<'a> Session<'a> {
 
     /// Maps a client path into the client's directory.
     fn resolve(&self, path: &[u8]) -> Result<Resolved, Refusal> {
-        let shown = String::from_utf8_lossy(path);
-        let mut relative = PathBuf::new();
-        for part in path.split(|&b| b == b'/') {
-            match part {
-                b"" | b"." => {}
-                b".." => {
-                    return Err(Refusal::denied(format!(
-                        "{shown}: \"..\" would leave the client's directory"
-                    )));
-                }
-                _ if part.len() > 255 || part.contains(&0) => {
-                    return Err(Refusal::failure(format!("{shown}: invalid file name")));
-                }
-                _ => relative.push(OsStr::from_bytes(part)),
-            }
-        }
-        if relative.components().count() > MAX_DEPTH {
-            return Err(Refusal::failure(format!(
-                "{shown}: deeper than {MAX_DEPTH} directories"
-            )));
-        }
-        // No symbolic link on the way (the client cannot make one; an admin might have).
-        let mut walked = self.home.clone();
-        for component in relative.components() {
-            walked.push(component);
-            match std::fs::symlink_metadata(&walked) {
-                Ok(meta) if meta.file_type().is_symlink() => {
-                    return Err(Refusal::denied(format!(
-                        "{shown}: symbolic links are not followed"
-                    )));
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        Ok(Resolved {
-            absolute: self.home.join(&relative),
-            relative,
-        })
+        Ok(self.jail.resolve(path)?)
     }
 
     fn open_file(&mut self, id: u32, path: &[u8], flags: u32) -> Answer {
@@ -407,7 +360,7 @@ impl<'a> Session<'a> {
             .map_err(|e| Refusal::io(&shown, &e))?;
         let size = file.metadata().map_err(|e| Refusal::io(&shown, &e))?.len();
         if writable {
-            self.dump_of(&path.relative);
+            self.index.wrote(&path.relative, 0);
         }
         self.next_handle += 1;
         let handle = self.next_handle.to_string().into_bytes();
@@ -447,31 +400,14 @@ impl<'a> Session<'a> {
             .checked_add(data.len() as u64)
             .ok_or_else(|| Refusal::failure("offset overflows".to_owned()))?;
         let growth = end.saturating_sub(size);
-        if let Some(quota) = self.options.quota
-            && self.used + growth > quota
-        {
-            return Err(Refusal::failure(format!(
-                "quota of {quota} bytes for client {} reached ({} bytes held)",
-                self.options.client, self.used
-            )));
-        }
-        if growth > 0 {
-            let available = available_bytes(&self.home).map_err(|e| Refusal::io("statvfs", &e))?;
-            if available.saturating_sub(growth) < self.options.reserve {
-                return Err(Refusal::failure(format!(
-                    "free-space reserve of {} bytes on {} reached ({available} bytes free)",
-                    self.options.reserve,
-                    self.options.root.display()
-                )));
-            }
-        }
+        self.space.check(growth)?;
         let h = self.handles.get_mut(handle).expect("checked above");
         h.file
             .write_all_at(data, offset)
             .map_err(|e| Refusal::io(&relative.display().to_string(), &e))?;
         h.size = h.size.max(end);
-        self.used += growth;
-        self.dump_of(&relative).bytes += growth;
+        self.space.record(growth);
+        self.index.wrote(&relative, growth);
         Ok(ok(id))
     }
 
@@ -547,13 +483,11 @@ impl<'a> Session<'a> {
         })?;
         if to.relative.file_name() == Some(OsStr::new(MANIFEST_NAME)) {
             let dir = to.relative.parent().unwrap_or(Path::new("")).to_owned();
-            let status = match verify_dir(&self.home.join(&dir)) {
+            let status = match verify_dir(&self.jail.home().join(&dir)) {
                 Ok(_) => "verified".to_owned(),
                 Err(e) => format!("failed verification: {e}"),
             };
-            let entry = self.index_entry(&dir, status.clone());
-            self.dumps.entry(dir).or_default().status = Some(status);
-            append_index(&self.options.root, &entry);
+            self.index.settle(dir, status);
         }
         Ok(ok(id))
     }
@@ -578,19 +512,11 @@ impl<'a> Session<'a> {
                 self.rename(id, &paths[0], &paths[1])
             }
             n if n == EXT_STATVFS.as_bytes() => {
-                let stat = nix::sys::statvfs::statvfs(&self.home)
-                    .map_err(|e| Refusal::io("statvfs", &io::Error::from(e)))?;
-                let unit = stat.fragment_size().max(1);
-                let reserve_blocks = self.options.reserve.div_ceil(unit);
-                Ok(Response::ExtendedReply {
-                    id,
-                    data: sftp::encode_statvfs(
-                        unit,
-                        stat.blocks(),
-                        stat.blocks_free(),
-                        stat.blocks_available().saturating_sub(reserve_blocks),
-                    ),
-                })
+                let data = self
+                    .space
+                    .statvfs_reply()
+                    .map_err(|e| Refusal::io("statvfs", &e))?;
+                Ok(Response::ExtendedReply { id, data })
             }
             other => Err(unsupported(&format!(
                 "extension {}",
@@ -599,51 +525,11 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// The state of the dump directory holding `file` (relative path).
-    fn dump_of(&mut self, file: &Path) -> &mut DumpState {
-        let dir = file.parent().unwrap_or(Path::new("")).to_owned();
-        self.dumps.entry(dir).or_default()
-    }
-
-    fn index_entry(&self, dir: &Path, status: String) -> IndexEntry {
-        let seconds = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs().cast_signed());
-        let t = UtcTime::from_unix(seconds);
-        IndexEntry {
-            time: format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-                t.year, t.month, t.day, t.hour, t.minute, t.second
-            ),
-            client: self.options.client.clone(),
-            from: self.options.from.clone(),
-            dump: Path::new(&self.options.client)
-                .join(dir)
-                .display()
-                .to_string(),
-            bytes: self.dumps.get(dir).map_or(0, |d| d.bytes),
-            status,
-        }
-    }
-
     /// Ends the session: every dump directory written to without a verified manifest is
     /// indexed as incomplete. Returns every index line of the session.
     fn close(mut self) -> Vec<IndexEntry> {
         self.handles.clear();
-        let dirs: Vec<PathBuf> = self.dumps.keys().cloned().collect();
-        let mut entries = Vec::new();
-        for dir in dirs {
-            let entry = match &self.dumps[&dir].status {
-                Some(status) => self.index_entry(&dir, status.clone()),
-                None => {
-                    let entry = self.index_entry(&dir, "incomplete".to_owned());
-                    append_index(&self.options.root, &entry);
-                    entry
-                }
-            };
-            entries.push(entry);
-        }
-        entries
+        self.index.close()
     }
 }
 
@@ -688,48 +574,6 @@ fn clamp_time(seconds: i64) -> u32 {
     u32::try_from(seconds.max(0)).unwrap_or(u32::MAX)
 }
 
-/// Bytes available to unprivileged writers on the file system of `path`.
-fn available_bytes(path: &Path) -> io::Result<u64> {
-    let stat = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
-    Ok(stat.blocks_available().saturating_mul(stat.fragment_size()))
-}
-
-/// Bytes held by the regular files under `dir`.
-fn disk_usage(dir: &Path) -> io::Result<u64> {
-    let mut total = 0;
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let meta = entry.metadata()?;
-            if meta.is_dir() {
-                pending.push(entry.path());
-            } else if meta.is_file() {
-                total += meta.len();
-            }
-        }
-    }
-    Ok(total)
-}
-
-/// Appends one line to the index (one `write` on an `O_APPEND` file, so concurrent sessions'
-/// lines do not interleave). A failure is reported on standard error and otherwise ignored:
-/// the dump itself is in place.
-fn append_index(root: &Path, entry: &IndexEntry) {
-    let mut line = serde_json::to_vec(entry).expect("an index entry always serialises");
-    line.push(b'\n');
-    let path = root.join(INDEX_NAME);
-    let result = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .open(&path)
-        .and_then(|mut file| file.write_all(&line));
-    if let Err(e) = result {
-        eprintln!("rkdump receive: {}: {e}", path.display());
-    }
-}
-
 /// Splits `SSH_CONNECTION` (`client-ip client-port server-ip server-port`) into the client's
 /// address.
 pub fn client_address(ssh_connection: Option<&str>) -> String {
@@ -739,25 +583,18 @@ pub fn client_address(ssh_connection: Option<&str>) -> String {
         .to_owned()
 }
 
-/// Whether `path`'s components are all normal (for tests of the mapping).
-#[cfg(test)]
-fn is_normal(path: &Path) -> bool {
-    path.components()
-        .all(|c| matches!(c, std::path::Component::Normal(_)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::format::manifest::Manifest;
 
-    struct Client<'a> {
-        session: Session<'a>,
+    struct Client {
+        session: Session,
         next_id: u32,
     }
 
-    impl<'a> Client<'a> {
-        fn new(options: &'a ReceiveOptions) -> Self {
+    impl Client {
+        fn new(options: &ReceiveOptions) -> Self {
             Self {
                 session: Session::open(options).unwrap(),
                 next_id: 0,
@@ -833,23 +670,6 @@ mod tests {
             reserve: 0,
             quota: None,
         }
-    }
-
-    #[test]
-    fn paths_stay_in_the_clients_directory() {
-        let root = tempfile::tempdir().unwrap();
-        let options = options(root.path());
-        let client = Client::new(&options);
-        let resolved = client.session.resolve(b"/var//crash/./d").unwrap();
-        assert_eq!(resolved.relative, Path::new("var/crash/d"));
-        assert!(is_normal(&resolved.relative));
-        assert_eq!(resolved.absolute, root.path().join("web01/var/crash/d"));
-        let Refusal(code, message) = client.session.resolve(b"/var/../../etc").unwrap_err();
-        assert_eq!(code, StatusCode::PermissionDenied);
-        assert!(
-            message.contains("leave the client's directory"),
-            "{message}"
-        );
     }
 
     #[test]
@@ -956,17 +776,6 @@ mod tests {
         let (code, message) = client.write(&handle, 0, b"x");
         assert_eq!(code, StatusCode::Failure);
         assert!(message.contains("free-space reserve"), "{message}");
-    }
-
-    #[test]
-    fn symbolic_links_are_not_followed() {
-        let root = tempfile::tempdir().unwrap();
-        let options = options(root.path());
-        let mut client = Client::new(&options);
-        std::os::unix::fs::symlink("/etc", root.path().join("web01/etc")).unwrap();
-        let (code, message) = client.open("/etc/passwd", OPEN_READ).unwrap_err();
-        assert_eq!(code, StatusCode::PermissionDenied);
-        assert!(message.contains("symbolic links"), "{message}");
     }
 
     #[test]

@@ -5,9 +5,18 @@
 //! kdump.conf, whose `ssh user@host` has no room for them. As in ssh, the first value found for
 //! a keyword wins, `Host` patterns take `*`, `?` and `!`, and `Match` blocks are skipped (their
 //! conditions need a running ssh).
+//!
+//! [`ROOT_HOME`], the home whose `~` the files name, lives here, at the bottom of the
+//! transport: [`super::ssh`] builds on this module, never the other way.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Root's home, whose `.ssh` holds the capture's keys and known_hosts (dracut copies them into
+/// the image there). Never `$HOME`: the kernel starts the capture with HOME=/, and
+/// `rkdump propagate` run through sudo may keep the caller's HOME, yet both must agree on
+/// where the pinned keys are.
+pub const ROOT_HOME: &str = "/root";
 
 /// Settings for one host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -133,7 +142,7 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 /// root's home whatever `$HOME` says; `rkdump propagate` must expand it the same way.
 fn expand_home(path: &str) -> PathBuf {
     match path.strip_prefix("~/") {
-        Some(rest) => Path::new(super::ssh::ROOT_HOME).join(rest),
+        Some(rest) => Path::new(ROOT_HOME).join(rest),
         None => PathBuf::from(path),
     }
 }
