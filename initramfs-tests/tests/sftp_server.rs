@@ -65,8 +65,8 @@ impl Setup {
         self.store().join("var/crash")
     }
 
-    /// Runs `rkdump capture` with an ssh target reaching the server through `port`, pinning
-    /// the server's key; the log is in `client/log`.
+    /// Runs `rkdump capture` (for at most 300 s) with an ssh target reaching the server
+    /// through `port`, pinning the server's key; the log is in `client/log`.
     fn capture(&self, port: u16) -> Output {
         let own = self.path("client");
         std::fs::create_dir_all(&own).unwrap();
@@ -92,17 +92,23 @@ impl Setup {
             ),
         )
         .unwrap();
-        let output = capture_command(
+        let mut capture = capture_command(
             &own.join("kdump.conf"),
             &self.path("vmcore"),
             &own.join("log"),
             self.dir.path(),
-        )
-        .arg("--ssh-config")
-        .arg(own.join("ssh_config"))
-        .args(["--network-timeout", "20"])
-        .output()
-        .unwrap();
+        );
+        capture
+            .arg("--ssh-config")
+            .arg(own.join("ssh_config"))
+            .args(["--network-timeout", "20"]);
+        // Bounded in time whatever happens to the connection.
+        let output = Command::new("timeout")
+            .args(["-k", "10", "300"])
+            .arg(capture.get_program())
+            .args(capture.get_args())
+            .output()
+            .unwrap();
         println!("{}", String::from_utf8_lossy(&output.stderr));
         output
     }
@@ -362,6 +368,37 @@ fn a_full_disk_on_openssh_sftp_server_is_named_in_the_log() {
     assert!(log.contains("dump: the target is full"), "{log}");
 }
 
+/// Reference: as above, and the size of what the stock server kept: a write at `offset` that
+/// failed for want of space is at most one write (64 KiB) past the end of the partial file.
+/// Today the error names the offset of the piece the sink was queueing when the refusal of an
+/// earlier write came back, up to the 4 MiB window later: "writing 65536 bytes at offset
+/// 0x613bc3" (6.1 MiB) for a partial file of 2 MiB.
+#[test]
+#[ignore = "bug (issue 11): the failed remote write is reported at the offset of a later \
+            write, up to the 4 MiB window past the one the server refused"]
+fn a_full_disk_on_openssh_sftp_server_is_reported_where_the_write_failed() {
+    let setup = Setup::new(&[]);
+    let (_tmpfs, output, log) = capture_to_a_full_disk(&setup);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    let failed = log
+        .lines()
+        .find(|l| l.contains("capture failed at dump"))
+        .unwrap_or_else(|| panic!("no failed dump in the log:\n{log}"));
+    let offset = failed
+        .split("at offset 0x")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or_else(|| panic!("no offset in {failed}"));
+    let partial = std::fs::metadata(setup.dump_dir().join("vmcore-incomplete"))
+        .unwrap()
+        .len();
+    assert!(
+        offset <= partial + (64 << 10),
+        "reported at {offset:#x}, the partial file has {partial:#x} bytes: {failed}"
+    );
+}
+
 /// Every file under `dir` (relative path, contents; directories with no contents), sorted.
 fn tree(dir: &Path) -> Vec<(String, Option<Vec<u8>>)> {
     let mut found = Vec::new();
@@ -472,7 +509,17 @@ fn openssh_sftp_client_does_what_receive_allows_and_nothing_else() {
     );
     let (code, stdout, stderr) = sftp_batch(&setup, web, &batch);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("vmcore-incomplete"), "{stdout}");
+    // `ls -l` shows the file with its size (batch mode echoes each command after "sftp>").
+    let listed = stdout
+        .lines()
+        .find(|l| !l.starts_with("sftp>") && l.contains("vmcore-incomplete"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        listed
+            .split_whitespace()
+            .any(|w| w == local.len().to_string()),
+        "{listed}"
+    );
     let home = root.join("web01");
     assert!(std::fs::read(home.join("var/crash/by-hand/vmcore")).unwrap() == local);
     assert!(std::fs::read(&back).unwrap() == local);
@@ -549,5 +596,10 @@ fn openssh_sftp_client_lists_a_dump_directory_on_receive() {
     );
     let (code, stdout, stderr) = sftp_batch(&setup, 0, &batch);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("note.txt"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| !l.starts_with("sftp>") && l.contains("note.txt")),
+        "{stdout}"
+    );
 }
