@@ -1,6 +1,8 @@
 //! A real OpenSSH server on 127.0.0.1 for the ssh target's tests: its own configuration, host
 //! key and port, one key pair per client, each key's forced command an `rkdump receive` into one
-//! dump root. Nothing listens beyond the loopback.
+//! dump root. Further clients can get an ordinary shell ([`SshServer::add_shell_client`]) or
+//! OpenSSH's own `sftp-server`, the SFTP server of a stock installation
+//! ([`SshServer::add_sftp_server_client`]). Nothing listens beyond the loopback.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -14,8 +16,10 @@ use anyhow::{Context, Result, bail, ensure};
 
 /// The sshd binary.
 const SSHD: &str = "/usr/sbin/sshd";
-/// The sftp-server sshd needs to accept the sftp subsystem before running the forced command.
-const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+/// OpenSSH's SFTP server: the `Subsystem sftp` of a stock sshd (which sshd needs to accept the
+/// sftp subsystem before running a forced command), and the forced command of
+/// [`SshServer::add_sftp_server_client`].
+pub const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
 
 /// A client allowed to send dumps.
 #[derive(Debug, Clone)]
@@ -158,6 +162,28 @@ impl SshServer {
     /// Adds a client whose key logs in to an ordinary shell, without a forced command: the
     /// stock server that kdump-utils' `dd` streams need. Returns its index in `clients`.
     pub fn add_shell_client(&mut self, name: &str) -> Result<usize> {
+        self.add_client(name, None)
+    }
+
+    /// Adds a client whose key is forced into OpenSSH's own [`SFTP_SERVER`] instead of
+    /// `rkdump receive`: what a stock server runs for the sftp subsystem, started in `start`
+    /// (`sftp-server -d`), so that relative paths land there. `-d` is a starting directory, not
+    /// a jail: tests keep the client inside `start` by giving it absolute paths under it.
+    /// Returns its index in `clients`.
+    pub fn add_sftp_server_client(&mut self, name: &str, start: &Path) -> Result<usize> {
+        let start = start.display().to_string();
+        ensure!(
+            !start.contains(['"', '\\', '\'', '\n']),
+            "{start}: not usable in a forced command"
+        );
+        self.add_client(
+            name,
+            Some(format!("command=\"{SFTP_SERVER} -d '{start}'\",restrict")),
+        )
+    }
+
+    /// Makes `name`'s key and authorizes it with `options` (an `authorized_keys` options field).
+    fn add_client(&mut self, name: &str, options: Option<String>) -> Result<usize> {
         let key = self.dir.join(format!("id_{name}"));
         if !key.exists() {
             make_key(&key)?;
@@ -166,7 +192,10 @@ impl SshServer {
         let mut authorized = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.authorized_keys)?;
-        writeln!(authorized, "{}", public.trim())?;
+        match options {
+            Some(options) => writeln!(authorized, "{options} {}", public.trim())?,
+            None => writeln!(authorized, "{}", public.trim())?,
+        }
         self.clients.push(Client {
             name: name.to_owned(),
             key,
