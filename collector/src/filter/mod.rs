@@ -663,6 +663,19 @@ mod tests {
         assert_eq!(filter.max_mapnr(), end);
         let (_, first, second) = run(&mut filter, 1 << 20).unwrap();
         assert!(first.iter().all(|&b| b) && second.iter().all(|&b| b));
+
+        // A segment ending inside a page: that page is not in the 1st bitmap (Segment::end_pfn
+        // rounds down, as makedumpfile does), though the page map can read it.
+        let vmcore = edited(&|h| {
+            h.p_filesz -= 0x800;
+            h.p_memsz -= 0x800;
+        });
+        let mut filter = Filter::new(&vmcore, level(31));
+        assert_eq!(filter.max_mapnr(), end);
+        let (_, first, second) = run(&mut filter, 1 << 20).unwrap();
+        let absent: Vec<u64> = (0..end).filter(|&p| !first[p as usize]).collect();
+        assert_eq!(absent, [end - 1]);
+        assert!(first == second);
     }
 
     /// Unreadable `struct page`s of a later section (their frames are in a hole): the cycles

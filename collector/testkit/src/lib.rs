@@ -919,3 +919,74 @@ impl Tables {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The VMCOREINFO text of a built vmcore (the last note of its PT_NOTE segment).
+    fn vmcoreinfo(file: &[u8]) -> String {
+        let notes = elf::program_headers(file)[0];
+        let notes = &file[notes.p_offset as usize..][..notes.p_filesz as usize];
+        let text = notes
+            .windows(11)
+            .position(|w| w == b"VMCOREINFO\0")
+            .map(|at| &notes[at + 12..])
+            .expect("a VMCOREINFO note");
+        String::from_utf8_lossy(text)
+            .trim_end_matches('\0')
+            .to_owned()
+    }
+
+    #[test]
+    fn pt_loads_are_the_kernel_text_alias_then_ram_around_the_holes() {
+        let mut builder = Builder::new(Generation::V6_1);
+        builder.holes = vec![100..200, 8000..8192];
+        assert_eq!(builder.ram(), vec![0..100, 200..8000]);
+        let file = builder.build();
+        let headers = elf::program_headers(&file);
+        assert_eq!(headers.len(), 4);
+        assert_eq!(
+            (headers[1].p_vaddr, headers[1].p_paddr, headers[1].p_filesz),
+            (KERNEL_VIRT, KERNEL_PHYS, KERNEL_SIZE)
+        );
+        let ram: Vec<(u64, u64)> = headers[2..]
+            .iter()
+            .map(|h| (h.p_paddr / PAGE, (h.p_paddr + h.p_memsz) / PAGE))
+            .collect();
+        assert_eq!(ram, [(0, 100), (200, 8000)]);
+        assert_eq!(headers[3].p_vaddr, builder.page_offset() + 200 * PAGE);
+        // The alias holds the same bytes as RAM at the same physical address.
+        let alias = headers[1].p_offset as usize;
+        let ram_at = (headers[3].p_offset + KERNEL_PHYS - headers[3].p_paddr) as usize;
+        assert!(file[alias..][..KERNEL_SIZE as usize] == file[ram_at..][..KERNEL_SIZE as usize]);
+    }
+
+    #[test]
+    fn vmcoreinfo_publishes_the_kaslr_layout() {
+        let mut builder = Builder::new(Generation::V6_12);
+        builder.kaslr = Some(Kaslr {
+            kernel_offset: 0x1e00_0000,
+            page_offset: 0xffff_a0c0_0000_0000,
+            vmemmap: 0xffff_f6c0_0000_0000,
+        });
+        builder.sme_mask = 1 << 47;
+        assert_eq!(builder.kernel_virt(), 0xffff_ffff_9f00_0000);
+        assert_eq!(builder.mem_map(), 0xffff_f6c0_0000_0000);
+        let text = vmcoreinfo(&builder.build());
+        assert!(text.starts_with("OSRELEASE=6.12.0-synthetic\n"), "{text}");
+        assert!(text.contains("\nKERNELOFFSET=1e000000\n"), "{text}");
+        assert!(
+            text.contains("\nNUMBER(sme_mask)=140737488355328\n"),
+            "{text}"
+        );
+        let phys_base = KERNEL_PHYS.wrapping_sub(0xffff_ffff_9f00_0000 - START_KERNEL_MAP);
+        assert!(
+            text.contains(&format!(
+                "\nNUMBER(phys_base)={}\n",
+                phys_base.cast_signed()
+            )),
+            "{text}"
+        );
+    }
+}
