@@ -488,6 +488,7 @@ pub const fn pfn_to_phys(pfn: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
     use rkdump_testkit::{Builder, Generation, Kind, PAGE, STRUCT_PAGE, VMEMMAP_PHYS};
 
     use super::*;
@@ -851,5 +852,63 @@ mod tests {
         let (want_counts, want_second) = expected(&builder, level(31));
         assert_eq!(counts, want_counts);
         assert!(second == want_second);
+    }
+
+    fn any_kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            Just(Kind::Kernel),
+            Just(Kind::Zero),
+            (0u32..=10).prop_map(|order| Kind::Free { order }),
+            Just(Kind::Cache),
+            Just(Kind::CachePrivate),
+            Just(Kind::Anon),
+            (1u32..=4).prop_map(|order| Kind::CompoundAnon { order }),
+            (1u32..=9).prop_map(|order| Kind::Hugetlb { order }),
+            Just(Kind::Slab),
+            Just(Kind::Hwpoison),
+            Just(Kind::Offline),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Any layout of page kinds (each compound or free block aligned to its size, as the
+        /// kernel aligns them), any generation, dump level and cycle size: the filter excludes
+        /// exactly what was built.
+        #[test]
+        fn any_layout_is_excluded_as_built(
+            generation in prop_oneof![
+                Just(Generation::V6_1),
+                Just(Generation::V6_6),
+                Just(Generation::V6_12)
+            ],
+            items in proptest::collection::vec((any_kind(), 1u64..40), 1..60),
+            bits in 0..=DumpLevel::MAX,
+            per_cycle in 1u64..600,
+        ) {
+            let mut builder = Builder::new(generation);
+            let mut at = builder.first_free_pfn();
+            for (kind, len) in items {
+                let len = match kind {
+                    Kind::Free { order }
+                    | Kind::CompoundAnon { order }
+                    | Kind::Hugetlb { order } => 1 << order,
+                    _ => len,
+                };
+                let start = at.next_multiple_of(len.next_power_of_two().min(1 << 10));
+                if start + len > builder.pages {
+                    break;
+                }
+                builder.kinds.push((start..start + len, kind));
+                at = start + len;
+            }
+            let (_, vmcore) = built(&builder);
+            let mut filter = Filter::new(&vmcore, level(bits));
+            let (counts, _, second) = run(&mut filter, per_cycle * 8).unwrap();
+            let (want_counts, want_second) = expected(&builder, level(bits));
+            prop_assert_eq!(counts, want_counts);
+            prop_assert!(second == want_second);
+        }
     }
 }
