@@ -1,9 +1,9 @@
-//! Integration scenarios for rkdump. The tests live in `tests/`; what they share is here:
-//! [`synthetic`] builds small vmcores with exactly the kernel state a test needs, and the lab's
-//! reference tools (makedumpfile, crash, drgn) are re-exported; [`guest`] runs one scenario guest.
+//! Integration scenarios for rkdump. The tests live in `tests/`; what they share is here: the
+//! lab's reference tools (makedumpfile, crash, drgn) are re-exported, and [`guest`] runs one
+//! scenario guest. Small vmcores with exactly the kernel state a test needs come from the
+//! `rkdump-testkit` crate.
 
 pub mod guest;
-pub mod synthetic;
 
 pub use rkdump_lab::reference::*;
 

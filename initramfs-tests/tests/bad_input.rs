@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use initramfs_tests::synthetic::{Builder, Generation};
 use initramfs_tests::{rkdump, run_ok};
 use proptest::prelude::*;
+use rkdump_testkit::{Builder, Generation};
 
 /// Exit statuses (see `rkdump --help`).
 const FAILURE: i32 = 1;

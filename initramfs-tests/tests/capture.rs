@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use initramfs_tests::synthetic::{Builder, Generation};
 use initramfs_tests::{capture_command, rkdump, sorted_names};
+use rkdump_testkit::{Builder, Generation};
 
 struct Setup {
     dir: tempfile::TempDir,

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::Command;
 
 use initramfs_tests::rkdump;
-use initramfs_tests::synthetic::{Builder, Generation};
 use proptest::prelude::*;
+use rkdump_testkit::{Builder, Generation};
 
 fn save(vmcore: &Path, out: &Path, args: &[String]) {
     let output = Command::new(rkdump())

@@ -7,9 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use initramfs_tests::synthetic::{Builder, Generation};
 use initramfs_tests::{capture_command, makedumpfile, rkdump, run_ok, sorted_names};
 use rkdump_lab::sshd::{CuttingProxy, SshServer};
+use rkdump_testkit::{Builder, Generation};
 
 const COLLECTOR: &str = "makedumpfile -l --message-level 7 -d 31";
 

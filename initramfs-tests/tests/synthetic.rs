@@ -8,8 +8,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use initramfs_tests::synthetic::{Builder, Generation, Kind, Log, Record};
 use initramfs_tests::{Report, makedumpfile, makedumpfile_report, rkdump, rkdump_report, run_ok};
+use rkdump_testkit::{Builder, Generation, Kind, Log, Record};
 
 const GENERATIONS: [Generation; 3] = [Generation::V6_1, Generation::V6_6, Generation::V6_12];
 

@@ -442,3 +442,91 @@ impl PageLayout {
 fn exclude(category: Category, pages: u64) -> Verdict {
     Verdict::Exclude { category, pages }
 }
+
+#[cfg(test)]
+mod tests {
+    use rkdump_testkit::{Builder, Generation, Kind};
+
+    use super::*;
+    use crate::filter::{Counts, Filter, cycles};
+    use crate::vmcore::testing::built;
+
+    fn layout_of(builder: &Builder) -> PageLayout {
+        let (_, vmcore) = built(builder);
+        PageLayout::from_vmcoreinfo(vmcore.info()).unwrap()
+    }
+
+    /// Each generation's VMCOREINFO selects its way of finding compound orders and hugetlb:
+    /// tail-page fields (order at 17, destructor at 16, one byte each, from 4.16) before 6.6,
+    /// the `PG_hugetlb` flag of the first tail page in 6.6, the page type in 6.12.
+    #[test]
+    fn each_generation_selects_its_compound_scheme() {
+        assert_eq!(
+            layout_of(&Builder::new(Generation::V6_1)).compound,
+            CompoundScheme::TailFields {
+                order: Some(17),
+                order_width: 1,
+                dtor: Some(16),
+                dtor_width: 1,
+            }
+        );
+        assert_eq!(
+            layout_of(&Builder::new(Generation::V6_6)).compound,
+            CompoundScheme::HugetlbFlag(8)
+        );
+        assert_eq!(
+            layout_of(&Builder::new(Generation::V6_12)).compound,
+            CompoundScheme::HugetlbPageType(0xf400_0000_u32.cast_signed())
+        );
+        for generation in [Generation::V6_1, Generation::V6_6, Generation::V6_12] {
+            let layout = layout_of(&Builder::new(generation));
+            assert_eq!(layout.size, 64);
+            assert!(layout.can_find_free_pages(), "{generation:?}");
+        }
+    }
+
+    /// Without `NUMBER(HUGETLB_PAGE_DTOR)` a 6.1 kernel's hugetlb page is no longer user
+    /// memory: it is kept whole, while the anonymous compound page is still excluded.
+    #[test]
+    fn without_the_hugetlb_destructor_hugetlb_pages_are_kept() {
+        let mut builder = Builder::new(Generation::V6_1);
+        builder.kinds = vec![
+            (2560..3072, Kind::Hugetlb { order: 9 }),
+            (3072..3080, Kind::CompoundAnon { order: 3 }),
+        ];
+        builder.omit_vmcoreinfo = vec!["NUMBER(HUGETLB_PAGE_DTOR)".to_owned()];
+        let (_, vmcore) = built(&builder);
+        let mut filter = Filter::new(&vmcore, DumpLevel::USER);
+        let mut counts = Counts::default();
+        for cycle in cycles(filter.max_mapnr(), 1 << 20) {
+            let (_, second) = filter.cycle(cycle, &mut counts).unwrap();
+            assert!((2560..3072).all(|p| second.get(p)));
+            assert!((3072..3080).all(|p| !second.get(p)));
+        }
+        assert_eq!(counts.user, 8);
+    }
+
+    /// The walk over `mem_map` runs for levels with a cache, user or free bit, or whenever
+    /// the kernel has `PG_hwpoison`; without it, levels 0 and 1 leave hwpoison and offline
+    /// pages in the dump (nothing reads their struct pages).
+    #[test]
+    fn the_walk_runs_only_when_some_level_bit_or_hwpoison_needs_it() {
+        let mut builder = Builder::new(Generation::V6_12).with_every_kind();
+        assert!(layout_of(&builder).walk_needed(DumpLevel::default()));
+        builder.omit_vmcoreinfo = vec!["NUMBER(PG_hwpoison)".to_owned()];
+        let layout = layout_of(&builder);
+        assert!(!layout.walk_needed(DumpLevel::ZERO));
+        for bits in [2, 4, 8, 16] {
+            assert!(layout.walk_needed(DumpLevel::new(bits).unwrap()), "{bits}");
+        }
+        let (_, vmcore) = built(&builder);
+        for (bits, offline) in [(1, 0), (16, 5)] {
+            let mut filter = Filter::new(&vmcore, DumpLevel::new(bits).unwrap());
+            let mut counts = Counts::default();
+            for cycle in cycles(filter.max_mapnr(), 1 << 20) {
+                filter.cycle(cycle, &mut counts).unwrap();
+            }
+            assert_eq!((counts.hwpoison, counts.offline), (0, offline), "-d {bits}");
+        }
+    }
+}

@@ -163,3 +163,107 @@ fn lowest_kernel_address(memory: &KernelMemory<'_>) -> u64 {
             s.virt_start.wrapping_sub(s.phys_start)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use rkdump_testkit::{Builder, Generation, Kaslr, SECTION_PAGES, STRUCT_PAGE};
+
+    use super::*;
+    use crate::vmcore::testing::built;
+
+    /// The sections the builder made present: every section not entirely inside a hole, its
+    /// `struct page` array at `mem_map() + pfn * SIZE(page)`, the last one clipped to RAM.
+    fn expected(builder: &Builder) -> Vec<MemMapRange> {
+        (0..builder.pages.div_ceil(SECTION_PAGES))
+            .map(|nr| nr * SECTION_PAGES)
+            .filter(|&start| {
+                !builder
+                    .holes
+                    .iter()
+                    .any(|h| h.start <= start && start + SECTION_PAGES <= h.end)
+            })
+            .map(|start| MemMapRange {
+                pfn_start: start,
+                pfn_end: (start + SECTION_PAGES).min(builder.pages),
+                mem_map: builder.mem_map() + start * STRUCT_PAGE,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_sparsemem_model_gives_the_sections_built() {
+        let models = [
+            (true, true, false),
+            (true, false, false),
+            (false, true, false),
+            (false, false, false),
+            (true, true, true),
+            (false, false, true),
+        ];
+        for (extreme, vmemmap, five_level) in models {
+            let mut builder = Builder::new(Generation::V6_1);
+            builder.pages = 12288;
+            builder.extreme = extreme;
+            builder.vmemmap = vmemmap;
+            builder.five_level = five_level;
+            // Section 5 is missing entirely; section 7 only in part (it stays present).
+            builder.holes = vec![5 * 1024..6 * 1024, 7 * 1024 + 100..7 * 1024 + 200];
+            let (_, vmcore) = built(&builder);
+            let mut memory = KernelMemory::new(&vmcore).unwrap();
+            let sections = find_mem_map(&mut memory, vmcore.max_pfn()).unwrap();
+            assert_eq!(sections.len(), 11);
+            assert_eq!(
+                sections,
+                expected(&builder),
+                "extreme {extreme}, vmemmap {vmemmap}, 5-level {five_level}"
+            );
+        }
+    }
+
+    /// With KASLR the direct map starts elsewhere, and so does the lowest address a section
+    /// may point at (taken from the RAM segments, as makedumpfile does).
+    #[test]
+    fn kaslr_moved_direct_map_and_vmemmap_are_accepted() {
+        let mut builder = Builder::new(Generation::V6_12);
+        builder.kaslr = Some(Kaslr {
+            kernel_offset: 0x1e00_0000,
+            page_offset: 0xffff_a0c0_0000_0000,
+            vmemmap: 0xffff_f6c0_0000_0000,
+        });
+        let (_, vmcore) = built(&builder);
+        let mut memory = KernelMemory::new(&vmcore).unwrap();
+        assert_eq!(lowest_kernel_address(&memory), 0xffff_a0c0_0000_0000);
+        let sections = find_mem_map(&mut memory, vmcore.max_pfn()).unwrap();
+        assert_eq!(sections, expected(&builder));
+    }
+
+    /// A `max_pfn` below the end of RAM clips the sections; above it, no section past RAM's
+    /// appears (the builder marks only RAM's sections present).
+    #[test]
+    fn sections_are_clipped_to_max_pfn() {
+        let builder = Builder::new(Generation::V6_6);
+        let (_, vmcore) = built(&builder);
+        let mut memory = KernelMemory::new(&vmcore).unwrap();
+        let sections = find_mem_map(&mut memory, 2500).unwrap();
+        assert_eq!(sections.len(), 3);
+        assert_eq!(sections[2].pfn_end, 2500);
+        let sections = find_mem_map(&mut memory, 1 << 20).unwrap();
+        assert_eq!(sections, expected(&builder));
+    }
+
+    #[test]
+    fn missing_entries_are_named() {
+        for key in ["SYMBOL(mem_section)", "SIZE(mem_section)", "SIZE(page)"] {
+            let mut builder = Builder::new(Generation::V6_1);
+            builder.omit_vmcoreinfo = vec![key.to_owned()];
+            let (_, vmcore) = built(&builder);
+            let mut memory = KernelMemory::new(&vmcore).unwrap();
+            match find_mem_map(&mut memory, vmcore.max_pfn()) {
+                Err(MemMapError::Info(VmcoreInfoError::Missing(missing))) => {
+                    assert_eq!(missing, key);
+                }
+                other => panic!("{key}: expected it missing, got {other:?}"),
+            }
+        }
+    }
+}

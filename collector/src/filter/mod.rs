@@ -421,10 +421,14 @@ impl<'a> Filter<'a> {
         }
         self.pending = pending;
         if self.bad_free_orders > 0 && cycle.end >= self.max_mapnr {
-            self.warnings.push(format!(
+            let warning = format!(
                 "{} free pages claimed an invalid order and were kept",
                 self.bad_free_orders
-            ));
+            );
+            // The kdump writer's second pass walks the cycles again: say it once.
+            if !self.warnings.contains(&warning) {
+                self.warnings.push(warning);
+            }
             self.bad_free_orders = 0;
         }
         Ok(())
@@ -480,4 +484,431 @@ pub fn cycles(max_mapnr: u64, pfns_per_cycle: u64) -> impl Iterator<Item = Range
 /// Physical address of page frame `pfn`.
 pub const fn pfn_to_phys(pfn: u64) -> u64 {
     pfn << PAGE_SHIFT
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use rkdump_testkit::{Builder, Generation, Kind, PAGE, STRUCT_PAGE, VMEMMAP_PHYS};
+
+    use super::*;
+    use crate::vmcore::VmcoreError;
+    use crate::vmcore::testing::built;
+
+    const GENERATIONS: [Generation; 3] = [Generation::V6_1, Generation::V6_6, Generation::V6_12];
+
+    /// What the filter should make of a page frame the builder made `kind`, at `level`, when
+    /// it can walk `mem_map` (the builder always publishes `PG_hwpoison`, so it always walks).
+    /// Zero pages are the pipeline's business: the filter keeps them.
+    fn category(kind: Kind, level: DumpLevel) -> Option<Category> {
+        let has = |bit: DumpLevel| level.contains(bit);
+        match kind {
+            Kind::Kernel | Kind::Zero | Kind::Slab => None,
+            // LENGTH(zone.free_area) is 11: order 10 is the largest free block.
+            Kind::Free { order } => (has(DumpLevel::FREE) && order < 11).then_some(Category::Free),
+            Kind::Cache => {
+                (has(DumpLevel::CACHE) || has(DumpLevel::CACHE_PRIVATE)).then_some(Category::Cache)
+            }
+            Kind::CachePrivate => has(DumpLevel::CACHE_PRIVATE).then_some(Category::CachePrivate),
+            Kind::Anon | Kind::CompoundAnon { .. } | Kind::Hugetlb { .. } => {
+                has(DumpLevel::USER).then_some(Category::User)
+            }
+            Kind::Hwpoison => Some(Category::Hwpoison),
+            Kind::Offline => Some(Category::Offline),
+        }
+    }
+
+    /// Expected counts and 2nd-bitmap bits, from the builder's own description.
+    fn expected(builder: &Builder, level: DumpLevel) -> (Counts, Vec<bool>) {
+        let mut dumped: Vec<bool> = (0..builder.pages).map(|p| in_ram(builder, p)).collect();
+        let mut counts = Counts::default();
+        for (i, (range, kind)) in builder.kinds.iter().enumerate() {
+            assert!(
+                builder.kinds[i + 1..]
+                    .iter()
+                    .all(|(r, _)| r.end <= range.start || range.end <= r.start),
+                "the model assumes disjoint kinds"
+            );
+            if let Some(category) = category(*kind, level) {
+                counts.add(category, range.end - range.start);
+                for pfn in range.clone() {
+                    dumped[pfn as usize] = false;
+                }
+            }
+        }
+        (counts, dumped)
+    }
+
+    fn in_ram(builder: &Builder, pfn: u64) -> bool {
+        builder.ram().iter().any(|r| r.contains(&pfn))
+    }
+
+    /// The filter's counts and both bitmaps, one bit per page frame, over cycles of
+    /// `per_cycle` page frames.
+    fn run(
+        filter: &mut Filter<'_>,
+        per_cycle: u64,
+    ) -> Result<(Counts, Vec<bool>, Vec<bool>), FilterError> {
+        let mut counts = Counts::default();
+        let (mut first, mut second) = (Vec::new(), Vec::new());
+        for cycle in cycles(filter.max_mapnr(), per_cycle) {
+            let (a, b) = filter.cycle(cycle.clone(), &mut counts)?;
+            assert_eq!(a.range(), cycle);
+            first.extend(cycle.clone().map(|p| a.get(p)));
+            second.extend(cycle.map(|p| b.get(p)));
+        }
+        Ok((counts, first, second))
+    }
+
+    fn level(bits: u8) -> DumpLevel {
+        DumpLevel::new(bits).unwrap()
+    }
+
+    /// Every page kind of every generation, at every dump level: exactly the page frames the
+    /// builder made of an excluded kind are cleared, and counted under their category.
+    #[test]
+    fn every_page_kind_is_excluded_as_built_at_every_level() {
+        for generation in GENERATIONS {
+            let builder = Builder::new(generation).with_every_kind();
+            let (_, vmcore) = built(&builder);
+            for bits in 0..=DumpLevel::MAX {
+                let mut filter = Filter::new(&vmcore, level(bits));
+                assert_eq!(filter.warnings(), &[] as &[String]);
+                assert_eq!(filter.level(), level(bits));
+                assert_eq!(filter.max_mapnr(), builder.pages);
+                let (counts, first, second) = run(&mut filter, 1 << 20).unwrap();
+                let (want_counts, want_second) = expected(&builder, level(bits));
+                assert_eq!(counts, want_counts, "{generation:?} -d {bits}");
+                assert!(first.iter().all(|&b| b), "no hole: every frame present");
+                let wrong: Vec<usize> = (0..second.len())
+                    .filter(|&p| second[p] != want_second[p])
+                    .collect();
+                assert!(wrong.is_empty(), "{generation:?} -d {bits}: pfns {wrong:?}");
+                assert_eq!(counts.zero, 0, "zero pages are found by the pipeline");
+            }
+        }
+    }
+
+    /// Free blocks, compound and hugetlb pages that run past the end of a cycle are finished
+    /// in the next one: any cycle size gives the same bitmaps and counts.
+    #[test]
+    fn exclusions_carry_across_cycle_boundaries() {
+        let builder = Builder::new(Generation::V6_12).with_every_kind();
+        let (_, vmcore) = built(&builder);
+        let (want_counts, want_second) = expected(&builder, level(31));
+        for per_cycle in [8, 24, 200, 1000, 4096] {
+            let mut filter = Filter::new(&vmcore, level(31));
+            let (counts, _, second) = run(&mut filter, per_cycle).unwrap();
+            assert_eq!(counts, want_counts, "cycles of {per_cycle}");
+            assert!(second == want_second, "cycles of {per_cycle}");
+        }
+    }
+
+    /// Holes (one inside a section, one a whole section) are absent from both bitmaps; page
+    /// kinds around them are excluded as built; the memory-hole count is the holes' frames
+    /// minus the kernel-text alias's 512, which it counts a second time.
+    #[test]
+    fn holes_are_absent_and_counted_as_makedumpfile_counts_them() {
+        let mut builder = Builder::new(Generation::V6_1).with_every_kind();
+        builder.pages = 16384;
+        builder.holes = vec![5200..5300, 7168..8192];
+        builder.kinds.push((12288..12800, Kind::Free { order: 9 }));
+        builder.kinds.push((9000..9100, Kind::Cache));
+        let (_, vmcore) = built(&builder);
+        let mut filter = Filter::new(&vmcore, level(31));
+        assert_eq!(filter.sections().len(), 15);
+        let (counts, first, second) = run(&mut filter, 3000).unwrap();
+        let (want_counts, want_second) = expected(&builder, level(31));
+        assert_eq!(counts, want_counts);
+        let ram: Vec<bool> = (0..builder.pages).map(|p| in_ram(&builder, p)).collect();
+        assert!(first == ram);
+        assert!(second == want_second);
+        assert_eq!(filter.memory_hole(), 100 + 1024 - 512);
+
+        // Fewer hole frames than the alias's: the count wraps, like makedumpfile's.
+        let mut builder = Builder::new(Generation::V6_1);
+        builder.holes = vec![5000..5100, 6000..6001];
+        let (_, vmcore) = built(&builder);
+        assert_eq!(
+            Filter::new(&vmcore, level(31)).memory_hole(),
+            101u64.wrapping_sub(512)
+        );
+    }
+
+    /// Frames of a segment's memory without file data (`p_filesz < p_memsz`) are present in
+    /// the 1st bitmap but not dumped, at any level; past the last section they are not even
+    /// covered (`max_mapnr` ends with the sections).
+    #[test]
+    fn frames_without_file_data_are_present_but_not_dumped() {
+        let builder = Builder::new(Generation::V6_6);
+        let good = builder.build();
+        let last = rkdump_testkit::elf::program_headers(&good).len() - 1;
+        let edited = |edit: &dyn Fn(&mut rkdump_testkit::elf::ProgramHeader)| {
+            let mut bytes = good.clone();
+            let mut header = rkdump_testkit::elf::program_headers(&bytes)[last];
+            edit(&mut header);
+            rkdump_testkit::elf::set_program_header(&mut bytes, last, &header);
+            crate::vmcore::testing::open(&bytes).unwrap()
+        };
+        let end = builder.pages;
+
+        let vmcore = edited(&|h| h.p_filesz -= 4 * PAGE);
+        for bits in [0, 31] {
+            let mut filter = Filter::new(&vmcore, level(bits));
+            let (_, first, second) = run(&mut filter, 1000).unwrap();
+            assert_eq!(first.len() as u64, end);
+            assert!(first.iter().all(|&b| b), "-d {bits}");
+            let not_dumped: Vec<u64> = (0..end).filter(|&p| !second[p as usize]).collect();
+            assert_eq!(not_dumped, (end - 4..end).collect::<Vec<_>>(), "-d {bits}");
+        }
+
+        let vmcore = edited(&|h| h.p_memsz += 4 * PAGE);
+        assert_eq!(vmcore.max_pfn(), end + 4);
+        let mut filter = Filter::new(&vmcore, level(31));
+        assert_eq!(filter.max_mapnr(), end);
+        let (_, first, second) = run(&mut filter, 1 << 20).unwrap();
+        assert!(first.iter().all(|&b| b) && second.iter().all(|&b| b));
+
+        // A segment ending inside a page: that page is not in the 1st bitmap (Segment::end_pfn
+        // rounds down, as makedumpfile does), though the page map can read it.
+        let vmcore = edited(&|h| {
+            h.p_filesz -= 0x800;
+            h.p_memsz -= 0x800;
+        });
+        let mut filter = Filter::new(&vmcore, level(31));
+        assert_eq!(filter.max_mapnr(), end);
+        let (_, first, second) = run(&mut filter, 1 << 20).unwrap();
+        let absent: Vec<u64> = (0..end).filter(|&p| !first[p as usize]).collect();
+        assert_eq!(absent, [end - 1]);
+        assert!(first == second);
+    }
+
+    /// Unreadable `struct page`s of a later section (their frames are in a hole): the cycles
+    /// before succeed, the one that needs them fails naming the first frame and the address;
+    /// after `degrade` the level is zero pages only, with a warning, and no cycle fails.
+    #[test]
+    fn unreadable_struct_pages_degrade_the_level_instead_of_failing() {
+        let mut builder = Builder::new(Generation::V6_12).with_every_kind();
+        // The struct pages of pfns 4096..5120 (a free block of order 10 in with_every_kind).
+        let first_frame = (VMEMMAP_PHYS + 4096 * STRUCT_PAGE) / PAGE;
+        let end_frame = (VMEMMAP_PHYS + 5120 * STRUCT_PAGE) / PAGE;
+        builder.holes = std::iter::once(first_frame..end_frame).collect();
+        let (_, vmcore) = built(&builder);
+        let mut filter = Filter::new(&vmcore, level(31));
+        assert_eq!(filter.warnings(), &[] as &[String]);
+        let mut counts = Counts::default();
+        let mut cycles = cycles(filter.max_mapnr(), 1024);
+        for cycle in cycles.by_ref().take(4) {
+            filter.cycle(cycle, &mut counts).unwrap();
+        }
+        match filter.cycle(cycles.next().unwrap(), &mut counts) {
+            Err(FilterError::StructPages {
+                pfn: 4096,
+                vaddr,
+                source: TranslateError::Memory(VmcoreError::NotPresent(at)),
+            }) => {
+                assert_eq!(vaddr, builder.mem_map() + 4096 * STRUCT_PAGE);
+                assert_eq!(at, first_frame * PAGE);
+            }
+            other => panic!("expected unreadable struct pages, got {other:?}"),
+        }
+        filter.degrade("cannot read struct pages");
+        filter.restart();
+        assert_eq!(filter.level(), level(1));
+        assert_eq!(filter.requested_level(), level(31));
+        assert_eq!(
+            filter.warnings(),
+            &["cannot read struct pages; dump level lowered from 31 to 1".to_owned()]
+        );
+        let (counts, first, second) = run(&mut filter, 1024).unwrap();
+        assert_eq!(counts, Counts::default(), "nothing classified any more");
+        assert!(first == second, "every present frame dumped");
+    }
+
+    /// Without what classification needs, `Filter::new` keeps zero-page exclusion only and says
+    /// why; it never fails.
+    #[test]
+    fn missing_metadata_lowers_the_level_with_a_warning() {
+        let cases: [(&[&str], u8, &[&str]); 4] = [
+            (
+                &["SYMBOL(mem_section)"],
+                31,
+                &[
+                    "cannot find mem_map: VMCOREINFO has no SYMBOL(mem_section)",
+                    "page filtering is impossible; dump level lowered from 31 to 1",
+                ],
+            ),
+            (
+                &["OFFSET(page.flags)"],
+                30,
+                &[
+                    "cannot interpret struct page: VMCOREINFO has no OFFSET(page.flags)",
+                    "page filtering is impossible; dump level lowered from 30 to 0",
+                ],
+            ),
+            (
+                &["SYMBOL(init_top_pgt)"],
+                17,
+                &[
+                    "cannot translate kernel addresses: VMCOREINFO has no SYMBOL(init_top_pgt)",
+                    "page filtering is impossible; dump level lowered from 17 to 1",
+                ],
+            ),
+            // Level 1 loses nothing: no second warning.
+            (
+                &["SIZE(page)"],
+                1,
+                &[
+                    "cannot interpret struct page: VMCOREINFO has no SIZE(page)",
+                    "cannot find mem_map: VMCOREINFO has no SIZE(page)",
+                ],
+            ),
+        ];
+        for (omit, bits, warnings) in cases {
+            let mut builder = Builder::new(Generation::V6_12).with_every_kind();
+            builder.omit_vmcoreinfo = omit.iter().map(|k| (*k).to_owned()).collect();
+            let (_, vmcore) = built(&builder);
+            let mut filter = Filter::new(&vmcore, level(bits));
+            assert_eq!(filter.warnings(), warnings, "{omit:?}");
+            assert_eq!(filter.level(), level(bits & 1), "{omit:?}");
+            let (counts, first, second) = run(&mut filter, 1 << 20).unwrap();
+            assert_eq!(counts, Counts::default(), "{omit:?}: not even hwpoison");
+            assert!(first == second);
+        }
+    }
+
+    /// Without `OFFSET(page.private)` free pages cannot be told apart: level 16 is dropped with
+    /// a warning, everything else is still excluded as built.
+    #[test]
+    fn free_pages_unrecognisable_keep_the_rest_of_the_level() {
+        let mut builder = Builder::new(Generation::V6_1).with_every_kind();
+        builder.omit_vmcoreinfo = vec!["OFFSET(page.private)".to_owned()];
+        let (_, vmcore) = built(&builder);
+        let mut filter = Filter::new(&vmcore, level(31));
+        assert_eq!(
+            filter.warnings(),
+            &[
+                "free pages cannot be recognised from struct page; they are kept (dump level \
+               without 16)"
+                    .to_owned()
+            ]
+        );
+        assert_eq!(filter.level(), level(15));
+        let (counts, _, second) = run(&mut filter, 1 << 20).unwrap();
+        let (want_counts, want_second) = expected(&builder, level(15));
+        assert_eq!(counts, want_counts);
+        assert!(second == want_second);
+    }
+
+    /// A free block claiming an order the kernel cannot have (11, with 11 free areas) is kept,
+    /// and reported once, when the last cycle is done.
+    #[test]
+    fn an_impossible_free_order_is_kept_and_reported_once() {
+        let mut builder = Builder::new(Generation::V6_6);
+        builder.pages = 16384;
+        builder.kinds = vec![
+            (4096..6144, Kind::Free { order: 11 }),
+            (8192..8704, Kind::Free { order: 9 }),
+        ];
+        let (_, vmcore) = built(&builder);
+        let mut filter = Filter::new(&vmcore, level(16));
+        let mut counts = Counts::default();
+        let all: Vec<Range<u64>> = cycles(filter.max_mapnr(), 4096).collect();
+        for cycle in &all[..all.len() - 1] {
+            filter.cycle(cycle.clone(), &mut counts).unwrap();
+        }
+        assert_eq!(filter.warnings(), &[] as &[String]);
+        filter
+            .cycle(all[all.len() - 1].clone(), &mut counts)
+            .unwrap();
+        assert_eq!(counts.free, 512);
+        let warned = ["1 free pages claimed an invalid order and were kept".to_owned()];
+        assert_eq!(filter.warnings(), &warned);
+        // The kdump writer walks the cycles a second time to write the pages (dump::SecondPass):
+        // the warning is not repeated.
+        for cycle in all {
+            filter.cycle(cycle, &mut Counts::default()).unwrap();
+        }
+        assert_eq!(filter.warnings(), &warned);
+    }
+
+    /// KASLR, 5-level tables, 1 GiB direct-map pages and the SME bit together change nothing
+    /// in what is excluded.
+    #[test]
+    fn the_address_layout_does_not_change_the_classification() {
+        let mut builder = Builder::new(Generation::V6_12).with_every_kind();
+        builder.five_level = true;
+        builder.gigabyte_pages = true;
+        builder.sme_mask = 1 << 47;
+        builder.kaslr = Some(rkdump_testkit::Kaslr {
+            kernel_offset: 0x3a00_0000,
+            page_offset: 0xff3c_8000_0000_0000,
+            vmemmap: 0xffd9_8000_0000_0000,
+        });
+        let (_, vmcore) = built(&builder);
+        let mut filter = Filter::new(&vmcore, level(31));
+        assert_eq!(filter.warnings(), &[] as &[String]);
+        let (counts, _, second) = run(&mut filter, 1000).unwrap();
+        let (want_counts, want_second) = expected(&builder, level(31));
+        assert_eq!(counts, want_counts);
+        assert!(second == want_second);
+    }
+
+    fn any_kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            Just(Kind::Kernel),
+            Just(Kind::Zero),
+            (0u32..=10).prop_map(|order| Kind::Free { order }),
+            Just(Kind::Cache),
+            Just(Kind::CachePrivate),
+            Just(Kind::Anon),
+            (1u32..=4).prop_map(|order| Kind::CompoundAnon { order }),
+            (1u32..=9).prop_map(|order| Kind::Hugetlb { order }),
+            Just(Kind::Slab),
+            Just(Kind::Hwpoison),
+            Just(Kind::Offline),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Any layout of page kinds (each compound or free block aligned to its size, as the
+        /// kernel aligns them), any generation, dump level and cycle size: the filter excludes
+        /// exactly what was built.
+        #[test]
+        fn any_layout_is_excluded_as_built(
+            generation in prop_oneof![
+                Just(Generation::V6_1),
+                Just(Generation::V6_6),
+                Just(Generation::V6_12)
+            ],
+            items in proptest::collection::vec((any_kind(), 1u64..40), 1..60),
+            bits in 0..=DumpLevel::MAX,
+            per_cycle in 1u64..600,
+        ) {
+            let mut builder = Builder::new(generation);
+            let mut at = builder.first_free_pfn();
+            for (kind, len) in items {
+                let len = match kind {
+                    Kind::Free { order }
+                    | Kind::CompoundAnon { order }
+                    | Kind::Hugetlb { order } => 1 << order,
+                    _ => len,
+                };
+                let start = at.next_multiple_of(len.next_power_of_two().min(1 << 10));
+                if start + len > builder.pages {
+                    break;
+                }
+                builder.kinds.push((start..start + len, kind));
+                at = start + len;
+            }
+            let (_, vmcore) = built(&builder);
+            let mut filter = Filter::new(&vmcore, level(bits));
+            let (counts, _, second) = run(&mut filter, per_cycle * 8).unwrap();
+            let (want_counts, want_second) = expected(&builder, level(bits));
+            prop_assert_eq!(counts, want_counts);
+            prop_assert!(second == want_second);
+        }
+    }
 }

@@ -428,3 +428,343 @@ fn check_overlaps(segments: &[Segment]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Opening synthetic vmcores, for the unit tests of this module and of `filter`.
+#[cfg(test)]
+pub(crate) mod testing {
+    use rkdump_testkit::Builder;
+
+    use super::{Vmcore, VmcoreError};
+
+    /// Writes `bytes` to a temporary file and opens it as a vmcore (the file is unlinked when
+    /// this returns; the open handle keeps its data).
+    pub(crate) fn open(bytes: &[u8]) -> Result<Vmcore, VmcoreError> {
+        let file = tempfile::NamedTempFile::new().expect("creating a temporary file");
+        std::fs::write(file.path(), bytes).expect("writing the vmcore");
+        Vmcore::open(file.path())
+    }
+
+    /// Builds `builder`'s vmcore and opens it, which must succeed.
+    pub(crate) fn built(builder: &Builder) -> (Vec<u8>, Vmcore) {
+        let bytes = builder.build();
+        let vmcore = open(&bytes).expect("a synthetic vmcore opens");
+        (bytes, vmcore)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rkdump_testkit::elf::{self as tk, ProgramHeader};
+    use rkdump_testkit::{Builder, Generation, KERNEL_PHYS, KERNEL_SIZE, PAGE};
+
+    use super::testing::{built, open};
+    use super::*;
+    use crate::format::bytes::OutOfBounds;
+
+    /// The `what` of an [`VmcoreError::Invalid`], or a panic naming what came instead.
+    fn invalid(result: Result<Vmcore, VmcoreError>) -> String {
+        match result {
+            Err(VmcoreError::Invalid { what, .. }) => what,
+            other => panic!("expected VmcoreError::Invalid, got {other:?}"),
+        }
+    }
+
+    fn patch(bytes: &mut [u8], index: usize, edit: impl FnOnce(&mut ProgramHeader)) {
+        let mut header = tk::program_headers(bytes)[index];
+        edit(&mut header);
+        tk::set_program_header(bytes, index, &header);
+    }
+
+    /// The segments, CPUs and VMCOREINFO are those the builder wrote: the kernel-text alias
+    /// first, then RAM around the holes, at the file offsets the testkit's writer chose.
+    #[test]
+    fn a_synthetic_vmcore_opens_as_built() {
+        let mut builder = Builder::new(Generation::V6_1);
+        builder.cpus = 3;
+        builder.holes = vec![3000..3100, 6144..7168];
+        let (bytes, vmcore) = built(&builder);
+        let headers = tk::program_headers(&bytes);
+        let mut expected = vec![(builder.kernel_virt(), KERNEL_PHYS, KERNEL_SIZE)];
+        for r in builder.ram() {
+            let at = r.start * PAGE;
+            expected.push((builder.page_offset() + at, at, (r.end - r.start) * PAGE));
+        }
+        assert_eq!(expected.len(), 4, "three RAM segments around two holes");
+        let segments: Vec<Segment> = expected
+            .iter()
+            .enumerate()
+            .map(|(i, &(virt_start, phys_start, size))| Segment {
+                index: i + 1,
+                phys_start,
+                phys_end: phys_start + size,
+                virt_start,
+                file_offset: headers[i + 1].p_offset,
+                file_size: size,
+                flags_align: (7, 0),
+            })
+            .collect();
+        assert_eq!(vmcore.segments(), &segments[..]);
+        assert!(segments[0].is_kernel_text() && !segments[1].is_kernel_text());
+        assert_eq!(vmcore.cpus(), 3);
+        assert_eq!(vmcore.max_pfn(), builder.pages);
+        assert_eq!(vmcore.file_len(), bytes.len() as u64);
+        assert!(!vmcore.elf_incomplete());
+        assert_eq!(vmcore.notes_offset(), 64 + 5 * 56);
+        assert_eq!(
+            vmcore.notes(),
+            &bytes[64 + 5 * 56..][..vmcore.notes().len()]
+        );
+        assert_eq!(vmcore.info().os_release(), Some("6.1.0-synthetic"));
+        let (at, len) = vmcore.vmcoreinfo_range().unwrap();
+        let text = &vmcore.notes()[at as usize..(at + len) as usize];
+        assert!(text.starts_with(b"OSRELEASE=6.1.0-synthetic\nPAGESIZE=4096\n"));
+        assert!(text.ends_with(b"CRASHTIME=1764072000\n"));
+        assert_eq!(vmcore.segment_of(3000 * PAGE - 1), Some(&segments[1]));
+        assert_eq!(vmcore.segment_of(3000 * PAGE), None);
+        assert_eq!(vmcore.segment_of(KERNEL_PHYS), Some(&segments[0]));
+    }
+
+    #[test]
+    fn damaged_headers_are_refused_with_the_exact_error() {
+        let good = Builder::new(Generation::V6_12).build();
+        let phnum = tk::program_headers(&good).len();
+        let edited = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut bytes = good.clone();
+            edit(&mut bytes);
+            open(&bytes)
+        };
+
+        let bad_magic = edited(&|b| b[1] = b'F');
+        assert!(matches!(
+            bad_magic,
+            Err(VmcoreError::Elf {
+                source: ElfError::BadMagic,
+                ..
+            })
+        ));
+        let elf32 = edited(&|b| b[4] = 1);
+        assert!(matches!(
+            elf32,
+            Err(VmcoreError::Elf {
+                source: ElfError::UnsupportedClass(1),
+                ..
+            })
+        ));
+        let aarch64 = edited(&|b| b[18..20].copy_from_slice(&183u16.to_le_bytes()));
+        assert!(matches!(
+            aarch64,
+            Err(VmcoreError::Elf {
+                source: ElfError::UnsupportedMachine(183),
+                ..
+            })
+        ));
+        let executable = edited(&|b| b[16..18].copy_from_slice(&2u16.to_le_bytes()));
+        assert_eq!(invalid(executable), "ELF type 2 is not a core file");
+        assert_eq!(
+            invalid(open(&good[..40])),
+            "truncated: needs 64 bytes at offset 0x0, file has 40 bytes"
+        );
+        assert_eq!(
+            invalid(open(&good[..64 + 56])),
+            format!(
+                "truncated: needs {} bytes at offset 0x40, file has 120 bytes",
+                phnum * 56
+            )
+        );
+
+        let mut bytes = good.clone();
+        patch(&mut bytes, 2, |h| h.p_memsz = h.p_filesz - 0x1000);
+        assert_eq!(
+            invalid(open(&bytes)),
+            "PT_LOAD #2 has p_filesz 0x2000000 larger than p_memsz 0x1fff000"
+        );
+
+        let mut bytes = good.clone();
+        patch(&mut bytes, 0, |h| h.p_type = tk::PT_NULL);
+        assert_eq!(
+            invalid(open(&bytes)),
+            "no PT_NOTE segment (no VMCOREINFO, no CPU registers)"
+        );
+
+        let mut bytes = good.clone();
+        for index in 1..phnum {
+            patch(&mut bytes, index, |h| h.p_type = tk::PT_NULL);
+        }
+        assert_eq!(
+            invalid(open(&bytes)),
+            "no PT_LOAD segments: the file holds no memory"
+        );
+
+        let mut bytes = good.clone();
+        patch(&mut bytes, 0, |h| h.p_filesz = 65 << 20);
+        assert_eq!(
+            invalid(open(&bytes)),
+            format!("PT_NOTE segment of {} bytes is implausibly large", 65 << 20)
+        );
+
+        let mut bytes = good.clone();
+        let len = bytes.len() as u64;
+        patch(&mut bytes, 0, |h| h.p_offset = len - 100);
+        let notes = tk::program_headers(&good)[0].p_filesz;
+        assert_eq!(
+            invalid(open(&bytes)),
+            format!(
+                "truncated: needs {notes} bytes at offset {:#x}, file has {len} bytes",
+                len - 100
+            )
+        );
+    }
+
+    /// A file cut inside a PT_LOAD is refused naming that segment, its physical range and how
+    /// far the file falls short; a file cut exactly at a segment's end is not.
+    #[test]
+    fn a_truncated_pt_load_is_named_with_its_range_and_the_file_size() {
+        let mut builder = Builder::new(Generation::V6_1);
+        builder.holes = std::iter::once(4096..4608).collect();
+        let bytes = builder.build();
+        let headers = tk::program_headers(&bytes);
+        let last = headers[3];
+        assert_eq!(last.p_paddr, 4608 * PAGE, "the RAM segment after the hole");
+        let cut = (last.p_offset + 0x1234) as usize;
+        assert_eq!(
+            invalid(open(&bytes[..cut])),
+            format!(
+                "truncated: PT_LOAD #3 (physical 0x1200000-0x2000000) ends at file offset \
+                 {:#x}, but the file has {cut:#x} bytes",
+                last.p_offset + last.p_filesz
+            )
+        );
+        // Cut between the last two segments: the last one is entirely missing.
+        let cut = last.p_offset as usize;
+        let error = invalid(open(&bytes[..cut]));
+        assert!(error.starts_with("truncated: PT_LOAD #3 "), "{error}");
+    }
+
+    /// Notes cut short: a note that no longer fits in the PT_NOTE segment is reported at its
+    /// own offset (here the VMCOREINFO note after the CPUs' notes) with the field that does not
+    /// fit; a segment that ends exactly between two notes is fine, and then has no VMCOREINFO.
+    #[test]
+    fn notes_cut_short_name_the_note_that_no_longer_fits() {
+        let builder = Builder::new(Generation::V6_6); // 2 CPUs
+        let good = builder.build();
+        let note_header = tk::program_headers(&good)[0];
+        // Each CPU note: 12-byte header, "CORE\0" padded to 8, 336-byte prstatus.
+        let cpu_notes = 2 * (12 + 8 + 336);
+        let notes_at = note_header.p_offset as usize;
+        let desc_len = u32::from_le_bytes(
+            good[notes_at + cpu_notes + 4..][..4]
+                .try_into()
+                .expect("4 bytes"),
+        ) as usize;
+        assert_eq!(
+            note_header.p_filesz as usize,
+            cpu_notes + 12 + 12 + desc_len.next_multiple_of(4),
+            "VMCOREINFO note: header, \"VMCOREINFO\\0\" padded to 12, text"
+        );
+
+        let mut bytes = good.clone();
+        let cut = cpu_notes + 12 + 12 + desc_len / 2;
+        patch(&mut bytes, 0, |h| h.p_filesz = cut as u64);
+        match open(&bytes) {
+            Err(VmcoreError::Notes {
+                source: NoteError::Truncated { offset, source },
+                ..
+            }) => {
+                assert_eq!(offset, cpu_notes);
+                assert_eq!(
+                    source,
+                    OutOfBounds {
+                        offset: cpu_notes + 24,
+                        len: desc_len,
+                        available: cut,
+                    }
+                );
+            }
+            other => panic!("expected a truncated note, got {other:?}"),
+        }
+
+        let mut bytes = good.clone();
+        patch(&mut bytes, 0, |h| h.p_filesz = cpu_notes as u64);
+        let vmcore = open(&bytes).unwrap();
+        assert_eq!(vmcore.cpus(), 2);
+        assert_eq!(vmcore.vmcoreinfo_range(), None);
+        assert_eq!(vmcore.info(), &VmcoreInfo::default());
+    }
+
+    /// `e_phnum = PN_XNUM`: the real count comes from `sh_info` of section header 0.
+    #[test]
+    fn the_extended_program_header_count_is_read_from_section_zero() {
+        let good = Builder::new(Generation::V6_1).build();
+        let expected = open(&good).unwrap().segments().to_vec();
+        let phnum = tk::program_headers(&good).len();
+        let mut bytes = good.clone();
+        let mut header = tk::FileHeader::from_bytes(&bytes);
+        header.e_phnum = tk::PN_XNUM;
+        header.e_shoff = bytes.len() as u64;
+        header.e_shnum = 1;
+        bytes[..64].copy_from_slice(&header.to_bytes());
+        let mut section0 = [0u8; tk::SECTION_HEADER_SIZE];
+        section0[44..48].copy_from_slice(&(phnum as u32).to_le_bytes()); // sh_info
+        bytes.extend_from_slice(&section0);
+        assert_eq!(open(&bytes).unwrap().segments(), &expected[..]);
+    }
+
+    /// Physical reads switch segments where one ends (the kernel-text alias, first in file
+    /// order, into RAM: the same bytes), fail at the first byte of a hole, and read zeros past
+    /// `p_filesz` up to `p_memsz`.
+    #[test]
+    fn physical_reads_cross_segments_and_stop_at_holes() {
+        let mut builder = Builder::new(Generation::V6_12);
+        builder.holes = std::iter::once(3000..3010).collect();
+        let mut bytes = builder.build();
+        let headers = tk::program_headers(&bytes);
+        // The last RAM segment gets 2.5 pages of memory that are not in the file.
+        let last = headers.len() - 1;
+        patch(&mut bytes, last, |h| h.p_memsz += 0x2800);
+        let vmcore = open(&bytes).unwrap();
+        let file_bytes = |phys: u64, len: usize| {
+            let h = headers[1..]
+                .iter()
+                .rev() // RAM, not the kernel-text alias
+                .find(|h| h.p_paddr <= phys && phys < h.p_paddr + h.p_filesz)
+                .unwrap();
+            let at = (h.p_offset + phys - h.p_paddr) as usize;
+            bytes[at..at + len].to_vec()
+        };
+
+        let mut buf = vec![0u8; 0x3000];
+        let text_end = KERNEL_PHYS + KERNEL_SIZE;
+        assert_eq!(vmcore.segment_of(text_end - 1).unwrap().index, 1);
+        vmcore.read_phys(text_end - 0x1800, &mut buf).unwrap();
+        assert!(buf == file_bytes(text_end - 0x1800, 0x3000));
+        assert!(buf.iter().any(|&b| b != 0));
+
+        let before_hole = 3000 * PAGE - 8;
+        assert!(matches!(
+            vmcore.read_phys(before_hole, &mut [0u8; 16]),
+            Err(VmcoreError::NotPresent(a)) if a == 3000 * PAGE
+        ));
+        let mut eight = [0u8; 8];
+        vmcore.read_phys(before_hole, &mut eight).unwrap();
+        assert_eq!(eight.to_vec(), file_bytes(before_hole, 8));
+        vmcore.read_phys(3010 * PAGE, &mut eight).unwrap();
+        assert_eq!(eight.to_vec(), file_bytes(3010 * PAGE, 8));
+
+        let end_of_file_data = builder.pages * PAGE;
+        let mut tail = vec![0xffu8; 0x2000];
+        vmcore
+            .read_phys(end_of_file_data - 0x1000, &mut tail)
+            .unwrap();
+        assert!(tail[..0x1000] == file_bytes(end_of_file_data - 0x1000, 0x1000)[..]);
+        assert!(
+            tail[0x1000..].iter().all(|&b| b == 0),
+            "zeros past p_filesz"
+        );
+        let end_of_memory = end_of_file_data + 0x2800;
+        assert!(matches!(
+            vmcore.read_phys(end_of_memory - 4, &mut eight),
+            Err(VmcoreError::NotPresent(a)) if a == end_of_memory
+        ));
+        assert_eq!(vmcore.max_pfn(), builder.pages + 3, "a partial page counts");
+    }
+}

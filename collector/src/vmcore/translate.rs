@@ -218,3 +218,227 @@ impl<'a> KernelMemory<'a> {
         Ok(buf)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rkdump_testkit::{
+        Builder, Generation, KERNEL_PHYS, KERNEL_VIRT, Kaslr, PAGE, STRUCT_PAGE, VMEMMAP_PHYS,
+    };
+
+    use super::*;
+    use crate::vmcore::testing::built;
+
+    const GIB: u64 = 1 << 30;
+    const MIB2: u64 = 2 << 20;
+
+    /// The leaf that maps `vaddr`, found by a fresh walk.
+    fn leaf_of(memory: &KernelMemory<'_>, vaddr: u64) -> Leaf {
+        memory.tables().walk(memory.vmcore(), vaddr).unwrap()
+    }
+
+    /// Translates every kind of mapping the builder makes, with the leaf size it chose, and
+    /// reads through each the bytes that the physical address holds.
+    fn assert_mappings(builder: &Builder) {
+        let (_, vmcore) = built(builder);
+        let mut memory = KernelMemory::new(&vmcore).unwrap();
+        let po = builder.page_offset();
+        let direct_leaf = |low: bool| match (builder.gigabyte_pages, low) {
+            (true, _) => GIB,
+            (false, true) => PAGE,
+            (false, false) => MIB2,
+        };
+        let cases = [
+            (po + 0x1234, 0x1234, direct_leaf(true)),
+            (po + 0x1f_fff8, 0x1f_fff8, direct_leaf(true)),
+            (po + 0x20_0010, 0x20_0010, direct_leaf(false)),
+            (po + (5 << 20) + 0x77, (5 << 20) + 0x77, direct_leaf(false)),
+            (
+                po + builder.pages * PAGE - 8,
+                builder.pages * PAGE - 8,
+                direct_leaf(false),
+            ),
+            (
+                builder.kernel_virt() + 0x1_2345,
+                KERNEL_PHYS + 0x1_2345,
+                MIB2,
+            ),
+            (
+                builder.mem_map() + 3000 * STRUCT_PAGE + 8,
+                VMEMMAP_PHYS + 3000 * STRUCT_PAGE + 8,
+                PAGE,
+            ),
+        ];
+        for (vaddr, paddr, size) in cases {
+            assert_eq!(memory.translate(vaddr).unwrap(), paddr, "{vaddr:#x}");
+            let leaf = leaf_of(&memory, vaddr);
+            assert_eq!(leaf.size, size, "leaf size for {vaddr:#x}");
+            assert_eq!(leaf.virt, vaddr & !(size - 1));
+            let mut expected = [0u8; 8];
+            vmcore.read_phys(paddr, &mut expected).unwrap();
+            assert_eq!(
+                memory.read_u64(vaddr).unwrap(),
+                u64::from_le_bytes(expected)
+            );
+        }
+    }
+
+    #[test]
+    fn four_level_tables_translate_4k_2m_and_kernel_text_mappings() {
+        let builder = Builder::new(Generation::V6_1);
+        assert_mappings(&builder);
+        let (_, vmcore) = built(&builder);
+        let tables = PageTables::locate(vmcore.info(), &vmcore).unwrap();
+        let top = vmcore.info().symbol("init_top_pgt").unwrap().unwrap();
+        assert_eq!(
+            tables,
+            PageTables {
+                root: KERNEL_PHYS + (top - KERNEL_VIRT),
+                five_level: false,
+                sme_mask: 0,
+                phys_base: KERNEL_PHYS.wrapping_sub(KERNEL_VIRT - START_KERNEL_MAP),
+            }
+        );
+    }
+
+    #[test]
+    fn five_level_tables_and_gigabyte_pages_translate() {
+        for (five_level, gigabyte_pages) in [(true, false), (false, true), (true, true)] {
+            let mut builder = Builder::new(Generation::V6_12);
+            builder.five_level = five_level;
+            builder.gigabyte_pages = gigabyte_pages;
+            assert_mappings(&builder);
+            let (_, vmcore) = built(&builder);
+            assert_eq!(
+                PageTables::locate(vmcore.info(), &vmcore)
+                    .unwrap()
+                    .five_level,
+                five_level
+            );
+        }
+    }
+
+    /// KASLR moves the kernel text (so `phys_base` changes), the direct map and vmemmap; the
+    /// relocated `init_top_pgt` and `phys_base` find the tables, and without
+    /// `NUMBER(phys_base)` the kernel-text segment gives the same `phys_base`.
+    #[test]
+    fn kaslr_offsets_are_followed_with_or_without_phys_base() {
+        let kaslr = Kaslr {
+            kernel_offset: 0x2c00_0000,
+            page_offset: 0xffff_9b40_0000_0000,
+            vmemmap: 0xffff_e3c0_0000_0000,
+        };
+        let mut builder = Builder::new(Generation::V6_6);
+        builder.kaslr = Some(kaslr);
+        assert_mappings(&builder);
+        let (_, vmcore) = built(&builder);
+        let expected = PageTables::locate(vmcore.info(), &vmcore).unwrap();
+        assert_eq!(
+            expected.phys_base,
+            KERNEL_PHYS.wrapping_sub(KERNEL_VIRT + kaslr.kernel_offset - START_KERNEL_MAP)
+        );
+        assert_eq!(
+            vmcore.info().kernel_offset().unwrap(),
+            Some(kaslr.kernel_offset)
+        );
+        builder.omit_vmcoreinfo = vec!["NUMBER(phys_base)".to_owned()];
+        let (_, vmcore) = built(&builder);
+        assert_eq!(vmcore.info().get("NUMBER(phys_base)"), None);
+        assert_eq!(
+            PageTables::locate(vmcore.info(), &vmcore).unwrap(),
+            expected
+        );
+    }
+
+    /// The SME encryption bit set in every entry is stripped from tables and results.
+    #[test]
+    fn the_sme_mask_is_stripped_from_entries_and_addresses() {
+        let mut builder = Builder::new(Generation::V6_1);
+        builder.sme_mask = 1 << 47;
+        assert_mappings(&builder);
+        let (_, vmcore) = built(&builder);
+        let memory = KernelMemory::new(&vmcore).unwrap();
+        assert_eq!(memory.tables().sme_mask, 1 << 47);
+    }
+
+    /// An unmapped address names the level where the walk stopped and the entry found there.
+    #[test]
+    fn unmapped_addresses_name_the_level_that_is_not_present() {
+        for five_level in [false, true] {
+            let mut builder = Builder::new(Generation::V6_12);
+            builder.five_level = five_level;
+            let (_, vmcore) = built(&builder);
+            let mut memory = KernelMemory::new(&vmcore).unwrap();
+            let po = builder.page_offset();
+            // A top-level slot nothing uses (4-level: vmalloc space; 5-level: the slot below
+            // the direct map's).
+            let empty = if five_level {
+                0xff00_0000_0000_0000
+            } else {
+                0xffff_c900_0000_0000
+            };
+            for (vaddr, level) in [
+                (empty, "PGD"),
+                // Right after RAM, in the same 1 GiB: no PMD entry.
+                (po + builder.pages * PAGE, "PMD"),
+                // The next 1 GiB of the direct map: no PUD entry.
+                (po + GIB, "PUD"),
+                // vmemmap past the struct pages: no PTE.
+                (
+                    builder.mem_map() + builder.pages * STRUCT_PAGE + PAGE,
+                    "PTE",
+                ),
+            ] {
+                match memory.translate(vaddr) {
+                    Err(TranslateError::NotMapped {
+                        vaddr: v,
+                        level: l,
+                        entry: 0,
+                    }) => assert_eq!((v, l), (vaddr, level), "{vaddr:#x}"),
+                    other => panic!("{vaddr:#x}: expected NotMapped at {level}, got {other:?}"),
+                }
+            }
+        }
+        let mut builder = Builder::new(Generation::V6_12);
+        builder.five_level = true;
+        let (_, vmcore) = built(&builder);
+        let mut memory = KernelMemory::new(&vmcore).unwrap();
+        // Same PGD slot as the direct map (bits 48..56), another P4D slot (bits 39..47).
+        let vaddr = builder.page_offset() + (1 << 39);
+        assert!(matches!(
+            memory.translate(vaddr),
+            Err(TranslateError::NotMapped { level: "P4D", .. })
+        ));
+    }
+
+    #[test]
+    fn without_init_top_pgt_translation_is_impossible() {
+        let mut builder = Builder::new(Generation::V6_1);
+        builder.omit_vmcoreinfo = vec!["SYMBOL(init_top_pgt)".to_owned()];
+        let (_, vmcore) = built(&builder);
+        match KernelMemory::new(&vmcore) {
+            Err(TranslateError::Info(VmcoreInfoError::Missing(key))) => {
+                assert_eq!(key, "SYMBOL(init_top_pgt)");
+            }
+            other => panic!("expected a missing symbol, got {other:?}"),
+        }
+    }
+
+    /// A virtual read spanning pages of the vmemmap (4 KiB leaves, translated one by one)
+    /// gives the struct pages' physical bytes; so does the same array through the direct map.
+    #[test]
+    fn reads_across_pages_equal_the_physical_bytes() {
+        let builder = Builder::new(Generation::V6_12).with_every_kind();
+        let (_, vmcore) = built(&builder);
+        let mut memory = KernelMemory::new(&vmcore).unwrap();
+        let len = 3 * PAGE as usize + 100;
+        let mut expected = vec![0u8; len];
+        vmcore.read_phys(VMEMMAP_PHYS + 100, &mut expected).unwrap();
+        assert!(memory.read_vec(builder.mem_map() + 100, len).unwrap() == expected);
+        assert!(
+            memory
+                .read_vec(builder.page_offset() + VMEMMAP_PHYS + 100, len)
+                .unwrap()
+                == expected
+        );
+    }
+}

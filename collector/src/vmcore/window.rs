@@ -212,7 +212,11 @@ impl PageReader {
 
 #[cfg(test)]
 mod tests {
+    use rkdump_testkit::elf as tk;
+    use rkdump_testkit::{Builder, Generation, PAGE};
+
     use super::*;
+    use crate::vmcore::testing::{built, open};
 
     fn segment(index: usize, phys_start: u64, size: u64, file_offset: u64, virt: u64) -> Segment {
         Segment {
@@ -281,5 +285,109 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// The page map of a vmcore with holes: one regular extent per RAM segment, at the file
+    /// offsets the testkit wrote them, and nothing for the kernel-text alias (RAM covers it).
+    #[test]
+    fn the_page_map_is_the_ram_segments() {
+        let mut builder = Builder::new(Generation::V6_1);
+        builder.holes = vec![100..200, 5000..6000];
+        let (bytes, vmcore) = built(&builder);
+        let headers = tk::program_headers(&bytes);
+        let ram = builder.ram();
+        let expected: Vec<Extent> = ram
+            .iter()
+            .zip(&headers[2..])
+            .map(|(r, h)| Extent {
+                pfn_start: r.start,
+                pfn_end: r.end,
+                kind: ExtentKind::Regular {
+                    file_offset: h.p_offset,
+                },
+            })
+            .collect();
+        assert_eq!(PageMap::new(vmcore.segments()).extents(), &expected[..]);
+    }
+
+    /// A RAM segment whose data ends inside a page: that page is irregular and reads its
+    /// file-backed half followed by zeros; the page after it is in no segment.
+    #[test]
+    fn a_partial_last_page_is_irregular_and_zero_filled() {
+        let builder = Builder::new(Generation::V6_12);
+        let mut bytes = builder.build();
+        let last = tk::program_headers(&bytes).len() - 1;
+        let mut header = tk::program_headers(&bytes)[last];
+        header.p_filesz -= 0x800;
+        header.p_memsz -= 0x800;
+        tk::set_program_header(&mut bytes, last, &header);
+        let vmcore = open(&bytes).unwrap();
+        let end = builder.pages;
+        assert_eq!(
+            PageMap::new(vmcore.segments()).extents().last(),
+            Some(&Extent {
+                pfn_start: end - 1,
+                pfn_end: end,
+                kind: ExtentKind::Irregular
+            })
+        );
+        let mut page = vec![0xeeu8; PAGE as usize];
+        vmcore.read_page(end - 1, &mut page).unwrap();
+        let at = (header.p_offset + header.p_filesz - 0x800) as usize;
+        assert!(page[..0x800] == bytes[at..at + 0x800]);
+        assert!(page[0x800..].iter().all(|&b| b == 0));
+        assert!(matches!(
+            vmcore.read_page(end, &mut page),
+            Err(VmcoreError::NotPresent(a)) if a == end * PAGE
+        ));
+    }
+
+    /// A window read through mmap and through pread holds the same bytes for the pages asked
+    /// for, and those are the pages `read_page` reads one by one.
+    #[test]
+    fn mmap_and_pread_windows_hold_the_same_pages() {
+        let mut builder = Builder::new(Generation::V6_12).with_every_kind();
+        builder.holes = std::iter::once(3000..3100).collect();
+        let (_, vmcore) = built(&builder);
+        let map = PageMap::new(vmcore.segments());
+        let mut mapped = PageReader::new(Access::Mmap);
+        let mut read = PageReader::new(Access::Pread);
+        let mut page = vec![0u8; PAGE as usize];
+        for extent in map.extents() {
+            let ExtentKind::Regular { file_offset } = extent.kind else {
+                panic!("no irregular page in this vmcore: {extent:?}");
+            };
+            let pages = 96usize;
+            let first = extent.pfn_end - pages as u64 - 3;
+            let offset = file_offset + (first - extent.pfn_start) * PAGE;
+            let wanted = [(0, 5), (17, 1), (40, 56)];
+            let via_mmap = mapped
+                .window(&vmcore, offset, pages, &wanted)
+                .unwrap()
+                .to_vec();
+            let via_pread = read
+                .window(&vmcore, offset, pages, &wanted)
+                .unwrap()
+                .to_vec();
+            assert_eq!(via_mmap.len(), pages * PAGE as usize);
+            assert_eq!(via_pread.len(), via_mmap.len());
+            for &(start, count) in &wanted {
+                for i in start..start + count {
+                    let bytes = i * PAGE as usize..(i + 1) * PAGE as usize;
+                    assert!(
+                        via_mmap[bytes.clone()] == via_pread[bytes.clone()],
+                        "page {i}"
+                    );
+                    vmcore.read_page(first + i as u64, &mut page).unwrap();
+                    assert!(via_mmap[bytes] == page[..], "page {i}");
+                }
+            }
+        }
+        assert_eq!(
+            mapped.access(),
+            Access::Mmap,
+            "a regular file can be mapped"
+        );
+        assert_eq!(read.access(), Access::Pread);
     }
 }

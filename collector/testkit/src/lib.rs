@@ -1,34 +1,51 @@
-//! A builder of small synthetic vmcores, for tests that need exact control of the dead
-//! kernel's state: every kind of page, each kernel generation's page encoding, 4- and 5-level
-//! page tables, both printk ring formats, memory holes, and corrupt variants.
+//! Synthetic x86_64 vmcores for rkdump's tests: small ELF core files holding exactly the kernel
+//! state a test needs: every kind of page, each kernel generation's page encoding, 4- and
+//! 5-level page tables (with 4 KiB, 2 MiB and 1 GiB leaves), KASLR-moved kernel text, direct
+//! map and vmemmap, the SME encryption bit, both printk ring formats, memory holes, and corrupt
+//! variants (through [`Builder::omit_vmcoreinfo`], [`Builder::extra_vmcoreinfo`] and the header
+//! patching helpers of [`elf`]).
 //!
 //! The vmcore is a real x86_64 ELF core, laid out the way the kernel lays out its own:
 //!
 //! ```text
 //! physical                      virtual
 //! [0, pages*4K)          RAM    direct map at PAGE_OFFSET (4 KiB PTEs for the first 2 MiB,
-//!                                2 MiB PMD leaves above)
+//!                                2 MiB PMD leaves above; or 1 GiB PUD leaves)
 //! [2 MiB, 4 MiB)  "kernel image": page tables, VMCOREINFO symbols, mem_section, printk
-//!                                also mapped at 0xffffffff81000000 (the kernel-text alias)
+//!                                also mapped at 0xffffffff81000000 + KASLR offset (the
+//!                                kernel-text alias)
 //! [4 MiB, ...)    struct pages   mapped at VMEMMAP_START with 4 KiB PTEs
 //! ```
 //!
 //! and PT_LOADs like `/proc/vmcore`'s: the kernel-text alias first, then RAM (minus holes).
 //! makedumpfile reads these files as it reads real ones, so tests can compare against it.
+//!
+//! The crate does not depend on rkdump. rkdump's own unit tests dev-depend on it (a dependency
+//! back on rkdump would give them two incompatible copies of rkdump's types), and its ELF
+//! writer ([`elf`]) is written from the ELF specification rather than borrowed from rkdump's
+//! encoder: a test that checks rkdump's reader against rkdump's writer would share their
+//! mistakes, an independent writer does not.
+
+pub mod elf;
 
 use std::ops::Range;
 
-use rkdump::format::elf::{self, FileHeader, ProgramHeader};
-use rkdump::format::note;
-
 /// Page size.
 pub const PAGE: u64 = 4096;
-const KERNEL_PHYS: u64 = 2 << 20;
-const KERNEL_SIZE: u64 = 2 << 20;
-const KERNEL_VIRT: u64 = 0xffff_ffff_8100_0000;
-const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
-const VMEMMAP_PHYS: u64 = 4 << 20;
-const STRUCT_PAGE: u64 = 64;
+/// Physical address of the synthetic kernel image (page tables, symbols, mem_section, printk).
+pub const KERNEL_PHYS: u64 = 2 << 20;
+/// Size of the kernel image, which is also the size of the kernel-text PT_LOAD.
+pub const KERNEL_SIZE: u64 = 2 << 20;
+/// Virtual address of the kernel image without KASLR.
+pub const KERNEL_VIRT: u64 = 0xffff_ffff_8100_0000;
+/// x86_64 `__START_KERNEL_map`.
+pub const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+/// Physical address of the `struct page` of page frame 0 (the array is contiguous).
+pub const VMEMMAP_PHYS: u64 = 4 << 20;
+/// `SIZE(page)`.
+pub const STRUCT_PAGE: u64 = 64;
+/// Page frames per SPARSEMEM section (`SECTION_SIZE_BITS` is 22: 4 MiB).
+pub const SECTION_PAGES: u64 = 1 << (SECTION_BITS - 12);
 const SECTION_BITS: u32 = 22;
 
 /// How a kernel generation marks page kinds in `struct page` and VMCOREINFO.
@@ -168,7 +185,21 @@ pub enum Log {
     },
 }
 
+/// Where KASLR put the kernel: the randomised bases a real x86_64 kernel publishes through
+/// `KERNELOFFSET` and its (relocated) VMCOREINFO symbols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kaslr {
+    /// How far the kernel text moved from [`KERNEL_VIRT`] (`KERNELOFFSET`; a multiple of
+    /// 2 MiB, below 1 GiB).
+    pub kernel_offset: u64,
+    /// `page_offset_base`: the direct map's base (a multiple of 1 GiB).
+    pub page_offset: u64,
+    /// `vmemmap_base`: where the `struct page` array is mapped (a multiple of 1 GiB).
+    pub vmemmap: u64,
+}
+
 /// A synthetic vmcore under construction.
+#[derive(Debug, Clone)]
 pub struct Builder {
     /// How the kernel encodes page kinds.
     pub generation: Generation,
@@ -192,6 +223,12 @@ pub struct Builder {
     pub extreme: bool,
     /// SPARSEMEM_VMEMMAP (struct pages mapped at VMEMMAP_START) rather than in the direct map.
     pub vmemmap: bool,
+    /// Randomised kernel addresses (`None`: the fixed non-KASLR layout).
+    pub kaslr: Option<Kaslr>,
+    /// The direct map is made of 1 GiB PUD leaves instead of 4 KiB and 2 MiB pages.
+    pub gigabyte_pages: bool,
+    /// SME encryption mask (`NUMBER(sme_mask)`), set in every page table entry.
+    pub sme_mask: u64,
 }
 
 impl Builder {
@@ -209,6 +246,9 @@ impl Builder {
             omit_vmcoreinfo: Vec::new(),
             extreme: true,
             vmemmap: true,
+            kaslr: None,
+            gigabyte_pages: false,
+            sme_mask: 0,
         }
     }
 
@@ -239,20 +279,28 @@ impl Builder {
         self
     }
 
-    fn first_free_pfn(&self) -> u64 {
+    /// The first page frame after the `struct page` array: from here on, page frames hold
+    /// nothing the vmcore's metadata needs.
+    pub fn first_free_pfn(&self) -> u64 {
         (VMEMMAP_PHYS + self.pages * STRUCT_PAGE).div_ceil(PAGE)
     }
 
-    fn page_offset(&self) -> u64 {
-        if self.five_level {
+    /// The direct map's base (`PAGE_OFFSET`).
+    pub fn page_offset(&self) -> u64 {
+        if let Some(kaslr) = self.kaslr {
+            kaslr.page_offset
+        } else if self.five_level {
             0xff11_0000_0000_0000
         } else {
             0xffff_8880_0000_0000
         }
     }
 
-    fn vmemmap(&self) -> u64 {
-        if self.five_level {
+    /// `VMEMMAP_START` (used when [`Builder::vmemmap`] is set).
+    pub fn vmemmap_start(&self) -> u64 {
+        if let Some(kaslr) = self.kaslr {
+            kaslr.vmemmap
+        } else if self.five_level {
             0xffd4_0000_0000_0000
         } else {
             0xffff_ea00_0000_0000
@@ -269,10 +317,15 @@ impl Builder {
         }
     }
 
+    /// Virtual address of the kernel image (the kernel-text alias of [`KERNEL_PHYS`]).
+    pub fn kernel_virt(&self) -> u64 {
+        KERNEL_VIRT + self.kaslr.map_or(0, |k| k.kernel_offset)
+    }
+
     /// Virtual address of the struct page of pfn 0.
-    fn mem_map(&self) -> u64 {
+    pub fn mem_map(&self) -> u64 {
         if self.vmemmap {
-            self.vmemmap()
+            self.vmemmap_start()
         } else {
             self.page_offset() + VMEMMAP_PHYS
         }
@@ -284,6 +337,16 @@ impl Builder {
             self.pages.is_multiple_of(512) && self.pages >= 2048,
             "pages: a multiple of 512, at least 8 MiB"
         );
+        if let Some(kaslr) = self.kaslr {
+            assert!(
+                kaslr.kernel_offset.is_multiple_of(2 << 20) && kaslr.kernel_offset < 1 << 30,
+                "KASLR kernel offset: a multiple of 2 MiB below 1 GiB"
+            );
+            assert!(
+                kaslr.page_offset.is_multiple_of(1 << 30) && kaslr.vmemmap.is_multiple_of(1 << 30),
+                "KASLR bases: multiples of 1 GiB"
+            );
+        }
         let mut mem = Memory {
             bytes: vec![0; (self.pages * PAGE) as usize],
             next_kernel: KERNEL_PHYS,
@@ -319,8 +382,8 @@ impl Builder {
         }
         let log_symbols = self.printk(&mut mem);
 
-        let phys_base = KERNEL_PHYS.wrapping_sub(KERNEL_VIRT - START_KERNEL_MAP);
-        let kvirt = |phys: u64| KERNEL_VIRT + (phys - KERNEL_PHYS);
+        let phys_base = KERNEL_PHYS.wrapping_sub(self.kernel_virt() - START_KERNEL_MAP);
+        let kvirt = |phys: u64| self.kernel_virt() + (phys - KERNEL_PHYS);
         let mut info: Vec<(String, String)> = Vec::new();
         let mut put = |k: &str, v: String| info.push((k.to_owned(), v));
         put("OSRELEASE", self.generation.release().to_owned());
@@ -396,10 +459,10 @@ impl Builder {
         );
         put(
             "KERNELOFFSET",
-            format!("{:x}", KERNEL_VIRT - 0xffff_ffff_8100_0000),
+            format!("{:x}", self.kernel_virt() - KERNEL_VIRT),
         );
         put("NUMBER(KERNEL_IMAGE_SIZE)", "1073741824".into());
-        put("NUMBER(sme_mask)", "0".into());
+        put("NUMBER(sme_mask)", self.sme_mask.to_string());
         put("CRASHTIME", "1764072000".into());
         info.retain(|(k, _)| !self.omit_vmcoreinfo.contains(k));
         info.extend(self.extra_vmcoreinfo.iter().cloned());
@@ -407,11 +470,11 @@ impl Builder {
 
         let mut notes = Vec::new();
         for cpu in 0..self.cpus {
-            let mut prstatus = vec![0u8; 336];
-            prstatus[32..36].copy_from_slice(&(cpu as u32 + 1).to_le_bytes());
-            notes.extend(note::encode(note::CORE_NAME, note::NT_PRSTATUS, &prstatus));
+            let mut prstatus = vec![0u8; elf::PRSTATUS_SIZE];
+            prstatus[32..36].copy_from_slice(&(cpu as u32 + 1).to_le_bytes()); // pr_pid
+            notes.extend(elf::note(b"CORE", elf::NT_PRSTATUS, &prstatus));
         }
-        notes.extend(note::encode(note::VMCOREINFO_NAME, 0, text.as_bytes()));
+        notes.extend(elf::note(b"VMCOREINFO", 0, text.as_bytes()));
         self.elf(&mem.bytes, &notes)
     }
 
@@ -420,16 +483,24 @@ impl Builder {
         let mut tables = Tables {
             root,
             five_level: self.five_level,
+            sme_mask: self.sme_mask,
         };
-        // Direct map: 4 KiB pages for the first 2 MiB, 2 MiB leaves above.
-        for phys in (0..2 << 20).step_by(PAGE as usize) {
-            tables.map(mem, self.page_offset() + phys, phys, Level::Pte);
-        }
-        for phys in ((2 << 20)..self.pages * PAGE).step_by(2 << 20) {
-            tables.map(mem, self.page_offset() + phys, phys, Level::Pmd);
+        if self.gigabyte_pages {
+            // Direct map: 1 GiB leaves.
+            for phys in (0..self.pages * PAGE).step_by(1 << 30) {
+                tables.map(mem, self.page_offset() + phys, phys, Level::Pud);
+            }
+        } else {
+            // Direct map: 4 KiB pages for the first 2 MiB, 2 MiB leaves above.
+            for phys in (0..2 << 20).step_by(PAGE as usize) {
+                tables.map(mem, self.page_offset() + phys, phys, Level::Pte);
+            }
+            for phys in ((2 << 20)..self.pages * PAGE).step_by(2 << 20) {
+                tables.map(mem, self.page_offset() + phys, phys, Level::Pmd);
+            }
         }
         // The kernel image.
-        tables.map(mem, KERNEL_VIRT, KERNEL_PHYS, Level::Pmd);
+        tables.map(mem, self.kernel_virt(), KERNEL_PHYS, Level::Pmd);
         // vmemmap: the struct page array (without SPARSEMEM_VMEMMAP it is reached through the
         // direct map).
         let bytes = if self.vmemmap {
@@ -440,7 +511,7 @@ impl Builder {
         for offset in (0..bytes).step_by(PAGE as usize) {
             tables.map(
                 mem,
-                self.vmemmap() + offset,
+                self.vmemmap_start() + offset,
                 VMEMMAP_PHYS + offset,
                 Level::Pte,
             );
@@ -564,7 +635,7 @@ impl Builder {
     }
 
     fn printk(&self, mem: &mut Memory) -> Vec<(String, String)> {
-        let kvirt = |phys: u64| KERNEL_VIRT + (phys - KERNEL_PHYS);
+        let kvirt = |phys: u64| self.kernel_virt() + (phys - KERNEL_PHYS);
         let mut symbols = Vec::new();
         let mut sym = |k: &str, v: String| symbols.push((k.to_owned(), v));
         match &self.log {
@@ -692,8 +763,8 @@ impl Builder {
         symbols
     }
 
-    /// The program headers and file: notes, the kernel-text alias, then RAM without holes.
-    fn elf(&self, memory: &[u8], notes: &[u8]) -> Vec<u8> {
+    /// The page frame ranges of the RAM PT_LOADs, in order: `[0, pages)` minus the holes.
+    pub fn ram(&self) -> Vec<Range<u64>> {
         let mut ram: Vec<Range<u64>> = std::iter::once(0..self.pages).collect();
         for hole in &self.holes {
             ram = ram
@@ -707,60 +778,25 @@ impl Builder {
                 .filter(|r| r.start < r.end)
                 .collect();
         }
-        let loads: Vec<(u64, u64, u64)> = std::iter::once((KERNEL_VIRT, KERNEL_PHYS, KERNEL_SIZE))
-            .chain(ram.iter().map(|r| {
-                (
-                    self.page_offset() + r.start * PAGE,
-                    r.start * PAGE,
-                    (r.end - r.start) * PAGE,
-                )
-            }))
-            .collect();
-        let phnum = 1 + loads.len();
-        let header_size = elf::HEADER_SIZE + phnum * elf::PROGRAM_HEADER_SIZE;
-        let notes_at = header_size as u64;
-        let mut data_at = (notes_at + notes.len() as u64).next_multiple_of(PAGE);
-        let mut headers = vec![ProgramHeader {
-            p_type: elf::PT_NOTE,
-            offset: notes_at,
-            filesz: notes.len() as u64,
-            memsz: notes.len() as u64,
-            ..Default::default()
-        }];
-        for &(vaddr, paddr, size) in &loads {
-            headers.push(ProgramHeader {
-                p_type: elf::PT_LOAD,
-                flags: 7,
-                offset: data_at,
-                vaddr,
-                paddr,
-                filesz: size,
-                memsz: size,
-                align: 0,
-            });
-            data_at += size;
-        }
-        let mut out = vec![0u8; data_at as usize];
-        let file = FileHeader {
-            e_type: elf::ET_CORE,
-            machine: elf::EM_X86_64,
-            flags: 0,
-            phoff: elf::HEADER_SIZE as u64,
-            shoff: 0,
-            phnum: phnum as u16,
-            shnum: 0,
-        };
-        out[..elf::HEADER_SIZE].copy_from_slice(&file.encode());
-        for (i, ph) in headers.iter().enumerate() {
-            let at = elf::HEADER_SIZE + i * elf::PROGRAM_HEADER_SIZE;
-            out[at..at + elf::PROGRAM_HEADER_SIZE].copy_from_slice(&ph.encode());
-        }
-        out[notes_at as usize..notes_at as usize + notes.len()].copy_from_slice(notes);
-        for ph in &headers[1..] {
-            let src = &memory[ph.paddr as usize..(ph.paddr + ph.filesz) as usize];
-            out[ph.offset as usize..(ph.offset + ph.filesz) as usize].copy_from_slice(src);
-        }
-        out
+        ram
+    }
+
+    /// The file: notes, the kernel-text alias, then RAM without holes.
+    fn elf(&self, memory: &[u8], notes: &[u8]) -> Vec<u8> {
+        let ram = self.ram();
+        let text = KERNEL_PHYS as usize..(KERNEL_PHYS + KERNEL_SIZE) as usize;
+        let loads: Vec<elf::Load<'_>> = std::iter::once(elf::Load {
+            vaddr: self.kernel_virt(),
+            paddr: KERNEL_PHYS,
+            data: &memory[text],
+        })
+        .chain(ram.iter().map(|r| elf::Load {
+            vaddr: self.page_offset() + r.start * PAGE,
+            paddr: r.start * PAGE,
+            data: &memory[(r.start * PAGE) as usize..(r.end * PAGE) as usize],
+        }))
+        .collect();
+        elf::core_file(notes, &loads, PAGE)
     }
 }
 
@@ -834,6 +870,7 @@ impl Memory {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Level {
+    Pud,
     Pmd,
     Pte,
 }
@@ -841,36 +878,115 @@ enum Level {
 struct Tables {
     root: u64,
     five_level: bool,
+    sme_mask: u64,
 }
 
 impl Tables {
     /// Maps `virt` to `phys` with a leaf at `level`, creating tables on the way.
     fn map(&mut self, mem: &mut Memory, virt: u64, phys: u64, level: Level) {
         let mut shifts: Vec<u32> = if self.five_level {
-            vec![48, 39, 30, 21]
+            vec![48, 39, 30]
         } else {
-            vec![39, 30, 21]
+            vec![39, 30]
         };
-        if level == Level::Pte {
-            shifts.push(12);
+        match level {
+            Level::Pud => {}
+            Level::Pmd => shifts.push(21),
+            Level::Pte => shifts.extend([21, 12]),
         }
         let mut table = self.root;
         let last = shifts.len() - 1;
         for (i, shift) in shifts.iter().enumerate() {
             let entry_at = table + ((virt >> shift) & 511) * 8;
             if i == last {
-                let leaf_flags = if level == Level::Pmd { 0x83 } else { 0x3 };
-                mem.write_u64(entry_at, phys | leaf_flags);
+                // Present and writable; PS (bit 7) for 1 GiB and 2 MiB leaves.
+                let leaf_flags = if level == Level::Pte { 0x3 } else { 0x83 };
+                mem.write_u64(entry_at, phys | self.sme_mask | leaf_flags);
                 return;
             }
             let entry = mem.read_u64(entry_at);
+            assert!(
+                entry & 0x80 == 0,
+                "{virt:#x}: a table is needed where a large page is mapped"
+            );
             table = if entry & 1 != 0 {
-                entry & 0x000f_ffff_ffff_f000
+                entry & 0x000f_ffff_ffff_f000 & !self.sme_mask
             } else {
                 let next = mem.kernel_alloc(PAGE, PAGE);
-                mem.write_u64(entry_at, next | 0x3);
+                mem.write_u64(entry_at, next | self.sme_mask | 0x3);
                 next
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The VMCOREINFO text of a built vmcore (the last note of its PT_NOTE segment).
+    fn vmcoreinfo(file: &[u8]) -> String {
+        let notes = elf::program_headers(file)[0];
+        let notes = &file[notes.p_offset as usize..][..notes.p_filesz as usize];
+        let text = notes
+            .windows(11)
+            .position(|w| w == b"VMCOREINFO\0")
+            .map(|at| &notes[at + 12..])
+            .expect("a VMCOREINFO note");
+        String::from_utf8_lossy(text)
+            .trim_end_matches('\0')
+            .to_owned()
+    }
+
+    #[test]
+    fn pt_loads_are_the_kernel_text_alias_then_ram_around_the_holes() {
+        let mut builder = Builder::new(Generation::V6_1);
+        builder.holes = vec![100..200, 8000..8192];
+        assert_eq!(builder.ram(), vec![0..100, 200..8000]);
+        let file = builder.build();
+        let headers = elf::program_headers(&file);
+        assert_eq!(headers.len(), 4);
+        assert_eq!(
+            (headers[1].p_vaddr, headers[1].p_paddr, headers[1].p_filesz),
+            (KERNEL_VIRT, KERNEL_PHYS, KERNEL_SIZE)
+        );
+        let ram: Vec<(u64, u64)> = headers[2..]
+            .iter()
+            .map(|h| (h.p_paddr / PAGE, (h.p_paddr + h.p_memsz) / PAGE))
+            .collect();
+        assert_eq!(ram, [(0, 100), (200, 8000)]);
+        assert_eq!(headers[3].p_vaddr, builder.page_offset() + 200 * PAGE);
+        // The alias holds the same bytes as RAM at the same physical address.
+        let alias = headers[1].p_offset as usize;
+        let ram_at = (headers[3].p_offset + KERNEL_PHYS - headers[3].p_paddr) as usize;
+        assert!(file[alias..][..KERNEL_SIZE as usize] == file[ram_at..][..KERNEL_SIZE as usize]);
+    }
+
+    #[test]
+    fn vmcoreinfo_publishes_the_kaslr_layout() {
+        let mut builder = Builder::new(Generation::V6_12);
+        builder.kaslr = Some(Kaslr {
+            kernel_offset: 0x1e00_0000,
+            page_offset: 0xffff_a0c0_0000_0000,
+            vmemmap: 0xffff_f6c0_0000_0000,
+        });
+        builder.sme_mask = 1 << 47;
+        assert_eq!(builder.kernel_virt(), 0xffff_ffff_9f00_0000);
+        assert_eq!(builder.mem_map(), 0xffff_f6c0_0000_0000);
+        let text = vmcoreinfo(&builder.build());
+        assert!(text.starts_with("OSRELEASE=6.12.0-synthetic\n"), "{text}");
+        assert!(text.contains("\nKERNELOFFSET=1e000000\n"), "{text}");
+        assert!(
+            text.contains("\nNUMBER(sme_mask)=140737488355328\n"),
+            "{text}"
+        );
+        let phys_base = KERNEL_PHYS.wrapping_sub(0xffff_ffff_9f00_0000 - START_KERNEL_MAP);
+        assert!(
+            text.contains(&format!(
+                "\nNUMBER(phys_base)={}\n",
+                phys_base.cast_signed()
+            )),
+            "{text}"
+        );
     }
 }
