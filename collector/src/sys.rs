@@ -108,7 +108,7 @@ fn sockaddr_v4(address: std::net::Ipv4Addr) -> libc::sockaddr {
         *to = libc::c_char::from_ne_bytes([from]);
     }
     libc::sockaddr {
-        sa_family: libc::AF_INET as libc::sa_family_t,
+        sa_family: libc::sa_family_t::try_from(libc::AF_INET).expect("AF_INET is 2"),
         sa_data: data,
     }
 }

@@ -44,11 +44,12 @@ fn assert_one_line_error(output: &Output, status: i32, needle: &str) {
 
 /// File offset of the PT_NOTE segment.
 fn notes_offset(bytes: &[u8]) -> usize {
+    use rkdump::format::bytes::to_usize;
     use rkdump::format::elf::{FileHeader, PT_NOTE, ProgramHeader};
     let header = FileHeader::parse(bytes).unwrap();
-    let table = &bytes[header.phoff as usize..];
+    let table = &bytes[to_usize(header.phoff)..];
     let headers = ProgramHeader::parse_table(table, usize::from(header.phnum)).unwrap();
-    headers.iter().find(|p| p.p_type == PT_NOTE).unwrap().offset as usize
+    to_usize(headers.iter().find(|p| p.p_type == PT_NOTE).unwrap().offset)
 }
 
 fn tempdir() -> tempfile::TempDir {
@@ -306,17 +307,18 @@ fn a_cut_flattened_stream_reassembles_into_a_kept_incomplete_file() {
 /// notes, then the "kernel image" (page tables, mem_section, printk) and the struct pages right
 /// after it in the RAM segment.
 fn metadata_regions(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
+    use rkdump::format::bytes::to_usize;
     use rkdump::format::elf::{FileHeader, PT_LOAD, ProgramHeader};
     let header = FileHeader::parse(bytes).unwrap();
     let headers =
-        ProgramHeader::parse_table(&bytes[header.phoff as usize..], usize::from(header.phnum))
+        ProgramHeader::parse_table(&bytes[to_usize(header.phoff)..], usize::from(header.phnum))
             .unwrap();
     let notes_end = notes_offset(bytes) + 4096;
     let ram = headers
         .iter()
         .find(|p| p.p_type == PT_LOAD && p.paddr == 0)
         .unwrap();
-    let kernel = ram.offset as usize + (2 << 20);
+    let kernel = to_usize(ram.offset) + (2 << 20);
     vec![0..notes_end, kernel..kernel + (2 << 20) + (8192 * 64)]
 }
 

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use initramfs_tests::synthetic::{Builder, Generation};
 use initramfs_tests::{capture_command, rkdump, run, run_ok, sorted_names};
 use rkdump_lab::sshd::{CuttingProxy, SshServer};
+use rkdump_testkit::{Builder, Generation};
 
 const COLLECTOR: &str = "makedumpfile -l --message-level 7 -d 31";
 
@@ -359,8 +359,6 @@ fn capture_to_a_full_disk(setup: &Setup) -> (Tmpfs, Output, String) {
 /// that the server's disk is full, although `statvfs@openssh.com`, which the server offers,
 /// would show it.
 #[test]
-#[ignore = "bug (issue 11): a full disk behind OpenSSH's sftp-server is logged as a bare \
-            \"Failure (Failure)\", not as a full target"]
 fn a_full_disk_on_openssh_sftp_server_is_named_in_the_log() {
     let setup = Setup::new(&[]);
     let (_tmpfs, output, log) = capture_to_a_full_disk(&setup);
@@ -374,8 +372,6 @@ fn a_full_disk_on_openssh_sftp_server_is_named_in_the_log() {
 /// earlier write came back, up to the 4 MiB window later: "writing 65536 bytes at offset
 /// 0x613bc3" (6.1 MiB) for a partial file of 2 MiB.
 #[test]
-#[ignore = "bug (issue 11): the failed remote write is reported at the offset of a later \
-            write, up to the 4 MiB window past the one the server refused"]
 fn a_full_disk_on_openssh_sftp_server_is_reported_where_the_write_failed() {
     let setup = Setup::new(&[]);
     let (_tmpfs, output, log) = capture_to_a_full_disk(&setup);
@@ -585,8 +581,6 @@ fn openssh_sftp_client_does_what_receive_allows_and_nothing_else() {
 /// answers `SSH_FXP_OPENDIR` with "listing directories is not supported", so sftp prints
 /// `remote readdir("/d/"): Operation unsupported` and the batch fails.
 #[test]
-#[ignore = "bug (issue 11): rkdump receive does not list directories, so OpenSSH's sftp \
-            cannot `ls` one"]
 fn openssh_sftp_client_lists_a_dump_directory_on_receive() {
     let setup = Setup::new(&["web01"]);
     std::fs::write(setup.path("note.txt"), b"written by hand\n").unwrap();

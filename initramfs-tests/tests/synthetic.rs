@@ -144,10 +144,10 @@ fn lockless_log_with_wrapped_and_empty_records_matches_makedumpfile() {
 fn legacy_printk_log_matches_makedumpfile() {
     for caller_id in [false, true] {
         let mut builder = Builder::new(Generation::V6_1);
-        let records = (0..40)
+        let records = (0..40u32)
             .map(|i| Record {
-                ts_nsec: i * 1_000_123,
-                caller_id: i as u32,
+                ts_nsec: u64::from(i) * 1_000_123,
+                caller_id: i,
                 text: format!("legacy record {i}\nwith a second line").into_bytes(),
             })
             .collect();

@@ -6,7 +6,7 @@
 //! [`cache`]; [`images`] builds initramfs images for the first and the capture kernel from
 //! scratch; [`vm`] boots a guest under QEMU (TCG: there is no KVM here) and follows its stages
 //! on the serial console; [`crash`] runs one [`variants`] entry end to end and keeps what the
-//! capture kernel wrote; [`reference`] runs the tools rkdump is compared with (makedumpfile,
+//! capture kernel wrote; [`reference`](mod@reference) runs the tools rkdump is compared with (makedumpfile,
 //! crash, drgn). [`build`] produces the static binaries the images carry; [`sshd`] and [`nfsd`]
 //! run a real OpenSSH server and a real NFS server (nfs-ganesha) on the loopback for the network
 //! targets.

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use rkdump::format::bytes::to_usize;
 
 /// The sshd binary.
 const SSHD: &str = "/usr/sbin/sshd";
@@ -311,7 +312,7 @@ fn pump(
         };
         let n = match limit {
             Some(limit) if total + n as u64 >= limit => {
-                let keep = (limit - total) as usize;
+                let keep = to_usize(limit - total); // at most n
                 let _ = to.write_all(&buffer[..keep]);
                 forwarded.fetch_add(keep as u64, Ordering::Relaxed);
                 cut.store(true, Ordering::Relaxed);

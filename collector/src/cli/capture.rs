@@ -8,7 +8,7 @@ use clap::Args;
 use crate::config::{CONFIG_FILE, Settings};
 use crate::runtime::capture::{Capture, Outcome};
 use crate::runtime::log::{LOG_FILE, Log};
-use crate::runtime::{VMCORE, hooks, load_config, system};
+use crate::runtime::{VMCORE, hooks, kernel, load_config};
 
 /// Run the capture steps of kdump.conf once (PID 1 of the capture kernel runs this).
 #[derive(Debug, Args)]
@@ -63,7 +63,7 @@ pub struct CaptureArgs {
 pub fn run(args: &CaptureArgs) -> u8 {
     let log = Log::with_file(&args.log);
     let config = load_config(&args.config, &log);
-    let cmdline = system::cmdline();
+    let cmdline = kernel::cmdline();
     let settings = Settings::from_cmdline(&cmdline);
     let capture = Capture {
         config: &config,

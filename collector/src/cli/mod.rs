@@ -73,7 +73,7 @@ enum Command {
 /// Entry point of the `rkdump` binary. As PID 1 (the capture kernel's `/init`) it runs the
 /// capture runtime, which never returns.
 pub fn main() -> ExitCode {
-    if crate::runtime::system::is_init() {
+    if crate::runtime::is_init() {
         crate::runtime::pid1();
     }
     let cli = match Cli::try_parse() {

@@ -14,7 +14,7 @@ use crate::format::flat;
 use crate::format::time::UtcTime;
 use crate::readback::reassemble::{ReassembleError, reassemble_to_file};
 
-/// Recover a dump from a raw device into DIR/<date>/vmcore, then clear the device's stream
+/// Recover a dump from a raw device into `DIR/<date>/vmcore`, then clear the device's stream
 /// header so that the same dump is not recovered twice.
 #[derive(Debug, Args)]
 #[command(

@@ -6,7 +6,8 @@
 //! buffer is unused and the next record is at its start. Kernels 3.5 to 3.10 call the
 //! structure `log` instead of `printk_log`.
 
-use super::{DmesgError, MAX_RING_BYTES, field, format_record};
+use super::{DmesgError, MAX_RING_BYTES, field, field_u32, format_record};
+use crate::format::bytes::to_usize;
 use crate::format::vmcoreinfo::{VmcoreInfo, VmcoreInfoError, require};
 use crate::vmcore::KernelMemory;
 
@@ -54,7 +55,7 @@ pub fn extract(memory: &mut KernelMemory<'_>) -> Result<Vec<u8>, DmesgError> {
             "log_buf_len {len} with {header}-byte records"
         )));
     }
-    let buf = memory.read_vec(log_buf, len as usize)?;
+    let buf = memory.read_vec(log_buf, to_usize(len))?;
 
     let record_len = |at: u64| field(&buf, at + len_at, 2, "printk_log.len");
     let mut out = Vec::new();
@@ -72,11 +73,11 @@ pub fn extract(memory: &mut KernelMemory<'_>) -> Result<Vec<u8>, DmesgError> {
         let text_len = field(&buf, at + text_len_at, 2, "printk_log.text_len")?;
         let ts_nsec = field(&buf, at + ts_at, 8, "printk_log.ts_nsec")?;
         let caller = caller_at
-            .map(|c| field(&buf, at + c, 4, "printk_log.caller_id").map(|v| v as u32))
+            .map(|c| field_u32(&buf, at + c, "printk_log.caller_id"))
             .transpose()?;
-        let text_start = (at + header) as usize;
+        let text_start = to_usize(at + header);
         let text = buf
-            .get(text_start..(text_start + text_len as usize).min(buf.len()))
+            .get(text_start..(text_start + to_usize(text_len)).min(buf.len()))
             .unwrap_or_default();
         format_record(&mut out, ts_nsec, caller, text);
         at = match record_len(at)? {

@@ -6,7 +6,8 @@
 //! block starts with the 8-byte descriptor id, and a block whose `begin` is past its `next`
 //! wrapped to the start of the ring.
 
-use super::{DmesgError, MAX_RING_BYTES, field, format_record};
+use super::{DmesgError, MAX_RING_BYTES, field, field_u32, format_record};
+use crate::format::bytes::to_usize;
 use crate::format::vmcoreinfo::{VmcoreInfo, VmcoreInfoError, require};
 use crate::vmcore::KernelMemory;
 
@@ -56,13 +57,12 @@ pub fn extract(memory: &mut KernelMemory<'_>) -> Result<Vec<u8>, DmesgError> {
     };
 
     let prb = memory.read_u64(require(info.symbol("prb"), "SYMBOL(prb)")?)?;
-    let ring = memory.read_vec(prb, size(&info, "printk_ringbuffer")? as usize)?;
-    let count_bits = field(
+    let ring = memory.read_vec(prb, to_usize(size(&info, "printk_ringbuffer")?))?;
+    let count_bits = field_u32(
         &ring,
         desc_ring + offset(&info, "prb_desc_ring.count_bits")?,
-        4,
         "count_bits",
-    )? as u32;
+    )?;
     if count_bits > MAX_COUNT_BITS {
         return Err(DmesgError::Corrupt(format!(
             "descriptor ring of 2^{count_bits} entries"
@@ -93,12 +93,11 @@ pub fn extract(memory: &mut KernelMemory<'_>) -> Result<Vec<u8>, DmesgError> {
         8,
         "tail_id",
     )?;
-    let size_bits = field(
+    let size_bits = field_u32(
         &ring,
         text_ring + offset(&info, "prb_data_ring.size_bits")?,
-        4,
         "size_bits",
-    )? as u32;
+    )?;
     let data_at = field(
         &ring,
         text_ring + offset(&info, "prb_data_ring.data")?,
@@ -116,9 +115,9 @@ pub fn extract(memory: &mut KernelMemory<'_>) -> Result<Vec<u8>, DmesgError> {
             "{count} descriptors of implausible size"
         )));
     }
-    let descs = memory.read_vec(descs_at, (count * layout.desc_size) as usize)?;
-    let infos = memory.read_vec(infos_at, (count * layout.info_size) as usize)?;
-    let data = memory.read_vec(data_at, data_size as usize)?;
+    let descs = memory.read_vec(descs_at, to_usize(count * layout.desc_size))?;
+    let infos = memory.read_vec(infos_at, to_usize(count * layout.info_size))?;
+    let data = memory.read_vec(data_at, to_usize(data_size))?;
 
     // The valid records lie between tail and head; never walk more than the ring holds, even
     // when corrupt ids put them far apart.
@@ -178,11 +177,11 @@ fn record(
     }
     // makedumpfile would read past the ring here; stay inside it.
     let end = (begin + text_len).min(size);
-    let text = data.get(begin as usize..end as usize).unwrap_or_default();
+    let text = data.get(to_usize(begin)..to_usize(end)).unwrap_or_default();
     let ts_nsec = field(infos, info + layout.ts_nsec, 8, "ts_nsec")?;
     let caller = layout
         .caller_id
-        .map(|at| field(infos, info + at, 4, "caller_id").map(|v| v as u32))
+        .map(|at| field_u32(infos, info + at, "caller_id"))
         .transpose()?;
     format_record(out, ts_nsec, caller, text);
     Ok(())

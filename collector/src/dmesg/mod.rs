@@ -102,6 +102,12 @@ fn field(bytes: &[u8], offset: u64, width: usize, what: &str) -> Result<u64, Dme
     Ok(u64::from_le_bytes(buf))
 }
 
+/// Reads the 4-byte little-endian field at `offset` of `bytes`, as [`field`] does.
+fn field_u32(bytes: &[u8], offset: u64, what: &str) -> Result<u32, DmesgError> {
+    let value = field(bytes, offset, 4, what)?;
+    Ok(u32::try_from(value).expect("a 4-byte field fits in a u32"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 use std::ops::Range;
 
 use crate::filter::Bitmap;
+use crate::format::bytes::to_usize;
 use crate::pipeline::{CHUNK_PAGES, CHUNK_SPAN, Chunk};
 use crate::vmcore::PAGE_SHIFT;
 use crate::vmcore::window::{ExtentKind, PageMap};
@@ -34,7 +35,7 @@ pub fn chunks(map: &PageMap, second: &Bitmap) -> Vec<Chunk> {
                 },
                 runs: Vec::new(),
             });
-            let index = (pfn - chunk.pfn_start) as usize;
+            let index = to_usize(pfn - chunk.pfn_start);
             match chunk.runs.last_mut() {
                 Some((first, count)) if *first + *count == index => *count += 1,
                 _ => chunk.runs.push((index, 1)),

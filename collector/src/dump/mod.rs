@@ -178,3 +178,6 @@ pub fn save(
         Format::Elf => write_elf::save(options, progress),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -80,10 +80,9 @@ pub(super) fn save(
     }
 
     // The pages: each output segment's dumpable pages, in file order. Pages of the kernel-text
-    // alias are written twice (once per segment), so `done` may end above `total`.
+    // alias are written twice (once per segment), and counted twice in `total`.
     let mut placements = VecDeque::new();
     let mut work = Vec::new();
-    let total: u64 = keep.count();
     for segment in layout.segments.iter().filter(|s| s.filesz > 0) {
         let first = segment.paddr >> PAGE_SHIFT;
         let end = (segment.paddr + segment.filesz).div_ceil(PAGE_SIZE);
@@ -92,6 +91,7 @@ pub(super) fn save(
             work.push(chunk);
         }
     }
+    let total: u64 = work.iter().map(|chunk| chunk.count() as u64).sum();
     let mut writer = ElfPages::new(sink);
     let mut done = 0u64;
     let mut bytes_read = 0u64;

@@ -29,7 +29,7 @@ pub(super) fn save(
             Codec::None => 0,
         },
         max_mapnr: filter.max_mapnr(),
-        cpus: vmcore.cpus() as u32,
+        cpus: vmcore.cpus(),
         phys_base,
         dump_level: u32::from(filter.level().bits()),
         notes: vmcore.notes().to_vec(),

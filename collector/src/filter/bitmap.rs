@@ -6,6 +6,8 @@
 
 use std::ops::Range;
 
+use crate::format::bytes::to_usize;
+
 /// One bit per page frame of `[start, end)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bitmap {
@@ -17,7 +19,7 @@ pub struct Bitmap {
 impl Bitmap {
     /// An all-clear bitmap for `pfns`.
     pub fn new(pfns: Range<u64>) -> Self {
-        let len = (pfns.end - pfns.start).div_ceil(8) as usize;
+        let len = to_usize((pfns.end - pfns.start).div_ceil(8));
         Self {
             start: pfns.start,
             end: pfns.end,
@@ -112,7 +114,7 @@ impl Bitmap {
         let lo = pfns.start.clamp(self.start, self.end);
         let hi = pfns.end.clamp(lo, self.end);
         let first = ((lo - self.start) / 8) as usize;
-        let last = (hi - self.start).div_ceil(8) as usize;
+        let last = to_usize((hi - self.start).div_ceil(8));
         // Whole zero bytes are skipped without looking at their bits.
         self.bytes[first..last]
             .iter()
@@ -125,14 +127,6 @@ impl Bitmap {
                     .map(move |bit| base + bit)
             })
             .filter(move |pfn| (lo..hi).contains(pfn))
-    }
-
-    /// Bitwise AND with `other` (same range).
-    pub fn intersect(&mut self, other: &Bitmap) {
-        debug_assert_eq!(self.range(), other.range());
-        for (a, b) in self.bytes.iter_mut().zip(&other.bytes) {
-            *a &= b;
-        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! the compound order from a field of the first tail page to the low byte of its flags in 6.6.
 
 use super::{Category, DumpLevel};
+use crate::format::bytes::to_usize;
 use crate::format::vmcoreinfo::{VmcoreInfo, VmcoreInfoError};
 
 /// Makedumpfile's `PGMM_CACHED`: struct pages are read in batches of this many entries, aligned
@@ -112,11 +113,16 @@ fn number_u32(info: &VmcoreInfo, name: &str) -> Result<Option<u32>, LayoutError>
 
 fn number_i32(info: &VmcoreInfo, name: &str) -> Result<Option<i32>, LayoutError> {
     // makedumpfile compares the 32-bit word with `(int)NUMBER(...)`: truncate the same way.
-    Ok(info.number(name)?.map(|v| v as i32))
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "deliberate: makedumpfile truncates NUMBER() to int the same way"
+    )]
+    let truncate = |v: i64| v as i32;
+    Ok(info.number(name)?.map(truncate))
 }
 
 fn offset(info: &VmcoreInfo, member: &str) -> Result<Option<usize>, LayoutError> {
-    Ok(info.offset(member)?.map(|v| v as usize))
+    Ok(info.offset(member)?.map(to_usize))
 }
 
 /// Parses `major.minor.patch` from the front of a release string (`6.1.0-56-amd64`).
@@ -138,10 +144,10 @@ impl PageLayout {
             offset(info, member)?
                 .ok_or_else(|| VmcoreInfoError::Missing(format!("OFFSET({member})")).into())
         };
-        let size = info
-            .size("page")?
-            .ok_or_else(|| VmcoreInfoError::Missing("SIZE(page)".to_owned()))?
-            as usize;
+        let size = to_usize(
+            info.size("page")?
+                .ok_or_else(|| VmcoreInfoError::Missing("SIZE(page)".to_owned()))?,
+        );
         let flags = required("page.flags")?;
         let mapping = required("page.mapping")?;
         // `_refcount` (or the older `_count`) must exist for makedumpfile to filter at all.

@@ -7,6 +7,7 @@
 //! minus the section's first pfn (so that `mem_map + pfn` works), with flags in the low 5 bits;
 //! bit 0 means present. The arrays live in vmemmap, so they are read by virtual address.
 
+use crate::format::bytes::to_usize;
 use crate::format::vmcoreinfo::{VmcoreInfo, VmcoreInfoError, require};
 use crate::vmcore::{KernelMemory, PAGE_SHIFT};
 
@@ -91,7 +92,7 @@ pub fn find_mem_map(
      -> Result<Option<Vec<MemMapRange>>, MemMapError> {
         let mut ranges = Vec::new();
         let roots = if extreme { count.div_ceil(per_root) } else { 0 };
-        let mut root_pointers = Vec::with_capacity(roots as usize);
+        let mut root_pointers = Vec::with_capacity(to_usize(roots));
         for i in 0..roots {
             match memory.read_u64(array + i * 8) {
                 Ok(p) => root_pointers.push(p),
@@ -100,7 +101,7 @@ pub fn find_mem_map(
         }
         for nr in 0..count {
             let address = if extreme {
-                match root_pointers[(nr / per_root) as usize] {
+                match root_pointers[to_usize(nr / per_root)] {
                     0 => continue,
                     root => root + (nr % per_root) * section_size,
                 }

@@ -23,10 +23,11 @@ pub mod memmap;
 use std::ops::Range;
 
 pub use bitmap::Bitmap;
-pub use layout::{LayoutError, PageLayout, Verdict};
-pub use memmap::{MemMapError, MemMapRange};
+pub use layout::{PageLayout, Verdict};
+pub use memmap::MemMapRange;
 
-use crate::vmcore::{KernelMemory, PAGE_SHIFT, PAGE_SIZE, TranslateError, Vmcore};
+use crate::format::bytes::to_usize;
+use crate::vmcore::{KernelMemory, PAGE_SIZE, TranslateError, Vmcore};
 
 /// A makedumpfile dump level: which kinds of pages to leave out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,7 +166,6 @@ pub struct Filter<'a> {
     memory: Option<KernelMemory<'a>>,
     layout: Option<PageLayout>,
     sections: Vec<MemMapRange>,
-    requested: DumpLevel,
     level: DumpLevel,
     walk: bool,
     max_mapnr: u64,
@@ -257,7 +257,6 @@ impl<'a> Filter<'a> {
             memory,
             layout,
             sections,
-            requested,
             level,
             walk,
             max_mapnr,
@@ -275,11 +274,6 @@ impl<'a> Filter<'a> {
         self.max_mapnr
     }
 
-    /// The dump level asked for.
-    pub fn requested_level(&self) -> DumpLevel {
-        self.requested
-    }
-
     /// The dump level actually applied.
     pub fn level(&self) -> DumpLevel {
         self.level
@@ -291,6 +285,7 @@ impl<'a> Filter<'a> {
     }
 
     /// The sections' `struct page` arrays, if they were found.
+    #[cfg(test)]
     pub fn sections(&self) -> &[MemMapRange] {
         &self.sections
     }
@@ -392,13 +387,13 @@ impl<'a> Filter<'a> {
                         .next_multiple_of(layout::STRUCT_PAGE_BATCH)
                         .min(section.pfn_end);
                     let vaddr = section.mem_map + (pfn - section.pfn_start) * page_size as u64;
-                    batch.resize((end - pfn) as usize * page_size, 0);
+                    batch.resize(to_usize(end - pfn) * page_size, 0);
                     memory
                         .read(vaddr, &mut batch)
                         .map_err(|source| FilterError::StructPages { pfn, vaddr, source })?;
                     batch_range = pfn..end;
                 }
-                let index = (pfn - batch_range.start) as usize;
+                let index = to_usize(pfn - batch_range.start);
                 let page = &batch[index * page_size..(index + 1) * page_size];
                 let next = batch.get((index + 1) * page_size..(index + 2) * page_size);
                 match layout.classify(self.level, pfn, page, next) {
@@ -481,11 +476,6 @@ pub fn cycles(max_mapnr: u64, pfns_per_cycle: u64) -> impl Iterator<Item = Range
     (0..max_mapnr.div_ceil(step)).map(move |i| i * step..((i + 1) * step).min(max_mapnr))
 }
 
-/// Physical address of page frame `pfn`.
-pub const fn pfn_to_phys(pfn: u64) -> u64 {
-    pfn << PAGE_SHIFT
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -532,7 +522,7 @@ mod tests {
             if let Some(category) = category(*kind, level) {
                 counts.add(category, range.end - range.start);
                 for pfn in range.clone() {
-                    dumped[pfn as usize] = false;
+                    dumped[to_usize(pfn)] = false;
                 }
             }
         }
@@ -658,7 +648,7 @@ mod tests {
             let (_, first, second) = run(&mut filter, 1000).unwrap();
             assert_eq!(first.len() as u64, end);
             assert!(first.iter().all(|&b| b), "-d {bits}");
-            let not_dumped: Vec<u64> = (0..end).filter(|&p| !second[p as usize]).collect();
+            let not_dumped: Vec<u64> = (0..end).filter(|&p| !second[to_usize(p)]).collect();
             assert_eq!(not_dumped, (end - 4..end).collect::<Vec<_>>(), "-d {bits}");
         }
 
@@ -678,7 +668,7 @@ mod tests {
         let mut filter = Filter::new(&vmcore, level(31));
         assert_eq!(filter.max_mapnr(), end);
         let (_, first, second) = run(&mut filter, 1 << 20).unwrap();
-        let absent: Vec<u64> = (0..end).filter(|&p| !first[p as usize]).collect();
+        let absent: Vec<u64> = (0..end).filter(|&p| !first[to_usize(p)]).collect();
         assert_eq!(absent, [end - 1]);
         assert!(first == second);
     }
@@ -715,7 +705,6 @@ mod tests {
         filter.degrade("cannot read struct pages");
         filter.restart();
         assert_eq!(filter.level(), level(1));
-        assert_eq!(filter.requested_level(), level(31));
         assert_eq!(
             filter.warnings(),
             &["cannot read struct pages; dump level lowered from 31 to 1".to_owned()]

@@ -54,9 +54,21 @@ pub fn i64_be(bytes: &[u8], offset: usize) -> Result<i64, OutOfBounds> {
     array(bytes, offset).map(i64::from_be_bytes)
 }
 
-/// Rounds `value` up to a multiple of `align`, which must be a power of two.
-pub const fn align_up(value: u64, align: u64) -> u64 {
-    (value + align - 1) & !(align - 1)
+// rkdump only targets 64-bit Linux: a `u64` (an offset or a length in a vmcore, a dump file or
+// the dead kernel's memory) always fits in a `usize`, which `to_usize` relies on.
+const _: () = assert!(usize::BITS >= 64, "rkdump needs a 64-bit target");
+
+/// Widens `value` to a `usize`, losslessly: rkdump is only built for 64-bit targets (checked at
+/// compile time above). Use it for offsets and lengths into buffers and mappings; whether such a
+/// value is in range of the buffer is still the caller's to check.
+#[must_use]
+pub const fn to_usize(value: u64) -> usize {
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "usize is at least 64 bits wide (asserted at compile time)"
+    )]
+    let widened = value as usize;
+    widened
 }
 
 #[cfg(test)]
@@ -87,9 +99,8 @@ mod tests {
     }
 
     #[test]
-    fn aligns_up() {
-        assert_eq!(align_up(0, 4096), 0);
-        assert_eq!(align_up(1, 4096), 4096);
-        assert_eq!(align_up(4096, 4096), 4096);
+    fn widens_u64_losslessly() {
+        assert_eq!(to_usize(0), 0);
+        assert_eq!(to_usize(u64::MAX), usize::MAX);
     }
 }

@@ -8,11 +8,17 @@
 use super::bytes::{self, OutOfBounds};
 
 /// Size of an ELF64 file header.
-pub const HEADER_SIZE: usize = 64;
+pub const HEADER_SIZE: usize = EHSIZE as usize;
 /// Size of one ELF64 program header.
-pub const PROGRAM_HEADER_SIZE: usize = 56;
+pub const PROGRAM_HEADER_SIZE: usize = PHENTSIZE as usize;
 /// Size of one ELF64 section header.
-pub const SECTION_HEADER_SIZE: usize = 64;
+pub const SECTION_HEADER_SIZE: usize = SHENTSIZE as usize;
+/// [`HEADER_SIZE`] as `e_ehsize` holds it.
+const EHSIZE: u16 = 64;
+/// [`PROGRAM_HEADER_SIZE`] as `e_phentsize` holds it.
+const PHENTSIZE: u16 = 56;
+/// [`SECTION_HEADER_SIZE`] as `e_shentsize` holds it.
+const SHENTSIZE: u16 = 64;
 /// `e_type` of a core file.
 pub const ET_CORE: u16 = 4;
 /// `e_machine` of x86_64.
@@ -113,14 +119,10 @@ impl FileHeader {
         out[32..40].copy_from_slice(&self.phoff.to_le_bytes());
         out[40..48].copy_from_slice(&self.shoff.to_le_bytes());
         out[48..52].copy_from_slice(&self.flags.to_le_bytes());
-        out[52..54].copy_from_slice(&(HEADER_SIZE as u16).to_le_bytes());
-        out[54..56].copy_from_slice(&(PROGRAM_HEADER_SIZE as u16).to_le_bytes());
+        out[52..54].copy_from_slice(&EHSIZE.to_le_bytes());
+        out[54..56].copy_from_slice(&PHENTSIZE.to_le_bytes());
         out[56..58].copy_from_slice(&self.phnum.to_le_bytes());
-        let shentsize = if self.shnum > 0 {
-            SECTION_HEADER_SIZE as u16
-        } else {
-            0
-        };
+        let shentsize = if self.shnum > 0 { SHENTSIZE } else { 0 };
         out[58..60].copy_from_slice(&shentsize.to_le_bytes());
         out[60..62].copy_from_slice(&self.shnum.to_le_bytes());
         out

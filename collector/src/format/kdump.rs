@@ -35,8 +35,6 @@ pub const COMPRESSED_LZO: u32 = 0x2;
 pub const COMPRESSED_SNAPPY: u32 = 0x4;
 /// Header status: the dump is incomplete.
 pub const DUMP_INCOMPLETE: u32 = 0x8;
-/// Header status: unused vmemmap pages were excluded.
-pub const EXCLUDED_VMEMMAP: u32 = 0x10;
 /// Page or dump compressed with zstd.
 pub const COMPRESSED_ZSTD: u32 = 0x20;
 

@@ -11,6 +11,8 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
+use super::bytes::to_usize;
+
 /// File name of the manifest inside a dump directory.
 pub const MANIFEST_NAME: &str = "rkdump-manifest.json";
 /// Chunk size of the checksums rkdump writes.
@@ -68,15 +70,10 @@ impl Manifest {
         }
     }
 
-    /// The entry of `name`, if listed.
-    pub fn file(&self, name: &str) -> Option<&FileEntry> {
-        self.files.iter().find(|f| f.name == name)
-    }
-
     /// Adds (or replaces) the entry of a file whose whole contents are `data`.
     pub fn add_bytes(&mut self, name: &str, data: &[u8]) {
         let crc32 = data
-            .chunks(self.chunk_size as usize)
+            .chunks(to_usize(self.chunk_size))
             .map(crc32fast::hash)
             .collect();
         self.add(FileEntry {
@@ -202,7 +199,7 @@ impl ContentCrcs {
         while !rest.is_empty() {
             let chunk = at / self.chunk_size;
             let within = at % self.chunk_size;
-            let take = rest.len().min((self.chunk_size - within) as usize);
+            let take = rest.len().min(to_usize(self.chunk_size - within));
             let (piece, tail) = rest.split_at(take);
             let extent = Extent {
                 start: within,
@@ -219,6 +216,7 @@ impl ContentCrcs {
 
     /// The byte ranges of the file whose checksums the writes cannot give (partly overlapping
     /// rewrites). Empty in the usual case.
+    #[cfg(test)]
     pub fn conflicted(&self) -> Vec<Range<u64>> {
         self.chunks
             .iter()
@@ -234,7 +232,7 @@ impl ContentCrcs {
         mut read_back: impl FnMut(Range<u64>) -> Result<u32, E>,
     ) -> Result<Vec<u32>, E> {
         let count = self.size.div_ceil(self.chunk_size);
-        let mut crcs = Vec::with_capacity(count as usize);
+        let mut crcs = Vec::with_capacity(to_usize(count));
         for chunk in 0..count {
             let range = self.chunk_range(chunk);
             let len = range.end - range.start;
@@ -325,7 +323,7 @@ fn zeros_crc(len: u64) -> u32 {
         unit_len *= 2;
         blocks >>= 1;
     }
-    let tail = (len % BLOCK.len() as u64) as usize;
+    let tail = to_usize(len % BLOCK.len() as u64);
     combine(crc, crc32fast::hash(&BLOCK[..tail]), tail as u64)
 }
 
@@ -336,7 +334,7 @@ mod tests {
     use super::*;
 
     fn chunk_crcs(file: &[u8], chunk: u64) -> Vec<u32> {
-        file.chunks(chunk as usize).map(crc32fast::hash).collect()
+        file.chunks(to_usize(chunk)).map(crc32fast::hash).collect()
     }
 
     #[test]
@@ -346,7 +344,7 @@ mod tests {
         for len in [0, 1, 4095, 4096, 4097, 3 * 4096 + 5, 100_000] {
             assert_eq!(
                 zeros_crc(len),
-                crc32fast::hash(&vec![0; len as usize]),
+                crc32fast::hash(&vec![0; to_usize(len)]),
                 "{len}"
             );
         }
@@ -364,9 +362,13 @@ mod tests {
         };
         write(&mut file, 0, vec![1; 512]);
         write(&mut file, 4096, vec![2; 3000]);
-        for i in 0..6 {
-            write(&mut file, 8192 + i * 1000, vec![3 + i as u8; 1000]);
-            write(&mut file, 20_000 + i * 3000, vec![10 + i as u8; 3000]);
+        for i in 0u8..6 {
+            write(&mut file, 8192 + usize::from(i) * 1000, vec![3 + i; 1000]);
+            write(
+                &mut file,
+                20_000 + usize::from(i) * 3000,
+                vec![10 + i; 3000],
+            );
         }
         write(&mut file, 0, vec![9; 512]);
         file.truncate(38_000);
@@ -413,17 +415,17 @@ mod tests {
             let mut file = Vec::new();
             let mut crcs = ContentCrcs::new(chunk);
             for (offset, len, seed) in writes {
-                let data: Vec<u8> = (0..len).map(|i| seed.wrapping_add(i as u8)).collect();
-                let end = offset as usize + len;
+                let data: Vec<u8> = (0..len).map(|i: usize| seed.wrapping_add(i.to_le_bytes()[0])).collect();
+                let end = to_usize(offset) + len;
                 if file.len() < end {
                     file.resize(end, 0);
                 }
-                file[offset as usize..end].copy_from_slice(&data);
+                file[to_usize(offset)..end].copy_from_slice(&data);
                 crcs.record(offset, &data);
             }
             prop_assert_eq!(crcs.size(), file.len() as u64);
             let got = crcs
-                .finish(|range| Ok::<u32, ()>(crc32fast::hash(&file[range.start as usize..range.end as usize])))
+                .finish(|range| Ok::<u32, ()>(crc32fast::hash(&file[to_usize(range.start)..to_usize(range.end)])))
                 .unwrap();
             prop_assert_eq!(got, chunk_crcs(&file, chunk));
         }

@@ -18,10 +18,10 @@
 pub mod bytes;
 pub mod cpio;
 pub mod elf;
-pub mod flat;
-pub mod kdump;
-pub mod manifest;
+pub(crate) mod flat;
+pub(crate) mod kdump;
+pub(crate) mod manifest;
 pub mod note;
-pub mod sftp;
+pub(crate) mod sftp;
 pub mod time;
 pub mod vmcoreinfo;

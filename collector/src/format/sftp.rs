@@ -22,8 +22,6 @@ pub const OPEN_APPEND: u32 = 0x04;
 pub const OPEN_CREATE: u32 = 0x08;
 /// `SSH_FXF_TRUNC`.
 pub const OPEN_TRUNCATE: u32 = 0x10;
-/// `SSH_FXF_EXCL`.
-pub const OPEN_EXCLUSIVE: u32 = 0x20;
 
 /// The `fsync@openssh.com` extension: `string handle`.
 pub const EXT_FSYNC: &str = "fsync@openssh.com";
@@ -486,7 +484,7 @@ impl Packet {
     }
 
     fn string(self, value: &[u8]) -> Self {
-        let mut packet = self.u32(value.len() as u32);
+        let mut packet = self.u32(field_len(value.len()));
         packet.0.extend_from_slice(value);
         packet
     }
@@ -521,7 +519,7 @@ impl Packet {
             packet = packet.u32(atime).u32(mtime);
         }
         if !attrs.extended.is_empty() {
-            packet = packet.u32(attrs.extended.len() as u32);
+            packet = packet.u32(field_len(attrs.extended.len()));
             for (name, data) in &attrs.extended {
                 packet = packet.string(name).string(data);
             }
@@ -530,7 +528,7 @@ impl Packet {
     }
 
     fn finish(mut self) -> Vec<u8> {
-        let len = (self.0.len() - 4) as u32;
+        let len = field_len(self.0.len() - 4);
         self.0[..4].copy_from_slice(&len.to_be_bytes());
         self.0
     }
@@ -754,7 +752,7 @@ impl Response {
             Self::Handle { id, handle } => Packet::new(ty::HANDLE).u32(*id).string(handle),
             Self::Data { id, data } => Packet::new(ty::DATA).u32(*id).string(data),
             Self::Name { id, entries } => entries.iter().fold(
-                Packet::new(ty::NAME).u32(*id).u32(entries.len() as u32),
+                Packet::new(ty::NAME).u32(*id).u32(field_len(entries.len())),
                 |p, e| p.string(&e.filename).string(&e.longname).attrs(&e.attrs),
             ),
             Self::Attrs { id, attrs } => Packet::new(ty::ATTRS).u32(*id).attrs(attrs),
@@ -830,11 +828,126 @@ impl Response {
     }
 }
 
+/// What a directory listing shows of one entry besides its name (from its `lstat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed<'a> {
+    /// Mode bits, file type included (`st_mode`).
+    pub mode: u32,
+    /// Hard links.
+    pub nlink: u64,
+    /// Owner's name (or number).
+    pub user: &'a str,
+    /// Group's name (or number).
+    pub group: &'a str,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+}
+
+/// The `longname` of a `SSH_FXP_NAME` entry answering `SSH_FXP_READDIR`: the `ls -l` line
+/// OpenSSH's sftp-server makes (`ls_file`), `mode links owner group size time name`, which
+/// OpenSSH's `sftp` prints as it is for `ls -l`. The time is UTC (`now` decides, as `ls`
+/// does, whether it shows the time of day, within the last six months, or the year).
+pub fn longname(name: &[u8], listed: &Listed<'_>, now: i64) -> Vec<u8> {
+    const HALF_YEAR: i64 = 365 * 24 * 60 * 60 / 2;
+    let mtime = listed.mtime;
+    let (year, month, day) = civil_date(mtime.div_euclid(86_400));
+    let seconds = mtime.rem_euclid(86_400);
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][month as usize - 1];
+    let when = if now.saturating_sub(HALF_YEAR) < mtime && now >= mtime {
+        format!(
+            "{month} {day:>2} {:02}:{:02}",
+            seconds / 3600,
+            seconds % 3600 / 60
+        )
+    } else {
+        format!("{month} {day:>2}  {year}")
+    };
+    let mut line = format!(
+        "{} {:>3} {:<8} {:<8} {:>8} {when} ",
+        mode_string(listed.mode),
+        listed.nlink,
+        listed.user,
+        listed.group,
+        listed.size
+    )
+    .into_bytes();
+    line.extend_from_slice(name);
+    line
+}
+
+/// `strmode(3)`: the type letter, `rwx` thrice with set-id and sticky bits, and a space.
+fn mode_string(mode: u32) -> String {
+    let kind = match mode & 0o170_000 {
+        0o040_000 => 'd',
+        0o120_000 => 'l',
+        0o100_000 => '-',
+        0o020_000 => 'c',
+        0o060_000 => 'b',
+        0o010_000 => 'p',
+        0o140_000 => 's',
+        _ => '?',
+    };
+    let mut out = String::with_capacity(11);
+    out.push(kind);
+    // (read bit, write bit, execute bit, special bit, letter with and without execute)
+    for (shift, special, letters) in [
+        (6, 0o4000, ('s', 'S')),
+        (3, 0o2000, ('s', 'S')),
+        (0, 0o1000, ('t', 'T')),
+    ] {
+        let bits = (mode >> shift) & 0o7;
+        out.push(if bits & 0o4 != 0 { 'r' } else { '-' });
+        out.push(if bits & 0o2 != 0 { 'w' } else { '-' });
+        let execute = bits & 0o1 != 0;
+        out.push(match (mode & special != 0, execute) {
+            (true, true) => letters.0,
+            (true, false) => letters.1,
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
+    }
+    out.push(' ');
+    out
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`): year, month 1-12, day 1-31.
+fn civil_date(days: i64) -> (i64, u32, u32) {
+    let z = days.saturating_add(719_468);
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    // Always 1-12 and 1-31.
+    let small = |v: i64| u32::try_from(v).unwrap_or(1);
+    (year, small(month), small(day))
+}
+
+/// A length or count as SFTP's 32-bit field. Everything encoded here is bounded far below
+/// 4 GiB: packets by [`MAX_PACKET`]-sized reads and writes, names by `PATH_MAX`, listings by
+/// their batch size; a longer one would be a bug here, not bad input.
+fn field_len(len: usize) -> u32 {
+    u32::try_from(len).expect("SFTP fields are bounded by the packet size")
+}
+
 /// Encodes an extension's arguments: each as an SFTP string.
 pub fn extension_args(args: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::new();
     for arg in args {
-        out.extend_from_slice(&(arg.len() as u32).to_be_bytes());
+        out.extend_from_slice(&field_len(arg.len()).to_be_bytes());
         out.extend_from_slice(arg);
     }
     out
@@ -1070,6 +1183,57 @@ mod tests {
     }
 
     #[test]
+    fn longname_is_laid_out_as_openssh_sftp_server_does() {
+        // 2026-12-01 21:29:00 UTC, listed a minute later.
+        let mtime = 1_796_160_540;
+        let file = Listed {
+            mode: 0o100_644,
+            nlink: 1,
+            user: "root",
+            group: "root",
+            size: 16,
+            mtime,
+        };
+        assert_eq!(
+            String::from_utf8(longname(b"note.txt", &file, mtime + 60)).unwrap(),
+            "-rw-r--r--    1 root     root           16 Dec  1 21:29 note.txt"
+        );
+        // Older than six months (or in the future): the year instead of the time.
+        let dir = Listed {
+            mode: 0o040_700,
+            nlink: 12,
+            user: "a-long-user-name",
+            group: "0",
+            size: 4096,
+            mtime: 951_782_400,
+        };
+        assert_eq!(
+            String::from_utf8(longname(b"d", &dir, mtime)).unwrap(),
+            "drwx------   12 a-long-user-name 0            4096 Feb 29  2000 d"
+        );
+        let link = Listed {
+            mode: 0o120_777,
+            ..file
+        };
+        assert!(longname(b"l", &link, mtime - 1).starts_with(b"lrwxrwxrwx "));
+        assert_eq!(mode_string(0o104_755), "-rwsr-xr-x ");
+        assert_eq!(mode_string(0o102_640), "-rw-r-S--- ");
+        assert_eq!(mode_string(0o041_777), "drwxrwxrwt ");
+        assert_eq!(mode_string(0o041_776), "drwxrwxrwT ");
+        assert_eq!(mode_string(0o010_600), "prw------- ");
+        assert_eq!(mode_string(0), "?--------- ");
+    }
+
+    #[test]
+    fn civil_dates_are_gregorian() {
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(-1), (1969, 12, 31));
+        assert_eq!(civil_date(11_016), (2000, 2, 29));
+        assert_eq!(civil_date(11_017), (2000, 3, 1));
+        assert_eq!(civil_date(20_788), (2026, 12, 1));
+    }
+
+    #[test]
     fn statvfs_reply_gives_available_bytes() {
         let reply = encode_statvfs(4096, 1000, 600, 500);
         assert_eq!(statvfs_available(&reply), Ok(500 * 4096));
@@ -1095,6 +1259,30 @@ mod tests {
             let _ = Response::decode(&bytes);
             let _ = parse_extension_args(&bytes, 2);
             let _ = statvfs_available(&bytes);
+        }
+
+        /// Any entry's longname is one line: an 11-character mode, its fields, and the name
+        /// last; and a `SSH_FXP_NAME` batch of such entries decodes as it was encoded.
+        #[test]
+        fn longnames_end_with_the_name_and_round_trip(
+            name in proptest::collection::vec(any::<u8>(), 1..40),
+            mode in any::<u32>(),
+            nlink in any::<u64>(),
+            size in any::<u64>(),
+            mtime in any::<i64>(),
+            now in any::<i64>(),
+            attrs in attrs(),
+        ) {
+            let listed = Listed { mode, nlink, user: "u", group: "g", size, mtime };
+            let line = longname(&name, &listed, now);
+            prop_assert!(line.ends_with(&name));
+            prop_assert_eq!(line[10], b' ');
+            prop_assert!(!line[..line.len() - name.len()].contains(&b'\n'));
+            let response = Response::Name {
+                id: 1,
+                entries: vec![NameEntry { filename: name, longname: line, attrs }; 3],
+            };
+            prop_assert_eq!(Response::decode(payload(&response.encode())).unwrap(), response);
         }
     }
 }

@@ -22,7 +22,8 @@ impl UtcTime {
     /// `civil_from_days`, valid for the proleptic Gregorian calendar).
     pub fn from_unix(seconds: i64) -> Self {
         let days = seconds.div_euclid(86_400);
-        let of_day = seconds.rem_euclid(86_400) as u32;
+        let of_day =
+            u32::try_from(seconds.rem_euclid(86_400)).expect("rem_euclid(86_400) is 0..86_400");
         let z = days + 719_468;
         let era = z.div_euclid(146_097);
         let doe = z.rem_euclid(146_097);

@@ -54,7 +54,8 @@ impl VmcoreInfo {
         Self { entries }
     }
 
-    /// Builds VMCOREINFO from `KEY=VALUE` pairs (for tests and synthetic vmcores).
+    /// Builds VMCOREINFO from `KEY=VALUE` pairs.
+    #[cfg(test)]
     pub fn from_entries<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let entries = pairs
             .into_iter()
@@ -149,6 +150,7 @@ impl VmcoreInfo {
     }
 
     /// `KERNELOFFSET`: the KASLR displacement of the kernel image.
+    #[cfg(test)]
     pub fn kernel_offset(&self) -> Lookup<u64> {
         self.hex("KERNELOFFSET")
     }

@@ -137,11 +137,6 @@ impl ModuleIndex {
         self.modules.get(&normalize(name))
     }
 
-    /// Whether `name` is compiled into the kernel.
-    pub fn is_builtin(&self, name: &str) -> bool {
-        self.builtin.contains(&normalize(name))
-    }
-
     /// The modules whose alias patterns match `alias` (a modalias or an alias name).
     pub fn lookup_alias(&self, alias: &str) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();

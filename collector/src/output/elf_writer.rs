@@ -14,6 +14,7 @@
 
 use super::{OutputError, Sink};
 use crate::filter::Bitmap;
+use crate::format::bytes::to_usize;
 use crate::format::elf::{
     self, EF_DUMP_INCOMPLETE, EM_X86_64, ET_CORE, FileHeader, PT_LOAD, ProgramHeader,
 };
@@ -179,7 +180,7 @@ impl ElfLayout {
         notes_header: &ProgramHeader,
         notes: &[u8],
     ) -> Result<(), OutputError> {
-        let mut table = Vec::with_capacity((self.notes_offset - elf::HEADER_SIZE as u64) as usize);
+        let mut table = Vec::with_capacity(to_usize(self.notes_offset - elf::HEADER_SIZE as u64));
         let notes_ph = ProgramHeader {
             offset: self.notes_offset,
             filesz: self.notes_size,
@@ -241,7 +242,7 @@ impl ElfPages {
         let end = segment.paddr + segment.filesz;
         let mut data = &result.data[..];
         for &(pfn, _) in &result.pages {
-            let (page, rest) = data.split_at(PAGE_SIZE as usize);
+            let (page, rest) = data.split_at(to_usize(PAGE_SIZE));
             data = rest;
             let page_start = pfn << PAGE_SHIFT;
             let lo = page_start.max(start);
@@ -257,7 +258,7 @@ impl ElfPages {
                 self.pending_at = at;
             }
             self.pending
-                .extend_from_slice(&page[(lo - page_start) as usize..(hi - page_start) as usize]);
+                .extend_from_slice(&page[to_usize(lo - page_start)..to_usize(hi - page_start)]);
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use super::{OutputError, Sink};
 use crate::filter::Bitmap;
+use crate::format::bytes::to_usize;
 use crate::format::kdump::{self, DUMP_INCOMPLETE, Header, Layout, PageDesc, SubHeader};
 use crate::pipeline::{ChunkResult, PageOut};
 
@@ -19,7 +20,9 @@ const DATA_BUFFER: usize = 256 << 10;
 /// Flush threshold of the descriptor buffer.
 const DESC_BUFFER: usize = 64 << 10;
 /// Page size (and block size) of the dumps written.
-const BLOCK_SIZE: u64 = 4096;
+const BLOCK_SIZE: u64 = BLOCK_SIZE_U32 as u64;
+/// [`BLOCK_SIZE`] as the header's `block_size` and a zero page's descriptor hold it.
+const BLOCK_SIZE_U32: u32 = 4096;
 
 /// What goes into the headers.
 #[derive(Debug, Clone)]
@@ -59,12 +62,27 @@ pub struct KdumpWriter<S: Sink> {
     data_at: u64,
     stored_pages: u64,
     zero_pages: u64,
+    /// The header's `sub_hdr_size` and `bitmap_blocks`, checked to fit its 32-bit words.
+    header_blocks: (u32, u32),
 }
 
 impl<S: Sink> KdumpWriter<S> {
     /// Prepares a dump; nothing is written yet.
+    ///
+    /// # Panics
+    ///
+    /// If the sub header or the bitmaps need more blocks than the header's 32-bit words count,
+    /// which [`crate::vmcore::Vmcore`] rules out: it refuses PT_NOTE segments over 64 MiB (about
+    /// most 2^14 blocks of sub header and notes) and memory beyond 52-bit physical addresses
+    /// (`max_mapnr` at most 2^40, 2^26 blocks for both bitmaps).
     pub fn new(sink: S, spec: KdumpSpec) -> Self {
         let layout = Layout::new(BLOCK_SIZE, spec.notes.len() as u64, spec.max_mapnr, 0);
+        let header_blocks = (
+            u32::try_from(layout.sub_hdr_blocks)
+                .expect("a sub header and notes from a vmcore fit in 2^32 blocks"),
+            u32::try_from(2 * layout.bitmap_blocks_each)
+                .expect("the bitmaps of at most 2^40 page frames fit in 2^32 blocks"),
+        );
         Self {
             sink,
             spec,
@@ -78,6 +96,7 @@ impl<S: Sink> KdumpWriter<S> {
             data_at: 0,
             stored_pages: 0,
             zero_pages: 0,
+            header_blocks,
         }
     }
 
@@ -86,10 +105,11 @@ impl<S: Sink> KdumpWriter<S> {
             utsname: self.spec.utsname.clone(),
             timestamp_sec: self.spec.crash_time,
             status: self.spec.compression | if incomplete { DUMP_INCOMPLETE } else { 0 },
-            block_size: BLOCK_SIZE as u32,
-            sub_hdr_size: self.layout.sub_hdr_blocks as u32,
-            bitmap_blocks: (2 * self.layout.bitmap_blocks_each) as u32,
-            max_mapnr: self.spec.max_mapnr.min(u64::from(u32::MAX)) as u32,
+            block_size: BLOCK_SIZE_U32,
+            sub_hdr_size: self.header_blocks.0,
+            bitmap_blocks: self.header_blocks.1,
+            // The 32-bit field saturates; the sub header holds the full 64-bit value.
+            max_mapnr: u32::try_from(self.spec.max_mapnr).unwrap_or(u32::MAX),
             nr_cpus: self.spec.cpus,
         }
     }
@@ -145,7 +165,7 @@ impl<S: Sink> KdumpWriter<S> {
         self.next_data = self.data_at;
         if exclude_zero {
             self.sink
-                .write_at(self.data_at, &[0u8; BLOCK_SIZE as usize])?;
+                .write_at(self.data_at, &[0u8; to_usize(BLOCK_SIZE)])?;
             self.zero_page = Some(self.data_at);
             self.data_at += BLOCK_SIZE;
             self.next_data = self.data_at;
@@ -155,13 +175,14 @@ impl<S: Sink> KdumpWriter<S> {
 
     /// Adds the pages of one pipeline result, in page-frame order.
     pub fn add(&mut self, result: &ChunkResult) -> Result<(), OutputError> {
+        let descs_before = self.descs.len();
         for &(_, page) in &result.pages {
             let desc = match (page, self.zero_page) {
                 (PageOut::Zero, Some(offset)) => {
                     self.zero_pages += 1;
                     PageDesc {
                         offset,
-                        size: BLOCK_SIZE as u32,
+                        size: BLOCK_SIZE_U32,
                         flags: 0,
                     }
                 }
@@ -185,8 +206,15 @@ impl<S: Sink> KdumpWriter<S> {
         if self.data.len() + result.data.len() <= DATA_BUFFER {
             self.data.extend_from_slice(&result.data);
         } else {
-            self.flush_data()?;
-            self.sink.write_at(self.data_at, &result.data)?;
+            let written = self
+                .flush_data()
+                .and_then(|()| self.sink.write_at(self.data_at, &result.data));
+            if let Err(e) = written {
+                // This result's data is not (all) on the output: its descriptors must never
+                // be, or a reader would take whatever is there for its pages.
+                self.descs.truncate(descs_before);
+                return Err(e);
+            }
             self.data_at += result.data.len() as u64;
         }
         if self.data.len() >= DATA_BUFFER || self.descs.len() >= DESC_BUFFER {

@@ -209,6 +209,7 @@ impl<W: Stream> FlatSink<W> {
     }
 
     /// Gives the stream back (after [`Sink::finish`]).
+    #[cfg(test)]
     pub fn into_inner(self) -> W {
         self.out
     }

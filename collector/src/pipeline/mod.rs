@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, mpsc};
 
+use crate::format::bytes::to_usize;
 use crate::format::kdump::COMPRESSED_ZSTD;
 use crate::vmcore::window::{Access, ExtentKind, PageReader};
 use crate::vmcore::{PAGE_SIZE, Vmcore, VmcoreError};
@@ -28,7 +29,7 @@ pub const CHUNK_PAGES: usize = 256;
 pub const CHUNK_SPAN: u64 = 16384;
 /// Chunks a thread may be ahead of the writer.
 const IN_FLIGHT_PER_THREAD: u64 = 4;
-const PAGE: usize = PAGE_SIZE as usize;
+const PAGE: usize = to_usize(PAGE_SIZE);
 
 /// How stored pages are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,13 +232,13 @@ fn encode(
     {
         data.extend_from_slice(&scratch[..size]);
         return PageOut::Stored {
-            size: size as u32,
+            size: u32::try_from(size).expect("compressed into less than a page"),
             flags: COMPRESSED_ZSTD,
         };
     }
     data.extend_from_slice(page);
     PageOut::Stored {
-        size: PAGE as u32,
+        size: u32::try_from(PAGE).expect("a page is 4096 bytes"),
         flags: 0,
     }
 }

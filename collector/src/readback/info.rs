@@ -162,7 +162,7 @@ fn describe_elf(path: &Path, info: &mut Info) -> Result<(), DumpFileError> {
     info.format = "elf";
     info.kernel_release = vmcore.info().os_release().map(str::to_owned);
     with_crash_time(info, vmcore.info().crash_time().ok().flatten());
-    info.cpus = Some(vmcore.cpus() as u64);
+    info.cpus = Some(u64::from(vmcore.cpus()));
     info.segments = Some(vmcore.segments().len());
     info.total_pages = Some(vmcore.max_pfn());
     let pages: u64 = vmcore

@@ -5,9 +5,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::DumpFileError;
+use crate::format::bytes::to_usize;
 use crate::format::kdump::{
-    self, COMPRESSED_ZSTD, HEADER_SIZE, Header, Layout, PAGE_DESC_SIZE, PageDesc, SUB_HEADER_SIZE,
-    SubHeader, Utsname,
+    self, HEADER_SIZE, Header, Layout, PAGE_DESC_SIZE, PageDesc, SUB_HEADER_SIZE, SubHeader,
+    Utsname,
 };
 
 /// An open kdump-compressed file.
@@ -113,11 +114,6 @@ impl KdumpFile {
         self.len
     }
 
-    /// Whether the file is empty (never true for an opened dump).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Page frames covered.
     pub fn max_mapnr(&self) -> u64 {
         if self.sub.max_mapnr != 0 {
@@ -138,7 +134,7 @@ impl KdumpFile {
     }
 
     fn bitmap(&self, offset: u64, what: &str) -> Result<Vec<u8>, DumpFileError> {
-        let bytes = self.max_mapnr().div_ceil(8) as usize;
+        let bytes = to_usize(self.max_mapnr().div_ceil(8));
         self.read(offset, bytes, what)
     }
 
@@ -157,7 +153,7 @@ impl KdumpFile {
         let second = self.second_bitmap()?;
         let raw = self.read(
             self.layout.descriptors(),
-            self.layout.descriptors as usize * PAGE_DESC_SIZE,
+            to_usize(self.layout.descriptors) * PAGE_DESC_SIZE,
             "the page descriptor table",
         )?;
         let pfns = second.iter().enumerate().flat_map(|(byte, bits)| {
@@ -169,40 +165,5 @@ impl KdumpFile {
             .zip(raw.chunks_exact(PAGE_DESC_SIZE))
             .map(|(pfn, d)| (pfn, PageDesc::decode(d).expect("24-byte chunk")))
             .collect())
-    }
-
-    /// Reads and decodes the page a descriptor points at.
-    pub fn read_page(&self, pfn: u64, desc: &PageDesc) -> Result<Vec<u8>, DumpFileError> {
-        let block = self.header.block_size as usize;
-        if desc.offset == 0 {
-            return Err(self.invalid(format!(
-                "page frame {pfn:#x} was never written (incomplete dump)"
-            )));
-        }
-        if desc.size as usize > block {
-            return Err(self.invalid(format!(
-                "page frame {pfn:#x}: descriptor size {} exceeds the block size",
-                desc.size
-            )));
-        }
-        let data = self.read(
-            desc.offset,
-            desc.size as usize,
-            &format!("the data of page frame {pfn:#x}"),
-        )?;
-        match desc.flags {
-            0 if data.len() == block => Ok(data),
-            COMPRESSED_ZSTD => match zstd::bulk::decompress(&data, block) {
-                Ok(page) if page.len() == block => Ok(page),
-                Ok(page) => Err(self.invalid(format!(
-                    "page frame {pfn:#x} decompresses to {} bytes",
-                    page.len()
-                ))),
-                Err(e) => Err(self.invalid(format!("page frame {pfn:#x}: zstd: {e}"))),
-            },
-            flags => Err(self.invalid(format!(
-                "page frame {pfn:#x}: unsupported page encoding {flags:#x}"
-            ))),
-        }
     }
 }

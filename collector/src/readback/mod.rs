@@ -13,7 +13,6 @@ pub mod reassemble;
 use std::io;
 use std::path::PathBuf;
 
-use crate::format::flat::FlatError;
 use crate::format::kdump::KdumpError;
 
 /// The kind of a dump file, from its signature.
@@ -65,14 +64,6 @@ pub enum DumpFileError {
         path: PathBuf,
         /// Why.
         source: KdumpError,
-    },
-    /// The flattened stream is invalid.
-    #[error("{path}: {source}")]
-    Flat {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: FlatError,
     },
     /// The file is shorter than its headers say.
     #[error("{path}: truncated to {len:#x} bytes, but {what} extends to offset {end:#x}")]

@@ -3,6 +3,7 @@
 use std::io::{self, BufReader, Read};
 
 use super::{DumpFileError, LZ4_FRAME_MAGIC};
+use crate::format::bytes::to_usize;
 use crate::format::flat::{self, FlatError, Record};
 use crate::output::{OutputError, Sink};
 
@@ -167,7 +168,7 @@ fn replay<R: Read, S: Sink + ?Sized>(
         };
         let mut written = 0;
         while written < size {
-            let n = (size - written).min(buf.len() as u64) as usize;
+            let n = to_usize((size - written).min(buf.len() as u64));
             if !read_full(&mut stream, &mut buf[..n])? {
                 return Err(ReassembleError::Truncated {
                     offset: stream.offset,
@@ -227,11 +228,11 @@ mod tests {
 
     impl Sink for Memory {
         fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), OutputError> {
-            let end = offset as usize + data.len();
+            let end = to_usize(offset) + data.len();
             if self.0.len() < end {
                 self.0.resize(end, 0);
             }
-            self.0[offset as usize..end].copy_from_slice(data);
+            self.0[to_usize(offset)..end].copy_from_slice(data);
             Ok(())
         }
         fn finish(&mut self) -> Result<(), OutputError> {

@@ -10,6 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::DeviceSpec;
+use crate::format::bytes::to_usize;
 
 /// What a device's first bytes say about it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -120,18 +121,18 @@ pub fn gpt_entries(lba1: &[u8]) -> Option<(u64, u32, u32)> {
 
 /// Parses GPT partition entries.
 pub fn gpt_partitions(entries: &[u8], entry_size: u32) -> Vec<PartitionId> {
-    entries
-        .chunks_exact(entry_size as usize)
-        .enumerate()
+    // Partition numbers count every entry, used or not, from 1.
+    (1..=u32::MAX)
+        .zip(entries.chunks_exact(entry_size as usize))
         .filter(|(_, e)| e[..16].iter().any(|&b| b != 0))
-        .map(|(i, e)| {
+        .map(|(number, e)| {
             let name: Vec<u16> = e[56..128]
                 .chunks_exact(2)
                 .map(|c| u16::from_le_bytes([c[0], c[1]]))
                 .take_while(|&c| c != 0)
                 .collect();
             PartitionId {
-                number: i as u32 + 1,
+                number,
                 partuuid: guid_string(&e[16..32]),
                 partlabel: Some(String::from_utf16_lossy(&name)).filter(|n| !n.is_empty()),
             }
@@ -182,8 +183,10 @@ fn partition_ids(sys_block: &Path, partition: &str) -> Option<PartitionId> {
     let start = read_start(&dev, 1 << 20)?;
     if let Some((entries_at, count, size)) = gpt_entries(start.get(512..1024)?) {
         let len = (count * size) as usize;
-        let entries = if entries_at as usize + len <= start.len() {
-            start[entries_at as usize..entries_at as usize + len].to_vec()
+        let at = to_usize(entries_at);
+        let entries = if let Some(entries) = at.checked_add(len).and_then(|end| start.get(at..end))
+        {
+            entries.to_vec()
         } else {
             let file = File::open(&dev).ok()?;
             let mut buf = vec![0u8; len];

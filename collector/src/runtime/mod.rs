@@ -4,7 +4,7 @@
 //!
 //! In the capture kernel, `/init` is rkdump. As PID 1 ([`pid1`]) it is a small supervisor:
 //!
-//! 1. mounts `/proc`, `/sys`, `/dev`, `/run`, `/tmp` and starts the log ([`log`]);
+//! 1. mounts `/proc`, `/sys`, `/dev`, `/run`, `/tmp` ([`mounts`]) and starts the log ([`log`]);
 //! 2. reads `/etc/kdump.conf` ([`crate::config`]);
 //! 3. loads the drivers of the hardware present and the modules the target needs, from the
 //!    standard `/lib/modules` tree ([`modules`]);
@@ -13,7 +13,7 @@
 //!    (mounted, raw, [`nfs`] or ssh), pre hooks, dmesg, dump, post hooks, log) in a child
 //!    process, `rkdump capture --network`, with a deadline;
 //! 6. carries out the final action, or the failure action when the child failed, crashed, was
-//!    killed (OOM) or ran past its deadline ([`system`]).
+//!    killed (OOM) or ran past its deadline ([`power`]).
 //!
 //! PID 1 never returns and never panics on purpose: everything that can fail runs in the
 //! child, and every error of the supervisor is logged and leads to an action. Settings that are
@@ -23,11 +23,13 @@
 pub mod blockid;
 pub mod capture;
 pub mod hooks;
+pub mod kernel;
 pub mod log;
 pub mod modules;
+pub mod mounts;
 pub mod network;
 pub mod nfs;
-pub mod system;
+pub mod power;
 pub mod watchdog;
 
 use std::path::Path;
@@ -81,6 +83,11 @@ fn target_modules(config: &Config) -> Vec<String> {
     modules
 }
 
+/// Whether this process is PID 1.
+pub fn is_init() -> bool {
+    nix::unistd::getpid().as_raw() == 1
+}
+
 /// How the capture child ended.
 enum ChildEnd {
     Exited(i32),
@@ -129,7 +136,7 @@ fn run_child(args: &[&str], deadline: Duration, log: &Log) -> ChildEnd {
 
 /// Whether the kernel killed `pid`'s process group for lack of memory, from its log.
 fn oom_killed() -> bool {
-    system::kernel_log()
+    kernel::kernel_log()
         .lines()
         .any(|l| l.contains("Out of memory") || l.contains("oom-kill"))
 }
@@ -166,7 +173,7 @@ fn judge(end: &ChildEnd, log: &Log) -> Result<(), ()> {
 /// PID 1 of the capture kernel. Never returns.
 pub fn pid1() -> ! {
     let console = Log::console();
-    system::early_mounts(&console);
+    mounts::early_mounts(&console);
     let log = Log::with_file(Path::new(log::LOG_FILE));
     log.line(&format!(
         "rkdump {} capture runtime starting",
@@ -179,9 +186,9 @@ pub fn pid1() -> ! {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     log.line(&format!(
         "capture kernel {release}: {cpus} CPUs online; {}",
-        system::memory()
+        kernel::memory()
     ));
-    let settings = Settings::from_cmdline(&system::cmdline());
+    let settings = Settings::from_cmdline(&kernel::cmdline());
     for warning in &settings.warnings {
         log.line(warning);
     }
@@ -226,7 +233,7 @@ pub fn pid1() -> ! {
             if let Some(watchdog) = watchdog {
                 watchdog.disarm(&log);
             }
-            system::finish(config.final_action, &log)
+            power::finish(config.final_action, &log)
         }
         Err(()) => failure(&config, deadline, &log),
     }
@@ -244,10 +251,10 @@ fn failure(config: &Config, deadline: Duration, log: &Log) -> ! {
         }
         Action::Shell => shell(log),
         Action::Reboot | Action::Halt | Action::Poweroff => {
-            system::finish(config.failure_action, log)
+            power::finish(config.failure_action, log)
         }
     }
-    system::finish(config.final_action, log)
+    power::finish(config.final_action, log)
 }
 
 /// An interactive shell on the console, if the image has one.

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::log::Log;
-use super::system;
+use super::{kernel, mounts};
 
 /// NFS's port, which NFSv4 always uses.
 const NFS_PORT: u16 = 2049;
@@ -251,7 +251,7 @@ fn mount_once(
         };
         let data = mount_data(version, server, client, options);
         let source = format!("{server}:{}", parsed.path);
-        match system::mount(Path::new(&source), mountpoint, fstype, &data) {
+        match mounts::mount(Path::new(&source), mountpoint, fstype, &data) {
             Ok(()) => {
                 log.line(&format!(
                     "mounted {export} on {} (NFS {version}: {data})",
@@ -282,11 +282,11 @@ pub const EXIT_STALLED: i32 = 1;
 /// `limit` later, the process exits with [`EXIT_STALLED`]: a fatal signal is the one thing
 /// that ends a task waiting for a dead server, and PID 1 then runs the failure action.
 pub fn guard_against_stalls(mountpoint: &Path, limit: Duration, finished: &AtomicBool, log: &Log) {
-    let mut written = system::bytes_written();
+    let mut written = kernel::bytes_written();
     let mut since = Instant::now();
     while !finished.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(500));
-        let now = system::bytes_written();
+        let now = kernel::bytes_written();
         if now != written {
             written = now;
             since = Instant::now();
@@ -301,7 +301,7 @@ pub fn guard_against_stalls(mountpoint: &Path, limit: Duration, finished: &Atomi
             // until the dump gives up.
             let aborting = Instant::now();
             while !finished.load(Ordering::Relaxed) {
-                system::abort_nfs_requests(mountpoint);
+                mounts::abort_nfs_requests(mountpoint);
                 std::thread::sleep(Duration::from_secs(2));
                 if aborting.elapsed() >= limit {
                     // Last resort: PID 1 sees the capture fail and runs the failure action;
@@ -311,7 +311,7 @@ pub fn guard_against_stalls(mountpoint: &Path, limit: Duration, finished: &Atomi
                          hooks)",
                     );
                     #[allow(clippy::exit, reason = "the dump thread cannot be unblocked")]
-                    std::process::exit(1);
+                    std::process::exit(EXIT_STALLED);
                 }
             }
             return;

@@ -6,6 +6,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::format::bytes::to_usize;
 use crate::format::manifest::{MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, ManifestError};
 
 /// Why a dump directory does not verify.
@@ -104,10 +105,10 @@ pub fn verify_dir(dir: &Path) -> Result<Verified, VerifyError> {
                 expected: entry.size,
             });
         }
-        let mut buffer = vec![0u8; manifest.chunk_size as usize];
+        let mut buffer = vec![0u8; to_usize(manifest.chunk_size)];
         for (index, &expected) in entry.crc32.iter().enumerate() {
             let start = index as u64 * manifest.chunk_size;
-            let len = (size - start).min(manifest.chunk_size) as usize;
+            let len = to_usize((size - start).min(manifest.chunk_size));
             file.read_exact(&mut buffer[..len]).map_err(io)?;
             let actual = crc32fast::hash(&buffer[..len]);
             if actual != expected {
@@ -143,7 +144,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut manifest = Manifest::new(4096);
         for (name, len) in [("vmcore-dmesg.txt", 100usize), ("vmcore", 10_000)] {
-            let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let data: Vec<u8> = (0..len)
+                .map(|i| u8::try_from(i * 7 % 256).unwrap())
+                .collect();
             std::fs::write(dir.path().join(name), &data).unwrap();
             manifest.add_bytes(name, &data);
         }

@@ -2,7 +2,7 @@
 //! whose acknowledgements are reported one by one, so that the caller knows exactly which bytes
 //! the server has confirmed.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 
 use crate::format::sftp::{
@@ -29,6 +29,18 @@ pub enum SftpClientError {
         /// The server's message.
         message: String,
     },
+    /// The server refused a pipelined write (see [`SftpClient::next_ack`]).
+    #[error("write of {len} bytes at offset {offset:#x}: {message} ({code:?})")]
+    WriteRefused {
+        /// Offset of the refused write.
+        offset: u64,
+        /// Its length.
+        len: usize,
+        /// The status code.
+        code: StatusCode,
+        /// The server's message.
+        message: String,
+    },
     /// The server answered with the wrong kind of packet.
     #[error("{0}: unexpected answer from the server")]
     Unexpected(String),
@@ -50,9 +62,11 @@ pub struct SftpClient<S> {
     next_id: u32,
     buffer: Vec<u8>,
     extensions: Vec<Vec<u8>>,
-    in_flight: BTreeSet<u32>,
-    /// Write acknowledgements that arrived while waiting for another answer.
-    acked: VecDeque<std::result::Result<u32, (u32, StatusCode, String)>>,
+    /// Writes sent and not acknowledged yet: request id, and the write's offset and length.
+    in_flight: BTreeMap<u32, (u64, usize)>,
+    /// Write acknowledgements that arrived while waiting for another answer: the write's id,
+    /// or its refusal.
+    acked: VecDeque<std::result::Result<u32, SftpClientError>>,
 }
 
 impl<S: Read + Write> SftpClient<S> {
@@ -63,7 +77,7 @@ impl<S: Read + Write> SftpClient<S> {
             next_id: 0,
             buffer: Vec::new(),
             extensions: Vec::new(),
-            in_flight: BTreeSet::new(),
+            in_flight: BTreeMap::new(),
             acked: VecDeque::new(),
         };
         client.send(&Request::Init {
@@ -136,18 +150,24 @@ impl<S: Read + Write> SftpClient<S> {
 
     fn note_ack(&mut self, response: Response) -> Result<()> {
         let id = response.id();
-        if !self.in_flight.remove(&id) {
+        let Some((offset, len)) = self.in_flight.remove(&id) else {
             return Err(SftpClientError::Unexpected(format!(
                 "answer to request {id}"
             )));
-        }
+        };
+        let refused = |code, message| SftpClientError::WriteRefused {
+            offset,
+            len,
+            code,
+            message,
+        };
         self.acked.push_back(match response {
             Response::Status {
                 code: StatusCode::Ok,
                 ..
             } => Ok(id),
-            Response::Status { code, message, .. } => Err((id, code, message)),
-            _ => Err((id, StatusCode::BadMessage, "not a status".to_owned())),
+            Response::Status { code, message, .. } => Err(refused(code, message)),
+            _ => Err(refused(StatusCode::BadMessage, "not a status".to_owned())),
         });
         Ok(())
     }
@@ -340,23 +360,17 @@ impl<S: Read + Write> SftpClient<S> {
             offset,
             data: data.to_vec(),
         })?;
-        self.in_flight.insert(id);
+        self.in_flight.insert(id, (offset, data.len()));
         Ok(id)
     }
 
     /// Waits for the next write acknowledgement and returns its id; a write the server refused
-    /// is an error.
+    /// is [`SftpClientError::WriteRefused`], which names that write's offset and length (not
+    /// those of the writes sent since).
     pub fn next_ack(&mut self) -> Result<u32> {
         loop {
             if let Some(ack) = self.acked.pop_front() {
-                return match ack {
-                    Ok(id) => Ok(id),
-                    Err((id, code, message)) => Err(SftpClientError::Status {
-                        what: format!("write {id}"),
-                        code,
-                        message,
-                    }),
-                };
+                return ack;
             }
             if self.in_flight.is_empty() {
                 return Err(SftpClientError::Unexpected(
@@ -441,6 +455,38 @@ mod tests {
             std::fs::read(root.path().join("c/var/crash/d/vmcore")).unwrap(),
             b"abc".repeat(10)
         );
+    }
+
+    #[test]
+    fn a_refused_write_names_its_own_offset_not_the_later_ones() {
+        with_server(|mut client| {
+            let handle = client
+                .open("/f-incomplete", sftp::OPEN_WRITE | sftp::OPEN_CREATE)
+                .unwrap();
+            let first = client.send_write(&handle, 0, b"abc").unwrap();
+            // Refused (no such handle), with writes sent after it before its answer is read.
+            client.send_write(b"nothing", 0x1234, b"defg").unwrap();
+            let third = client.send_write(&handle, 0x10_0000, b"hi").unwrap();
+            assert_eq!(client.next_ack().unwrap(), first);
+            match client.next_ack().unwrap_err() {
+                SftpClientError::WriteRefused {
+                    offset, len, code, ..
+                } => {
+                    assert_eq!((offset, len, code), (0x1234, 4, StatusCode::Failure));
+                }
+                other => panic!("{other}"),
+            }
+            assert_eq!(client.next_ack().unwrap(), third);
+            assert_eq!(client.in_flight(), 0);
+            // Acknowledgements noted while waiting for another answer keep their writes too.
+            client.send_write(b"nothing", 0x5678, b"x").unwrap();
+            assert!(client.available("/").unwrap().is_some());
+            let error = client.next_ack().unwrap_err().to_string();
+            assert!(
+                error.starts_with("write of 1 bytes at offset 0x5678: invalid handle"),
+                "{error}"
+            );
+        });
     }
 
     #[test]

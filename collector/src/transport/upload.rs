@@ -22,7 +22,7 @@ use super::ssh::{SshError, SshTarget, connect_with_retries};
 use crate::format::manifest::{
     ContentCrcs, DEFAULT_CHUNK_SIZE, FileEntry, MANIFEST_NAME, Manifest,
 };
-use crate::format::sftp::{OPEN_CREATE, OPEN_READ, OPEN_TRUNCATE, OPEN_WRITE};
+use crate::format::sftp::{OPEN_CREATE, OPEN_READ, OPEN_TRUNCATE, OPEN_WRITE, StatusCode};
 use crate::output::{DestinationError, OpenRequest, OpenSink, Opened, incomplete_name};
 use crate::output::{OutputError, Sink};
 
@@ -38,6 +38,18 @@ pub enum UploadError {
     /// The server refused an operation, or the connection failed.
     #[error(transparent)]
     Sftp(#[from] SftpClientError),
+    /// The server refused a write with a bare failure, and says less than that write is free.
+    #[error(
+        "write of {len} bytes at offset {offset:#x} refused, {available} bytes free on the server"
+    )]
+    Full {
+        /// Offset of the refused write.
+        offset: u64,
+        /// Its length.
+        len: usize,
+        /// Bytes free on the server's file system (`statvfs@openssh.com`).
+        available: u64,
+    },
     /// Opening the SFTP channel failed.
     #[error("opening the SFTP channel on {target}: {source}")]
     Channel {
@@ -53,7 +65,7 @@ impl UploadError {
         match self {
             Self::Sftp(e) => e.is_connection(),
             Self::Channel { .. } => true,
-            Self::Ssh(_) => false,
+            Self::Ssh(_) | Self::Full { .. } => false,
         }
     }
 }
@@ -106,11 +118,6 @@ impl Connection {
     /// This machine's address on the connection (see [`super::ssh::Connected::local`]).
     pub fn local_address(&self) -> Option<std::net::IpAddr> {
         self.local
-    }
-
-    /// `user@host:port`.
-    pub fn label(&self) -> String {
-        self.target.label()
     }
 
     /// The SFTP client, connecting first if the last connection dropped.
@@ -377,6 +384,13 @@ impl crate::output::sink::Stream for ExecStream {
     }
 }
 
+/// Whether a failure's message says nothing more than its code: empty, or OpenSSH's text for
+/// `SSH_FX_FAILURE`.
+fn is_bare_failure(message: &str) -> bool {
+    let message = message.trim();
+    message.is_empty() || message.eq_ignore_ascii_case("failure")
+}
+
 /// The incomplete name of a remote path (`/d/vmcore` → `/d/vmcore-incomplete`).
 fn incomplete_path(path: &str) -> String {
     incomplete_name(std::path::Path::new(path))
@@ -455,7 +469,21 @@ pub struct RemoteSink {
     crcs: ContentCrcs,
 }
 
+/// The output error of `error`, met while writing `len` bytes at `offset`: a refused write
+/// names its own offset and length (its refusal arrives up to [`WINDOW`] bytes later), and a
+/// server out of space is [`OutputError::NoSpace`].
 fn remote_error(label: &str, offset: u64, len: usize, error: &UploadError) -> OutputError {
+    let (offset, len) = match error {
+        UploadError::Full { offset, len, .. } => {
+            return OutputError::NoSpace {
+                target: label.to_owned(),
+                offset: *offset,
+                len: *len,
+            };
+        }
+        UploadError::Sftp(SftpClientError::WriteRefused { offset, len, .. }) => (*offset, *len),
+        _ => (offset, len),
+    };
     OutputError::Io {
         target: label.to_owned(),
         offset,
@@ -506,9 +534,17 @@ impl RemoteSink {
         }
     }
 
-    /// Waits for the oldest acknowledgement and forgets the write it confirms.
+    /// Waits for the oldest acknowledgement and forgets the write it confirms; a refused write
+    /// is an error naming it (see [`RemoteSink::refused`]).
     fn confirm_one(&mut self) -> Result<(), UploadError> {
-        let id = lock(&self.dir.connection).client()?.next_ack()?;
+        let ack = lock(&self.dir.connection).client()?.next_ack();
+        let id = match ack {
+            Ok(id) => id,
+            Err(refused @ SftpClientError::WriteRefused { .. }) => {
+                return Err(self.refused(refused));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let index = self
             .unconfirmed
             .iter()
@@ -522,6 +558,39 @@ impl RemoteSink {
         self.unconfirmed_bytes -= write.data.len();
         self.confirmed += write.data.len() as u64;
         Ok(())
+    }
+
+    /// What a refused write means. A server that says why (`rkdump receive`'s quota and
+    /// reserve) is reported as it said. A bare `SSH_FX_FAILURE` is all OpenSSH's sftp-server
+    /// answers a write that hits `ENOSPC` with, so then the server is asked for its free space
+    /// (`statvfs@openssh.com`): less than the refused write free is [`UploadError::Full`].
+    fn refused(&mut self, refused: SftpClientError) -> UploadError {
+        let SftpClientError::WriteRefused {
+            offset,
+            len,
+            code: StatusCode::Failure,
+            message,
+        } = &refused
+        else {
+            return refused.into();
+        };
+        let (offset, len) = (*offset, *len);
+        if !is_bare_failure(message) {
+            return refused.into();
+        }
+        let available = lock(&self.dir.connection)
+            .client()
+            .ok()
+            .and_then(|c| c.available(&self.temporary).ok().flatten());
+        match available {
+            Some(available) if available < len as u64 => UploadError::Full {
+                offset,
+                len,
+                available,
+            },
+            // No answer, or room enough: the failure was something else.
+            _ => refused.into(),
+        }
     }
 
     /// Queues a write and sends it; if sending fails, the write stays queued and
@@ -560,7 +629,8 @@ impl RemoteSink {
             let mut hasher = crc32fast::Hasher::new();
             let mut at = range.start;
             while at < range.end {
-                let want = (range.end - at).min(WRITE_SIZE as u64) as u32;
+                let want = u32::try_from((range.end - at).min(WRITE_SIZE as u64))
+                    .expect("bounded by WRITE_SIZE");
                 let data = client.read(&handle, at, want)?;
                 if data.is_empty() {
                     break;
@@ -596,6 +666,7 @@ impl Sink for RemoteSink {
                 }
                 Ok(())
             });
+            // A refused write is named by its own offset (`remote_error`), not `at`.
             result.map_err(|e| remote_error(&self.label, at, len, &e))?;
             self.sent += len as u64;
         }
@@ -631,5 +702,59 @@ impl Sink for RemoteSink {
 
     fn bytes_written(&self) -> u64 {
         self.sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_failure_that_says_nothing_more_is_a_question_for_statvfs() {
+        assert!(is_bare_failure("Failure"));
+        assert!(is_bare_failure(""));
+        assert!(!is_bare_failure(
+            "quota of 307200 bytes for client web01 reached (307200 bytes held)"
+        ));
+        assert!(!is_bare_failure(
+            "free-space reserve of 1 bytes on /srv reached"
+        ));
+    }
+
+    #[test]
+    fn a_refused_write_is_reported_at_its_own_offset_and_a_full_server_as_full() {
+        let refused = UploadError::Sftp(SftpClientError::WriteRefused {
+            offset: 0x20_0000,
+            len: 65536,
+            code: StatusCode::Failure,
+            message: "Failure".to_owned(),
+        });
+        // Met while queueing a write 4 MiB later.
+        let error = remote_error("h:/d/vmcore-incomplete", 0x60_0000, 4096, &refused);
+        assert!(!error.is_no_space());
+        assert!(
+            error
+                .to_string()
+                .starts_with("writing 65536 bytes at offset 0x200000 of h:/d/vmcore-incomplete"),
+            "{error}"
+        );
+        let full = UploadError::Full {
+            offset: 0x20_0000,
+            len: 65536,
+            available: 0,
+        };
+        let error = remote_error("h:/d/vmcore-incomplete", 0x60_0000, 4096, &full);
+        assert!(error.is_no_space());
+        assert_eq!(
+            error.to_string(),
+            "h:/d/vmcore-incomplete is full: 65536 bytes at offset 0x200000 could not be written"
+        );
+        // Any other error is where it was met.
+        let other = UploadError::Sftp(SftpClientError::Unexpected("x".to_owned()));
+        let error = remote_error("h:/f", 0x60_0000, 4096, &other);
+        assert!(
+            error.to_string().contains("4096 bytes at offset 0x600000"),
+            "{error}"
+        );
     }
 }

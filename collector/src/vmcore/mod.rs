@@ -14,6 +14,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::format::bytes::to_usize;
 use crate::format::elf::{self, ElfError, FileHeader, ProgramHeader};
 use crate::format::note::{self, NoteError};
 use crate::format::vmcoreinfo::VmcoreInfo;
@@ -135,7 +136,7 @@ pub struct Vmcore {
     notes_header: ProgramHeader,
     info: VmcoreInfo,
     vmcoreinfo_range: Option<(u64, u64)>,
-    cpus: usize,
+    cpus: u32,
     elf_flags: u32,
 }
 
@@ -255,12 +256,14 @@ impl Vmcore {
                 notes_header.filesz
             )));
         }
-        let notes = read(notes_header.offset, notes_header.filesz as usize)?;
+        let notes = read(notes_header.offset, to_usize(notes_header.filesz))?;
         let parsed = note::parse(&notes).map_err(|source| VmcoreError::Notes {
             path: path.to_owned(),
             source,
         })?;
-        let cpus = note::cpu_count(&parsed);
+        // Bounded by the notes' size (MAX_NOTES_SIZE), so this fails only on a broken bound.
+        let cpus = u32::try_from(note::cpu_count(&parsed))
+            .map_err(|_| invalid("more than 2^32 CPU notes".to_owned()))?;
         let (info, vmcoreinfo_range) = match note::find_vmcoreinfo(&parsed) {
             Some(n) => (
                 VmcoreInfo::parse(n.desc),
@@ -335,7 +338,7 @@ impl Vmcore {
     }
 
     /// Number of CPUs with register notes.
-    pub fn cpus(&self) -> usize {
+    pub fn cpus(&self) -> u32 {
         self.cpus
     }
 
@@ -362,7 +365,7 @@ impl Vmcore {
             let addr = paddr + done as u64;
             let rest = &mut buf[done..];
             if let Some(segment) = self.segment_of(addr) {
-                let len = rest.len().min((segment.file_phys_end() - addr) as usize);
+                let len = rest.len().min(to_usize(segment.file_phys_end() - addr));
                 let offset = segment.file_offset + (addr - segment.phys_start);
                 self.file
                     .read_exact_at(&mut rest[..len], offset)
@@ -377,7 +380,7 @@ impl Vmcore {
                 .iter()
                 .find(|s| s.phys_start <= addr && addr < s.phys_end)
             {
-                let len = rest.len().min((segment.phys_end - addr) as usize);
+                let len = rest.len().min(to_usize(segment.phys_end - addr));
                 rest[..len].fill(0);
                 done += len;
             } else {
@@ -516,7 +519,7 @@ mod tests {
         );
         assert_eq!(vmcore.info().os_release(), Some("6.1.0-synthetic"));
         let (at, len) = vmcore.vmcoreinfo_range().unwrap();
-        let text = &vmcore.notes()[at as usize..(at + len) as usize];
+        let text = &vmcore.notes()[to_usize(at)..to_usize(at + len)];
         assert!(text.starts_with(b"OSRELEASE=6.1.0-synthetic\nPAGESIZE=4096\n"));
         assert!(text.ends_with(b"CRASHTIME=1764072000\n"));
         assert_eq!(vmcore.segment_of(3000 * PAGE - 1), Some(&segments[1]));
@@ -625,7 +628,7 @@ mod tests {
         let headers = tk::program_headers(&bytes);
         let last = headers[3];
         assert_eq!(last.p_paddr, 4608 * PAGE, "the RAM segment after the hole");
-        let cut = (last.p_offset + 0x1234) as usize;
+        let cut = to_usize(last.p_offset + 0x1234);
         assert_eq!(
             invalid(open(&bytes[..cut])),
             format!(
@@ -635,7 +638,7 @@ mod tests {
             )
         );
         // Cut between the last two segments: the last one is entirely missing.
-        let cut = last.p_offset as usize;
+        let cut = to_usize(last.p_offset);
         let error = invalid(open(&bytes[..cut]));
         assert!(error.starts_with("truncated: PT_LOAD #3 "), "{error}");
     }
@@ -650,14 +653,14 @@ mod tests {
         let note_header = tk::program_headers(&good)[0];
         // Each CPU note: 12-byte header, "CORE\0" padded to 8, 336-byte prstatus.
         let cpu_notes = 2 * (12 + 8 + 336);
-        let notes_at = note_header.p_offset as usize;
+        let notes_at = to_usize(note_header.p_offset);
         let desc_len = u32::from_le_bytes(
             good[notes_at + cpu_notes + 4..][..4]
                 .try_into()
                 .expect("4 bytes"),
         ) as usize;
         assert_eq!(
-            note_header.p_filesz as usize,
+            to_usize(note_header.p_filesz),
             cpu_notes + 12 + 12 + desc_len.next_multiple_of(4),
             "VMCOREINFO note: header, \"VMCOREINFO\\0\" padded to 12, text"
         );
@@ -704,7 +707,7 @@ mod tests {
         header.e_shnum = 1;
         bytes[..64].copy_from_slice(&header.to_bytes());
         let mut section0 = [0u8; tk::SECTION_HEADER_SIZE];
-        section0[44..48].copy_from_slice(&(phnum as u32).to_le_bytes()); // sh_info
+        section0[44..48].copy_from_slice(&u32::try_from(phnum).unwrap().to_le_bytes()); // sh_info
         bytes.extend_from_slice(&section0);
         assert_eq!(open(&bytes).unwrap().segments(), &expected[..]);
     }
@@ -728,7 +731,7 @@ mod tests {
                 .rev() // RAM, not the kernel-text alias
                 .find(|h| h.p_paddr <= phys && phys < h.p_paddr + h.p_filesz)
                 .unwrap();
-            let at = (h.p_offset + phys - h.p_paddr) as usize;
+            let at = to_usize(h.p_offset + phys - h.p_paddr);
             bytes[at..at + len].to_vec()
         };
 

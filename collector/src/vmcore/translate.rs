@@ -8,6 +8,7 @@
 //! 2 MiB.
 
 use super::{START_KERNEL_MAP, Vmcore, VmcoreError};
+use crate::format::bytes::to_usize;
 use crate::format::vmcoreinfo::{VmcoreInfo, VmcoreInfoError};
 
 /// Physical-address bits of a page table entry (bits 12..52).
@@ -188,7 +189,7 @@ impl<'a> KernelMemory<'a> {
         let mut done = 0;
         while done < buf.len() {
             let addr = vaddr.wrapping_add(done as u64);
-            let in_page = (4096 - (addr & 0xfff)) as usize;
+            let in_page = to_usize(4096 - (addr & 0xfff));
             let len = in_page.min(buf.len() - done);
             let paddr = self.translate(addr)?;
             self.vmcore.read_phys(paddr, &mut buf[done..done + len])?;
@@ -430,7 +431,7 @@ mod tests {
         let builder = Builder::new(Generation::V6_12).with_every_kind();
         let (_, vmcore) = built(&builder);
         let mut memory = KernelMemory::new(&vmcore).unwrap();
-        let len = 3 * PAGE as usize + 100;
+        let len = 3 * to_usize(PAGE) + 100;
         let mut expected = vec![0u8; len];
         vmcore.read_phys(VMEMMAP_PHYS + 100, &mut expected).unwrap();
         assert!(memory.read_vec(builder.mem_map() + 100, len).unwrap() == expected);

@@ -12,6 +12,7 @@
 use std::os::unix::fs::FileExt;
 
 use super::{PAGE_SHIFT, PAGE_SIZE, Segment, Vmcore, VmcoreError};
+use crate::format::bytes::to_usize;
 
 /// How a run of page frames is stored in the vmcore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,8 +118,8 @@ impl Vmcore {
             }
             if lo < hi {
                 let offset = segment.file_offset + (lo - segment.phys_start);
-                let len = (hi - lo) as usize;
-                let at = (lo - start) as usize;
+                let len = to_usize(hi - lo);
+                let at = to_usize(lo - start);
                 self.file()
                     .read_exact_at(&mut page[at..at + len], offset)
                     .map_err(|source| VmcoreError::Read {
@@ -177,7 +178,7 @@ impl PageReader {
         pages: usize,
         wanted: &[(usize, usize)],
     ) -> Result<&[u8], VmcoreError> {
-        let len = pages * PAGE_SIZE as usize;
+        let len = pages * to_usize(PAGE_SIZE);
         self.map = None;
         if self.access == Access::Mmap {
             match crate::sys::map_readonly(vmcore.file(), file_offset, len) {
@@ -189,8 +190,8 @@ impl PageReader {
             self.buffer.resize(len, 0);
         }
         for &(first, count) in wanted {
-            let at = first * PAGE_SIZE as usize;
-            let n = count * PAGE_SIZE as usize;
+            let at = first * to_usize(PAGE_SIZE);
+            let n = count * to_usize(PAGE_SIZE);
             let offset = file_offset + at as u64;
             vmcore
                 .file()
@@ -331,9 +332,9 @@ mod tests {
                 kind: ExtentKind::Irregular
             })
         );
-        let mut page = vec![0xeeu8; PAGE as usize];
+        let mut page = vec![0xeeu8; to_usize(PAGE)];
         vmcore.read_page(end - 1, &mut page).unwrap();
-        let at = (header.p_offset + header.p_filesz - 0x800) as usize;
+        let at = to_usize(header.p_offset + header.p_filesz - 0x800);
         assert!(page[..0x800] == bytes[at..at + 0x800]);
         assert!(page[0x800..].iter().all(|&b| b == 0));
         assert!(matches!(
@@ -352,7 +353,7 @@ mod tests {
         let map = PageMap::new(vmcore.segments());
         let mut mapped = PageReader::new(Access::Mmap);
         let mut read = PageReader::new(Access::Pread);
-        let mut page = vec![0u8; PAGE as usize];
+        let mut page = vec![0u8; to_usize(PAGE)];
         for extent in map.extents() {
             let ExtentKind::Regular { file_offset } = extent.kind else {
                 panic!("no irregular page in this vmcore: {extent:?}");
@@ -369,11 +370,11 @@ mod tests {
                 .window(&vmcore, offset, pages, &wanted)
                 .unwrap()
                 .to_vec();
-            assert_eq!(via_mmap.len(), pages * PAGE as usize);
+            assert_eq!(via_mmap.len(), pages * to_usize(PAGE));
             assert_eq!(via_pread.len(), via_mmap.len());
             for &(start, count) in &wanted {
                 for i in start..start + count {
-                    let bytes = i * PAGE as usize..(i + 1) * PAGE as usize;
+                    let bytes = i * to_usize(PAGE)..(i + 1) * to_usize(PAGE);
                     assert!(
                         via_mmap[bytes.clone()] == via_pread[bytes.clone()],
                         "page {i}"

@@ -5,12 +5,20 @@
 //! notes. [`program_headers`] and [`set_program_header`] read and patch the table of a file
 //! already written, which is how tests locate segments and damage vmcores on purpose.
 
+use crate::to_usize;
+
 /// Size of the ELF64 file header (`e_ehsize`).
-pub const FILE_HEADER_SIZE: usize = 64;
+pub const FILE_HEADER_SIZE: usize = EHSIZE as usize;
 /// Size of one ELF64 program header (`e_phentsize`).
-pub const PROGRAM_HEADER_SIZE: usize = 56;
+pub const PROGRAM_HEADER_SIZE: usize = PHENTSIZE as usize;
 /// Size of one ELF64 section header (`e_shentsize`).
-pub const SECTION_HEADER_SIZE: usize = 64;
+pub const SECTION_HEADER_SIZE: usize = SHENTSIZE as usize;
+/// [`FILE_HEADER_SIZE`] as `e_ehsize` holds it.
+const EHSIZE: u16 = 64;
+/// [`PROGRAM_HEADER_SIZE`] as `e_phentsize` holds it.
+const PHENTSIZE: u16 = 56;
+/// [`SECTION_HEADER_SIZE`] as `e_shentsize` holds it.
+const SHENTSIZE: u16 = 64;
 /// `e_type` of a core file.
 pub const ET_CORE: u16 = 4;
 /// `e_machine` of AMD x86-64.
@@ -75,14 +83,10 @@ impl FileHeader {
         put(&mut out, 32, &self.e_phoff.to_le_bytes());
         put(&mut out, 40, &self.e_shoff.to_le_bytes());
         put(&mut out, 48, &self.e_flags.to_le_bytes());
-        put(&mut out, 52, &(FILE_HEADER_SIZE as u16).to_le_bytes());
-        put(&mut out, 54, &(PROGRAM_HEADER_SIZE as u16).to_le_bytes());
+        put(&mut out, 52, &EHSIZE.to_le_bytes());
+        put(&mut out, 54, &PHENTSIZE.to_le_bytes());
         put(&mut out, 56, &self.e_phnum.to_le_bytes());
-        let shentsize = if self.e_shnum > 0 {
-            SECTION_HEADER_SIZE as u16
-        } else {
-            0
-        };
+        let shentsize = if self.e_shnum > 0 { SHENTSIZE } else { 0 };
         put(&mut out, 58, &shentsize.to_le_bytes());
         put(&mut out, 60, &self.e_shnum.to_le_bytes());
         out
@@ -209,7 +213,7 @@ pub fn core_file(notes: &[u8], loads: &[Load<'_>], data_align: u64) -> Vec<u8> {
         });
         data_at += size;
     }
-    let mut out = vec![0u8; data_at as usize];
+    let mut out = vec![0u8; to_usize(data_at)];
     let phnum = u16::try_from(phnum).expect("fewer than 65535 program headers");
     put(&mut out, 0, &FileHeader::core(phnum).to_bytes());
     for (i, header) in headers.iter().enumerate() {
@@ -219,9 +223,9 @@ pub fn core_file(notes: &[u8], loads: &[Load<'_>], data_align: u64) -> Vec<u8> {
             &header.to_bytes(),
         );
     }
-    put(&mut out, notes_at as usize, notes);
+    put(&mut out, to_usize(notes_at), notes);
     for (header, load) in headers[1..].iter().zip(loads) {
-        put(&mut out, header.p_offset as usize, load.data);
+        put(&mut out, to_usize(header.p_offset), load.data);
     }
     out
 }
@@ -231,7 +235,7 @@ pub fn program_headers(file: &[u8]) -> Vec<ProgramHeader> {
     let header = FileHeader::from_bytes(file);
     (0..usize::from(header.e_phnum))
         .map(|i| {
-            let at = header.e_phoff as usize + i * PROGRAM_HEADER_SIZE;
+            let at = to_usize(header.e_phoff) + i * PROGRAM_HEADER_SIZE;
             ProgramHeader::from_bytes(&file[at..at + PROGRAM_HEADER_SIZE])
         })
         .collect()
@@ -239,7 +243,7 @@ pub fn program_headers(file: &[u8]) -> Vec<ProgramHeader> {
 
 /// Overwrites program header `index` of `file`.
 pub fn set_program_header(file: &mut [u8], index: usize, header: &ProgramHeader) {
-    let at = FileHeader::from_bytes(file).e_phoff as usize + index * PROGRAM_HEADER_SIZE;
+    let at = to_usize(FileHeader::from_bytes(file).e_phoff) + index * PROGRAM_HEADER_SIZE;
     put(file, at, &header.to_bytes());
 }
 
@@ -291,7 +295,7 @@ mod tests {
         assert_eq!(headers[0].p_offset, 64 + 2 * 56);
         assert_eq!(headers[1].p_offset, 4096);
         assert_eq!(file.len(), 4096 + 8192);
-        let at = headers[0].p_offset as usize;
+        let at = to_usize(headers[0].p_offset);
         assert_eq!(&file[at..at + notes.len()], &notes[..]);
     }
 }

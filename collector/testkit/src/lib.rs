@@ -30,6 +30,22 @@ pub mod elf;
 
 use std::ops::Range;
 
+// The synthetic vmcores are built for rkdump, which only targets 64-bit Linux: addresses and
+// offsets (`u64`) always fit in a `usize`, which `to_usize` relies on.
+const _: () = assert!(usize::BITS >= 64, "rkdump-testkit needs a 64-bit target");
+
+/// Widens `value` to a `usize`, losslessly on the 64-bit targets this crate is built for
+/// (checked at compile time above). rkdump's `format::bytes::to_usize`, which this crate cannot
+/// depend on.
+const fn to_usize(value: u64) -> usize {
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "usize is at least 64 bits wide (asserted at compile time)"
+    )]
+    let widened = value as usize;
+    widened
+}
+
 /// Page size.
 pub const PAGE: u64 = 4096;
 /// Physical address of the synthetic kernel image (page tables, symbols, mem_section, printk).
@@ -348,7 +364,7 @@ impl Builder {
             );
         }
         let mut mem = Memory {
-            bytes: vec![0; (self.pages * PAGE) as usize],
+            bytes: vec![0; to_usize(self.pages * PAGE)],
             next_kernel: KERNEL_PHYS,
         };
         // Deterministic non-zero content everywhere; zero pages are cleared below.
@@ -360,7 +376,7 @@ impl Builder {
             word.copy_from_slice(&(state & 0x00ff_00ff_00ff_00ff).to_le_bytes());
         }
         let struct_pages_end = VMEMMAP_PHYS + self.pages * STRUCT_PAGE;
-        mem.bytes[VMEMMAP_PHYS as usize..struct_pages_end as usize].fill(0);
+        mem.bytes[to_usize(VMEMMAP_PHYS)..to_usize(struct_pages_end)].fill(0);
 
         let root = self.page_tables(&mut mem);
         let flags = self.generation.flags();
@@ -471,7 +487,11 @@ impl Builder {
         let mut notes = Vec::new();
         for cpu in 0..self.cpus {
             let mut prstatus = vec![0u8; elf::PRSTATUS_SIZE];
-            prstatus[32..36].copy_from_slice(&(cpu as u32 + 1).to_le_bytes()); // pr_pid
+            prstatus[32..36].copy_from_slice(
+                &u32::try_from(cpu + 1)
+                    .expect("fewer than 2^32 CPUs")
+                    .to_le_bytes(),
+            ); // pr_pid
             notes.extend(elf::note(b"CORE", elf::NT_PRSTATUS, &prstatus));
         }
         notes.extend(elf::note(b"VMCOREINFO", 0, text.as_bytes()));
@@ -492,7 +512,7 @@ impl Builder {
             }
         } else {
             // Direct map: 4 KiB pages for the first 2 MiB, 2 MiB leaves above.
-            for phys in (0..2 << 20).step_by(PAGE as usize) {
+            for phys in (0..2 << 20).step_by(to_usize(PAGE)) {
                 tables.map(mem, self.page_offset() + phys, phys, Level::Pte);
             }
             for phys in ((2 << 20)..self.pages * PAGE).step_by(2 << 20) {
@@ -508,7 +528,7 @@ impl Builder {
         } else {
             0
         };
-        for offset in (0..bytes).step_by(PAGE as usize) {
+        for offset in (0..bytes).step_by(to_usize(PAGE)) {
             tables.map(
                 mem,
                 self.vmemmap_start() + offset,
@@ -533,7 +553,7 @@ impl Builder {
                 match kind {
                     Kind::Kernel => {}
                     Kind::Zero => {
-                        mem.bytes[(pfn * PAGE) as usize..((pfn + 1) * PAGE) as usize].fill(0);
+                        mem.bytes[to_usize(pfn * PAGE)..to_usize((pfn + 1) * PAGE)].fill(0);
                     }
                     Kind::Free { order } => {
                         if head {
@@ -580,8 +600,9 @@ impl Builder {
                             if pfn == range.start + 1 {
                                 match self.generation {
                                     Generation::V6_1 => {
-                                        mem.bytes[(at + 17) as usize] = *order as u8;
-                                        mem.bytes[(at + 16) as usize] = if hugetlb { 2 } else { 1 };
+                                        mem.bytes[to_usize(at + 17)] = u8::try_from(*order)
+                                            .expect("a compound order fits in a byte");
+                                        mem.bytes[to_usize(at + 16)] = if hugetlb { 2 } else { 1 };
                                     }
                                     Generation::V6_6 | Generation::V6_12 => {
                                         let mut f = u64::from(*order);
@@ -648,7 +669,7 @@ impl Builder {
                 let infos = mem.kernel_alloc(count * 88, 8);
                 let data = mem.kernel_alloc(ring, 8);
                 // Unused ring bytes hold old messages in a real kernel, not zeros.
-                mem.bytes[data as usize..(data + ring) as usize].fill(0x5a);
+                mem.bytes[to_usize(data)..to_usize(data + ring)].fill(0x5a);
                 let rb = mem.kernel_alloc(88, 8);
                 let prb = mem.kernel_alloc(8, 8);
                 mem.write_u64(prb, kvirt(rb));
@@ -682,7 +703,10 @@ impl Builder {
                     mem.write_u64(descs + slot * 24 + 16, next);
                     mem.write_u64(infos + slot * 88, id);
                     mem.write_u64(infos + slot * 88 + 8, record.ts_nsec);
-                    mem.write_u16(infos + slot * 88 + 16, record.text.len() as u16);
+                    mem.write_u16(
+                        infos + slot * 88 + 16,
+                        u16::try_from(record.text.len()).expect("a record's text is under 64 KiB"),
+                    );
                     mem.write_u32(infos + slot * 88 + 20, record.caller_id);
                 }
                 let head = first_id + records.len() as u64 - 1;
@@ -733,8 +757,14 @@ impl Builder {
                         break;
                     }
                     mem.write_u64(buf + at, record.ts_nsec);
-                    mem.write_u16(buf + at + 8, size as u16);
-                    mem.write_u16(buf + at + 10, record.text.len() as u16);
+                    mem.write_u16(
+                        buf + at + 8,
+                        u16::try_from(size).expect("within the 8 KiB buffer"),
+                    );
+                    mem.write_u16(
+                        buf + at + 10,
+                        u16::try_from(record.text.len()).expect("within the 8 KiB buffer"),
+                    );
                     if *caller_id {
                         mem.write_u32(buf + at + 16, record.caller_id);
                     }
@@ -744,9 +774,12 @@ impl Builder {
                 let pointer = mem.kernel_alloc(8, 8);
                 mem.write_u64(pointer, kvirt(buf));
                 let values = mem.kernel_alloc(12, 4);
-                mem.write_u32(values, len as u32);
+                mem.write_u32(values, u32::try_from(len).expect("an 8 KiB buffer"));
                 mem.write_u32(values + 4, 0);
-                mem.write_u32(values + 8, at as u32);
+                mem.write_u32(
+                    values + 8,
+                    u32::try_from(at).expect("within the 8 KiB buffer"),
+                );
                 sym("SYMBOL(log_buf)", format!("{:x}", kvirt(pointer)));
                 sym("SYMBOL(log_buf_len)", format!("{:x}", kvirt(values)));
                 sym("SYMBOL(log_first_idx)", format!("{:x}", kvirt(values + 4)));
@@ -784,7 +817,7 @@ impl Builder {
     /// The file: notes, the kernel-text alias, then RAM without holes.
     fn elf(&self, memory: &[u8], notes: &[u8]) -> Vec<u8> {
         let ram = self.ram();
-        let text = KERNEL_PHYS as usize..(KERNEL_PHYS + KERNEL_SIZE) as usize;
+        let text = to_usize(KERNEL_PHYS)..to_usize(KERNEL_PHYS + KERNEL_SIZE);
         let loads: Vec<elf::Load<'_>> = std::iter::once(elf::Load {
             vaddr: self.kernel_virt(),
             paddr: KERNEL_PHYS,
@@ -793,7 +826,7 @@ impl Builder {
         .chain(ram.iter().map(|r| elf::Load {
             vaddr: self.page_offset() + r.start * PAGE,
             paddr: r.start * PAGE,
-            data: &memory[(r.start * PAGE) as usize..(r.end * PAGE) as usize],
+            data: &memory[to_usize(r.start * PAGE)..to_usize(r.end * PAGE)],
         }))
         .collect();
         elf::core_file(notes, &loads, PAGE)
@@ -843,12 +876,12 @@ impl Memory {
             "synthetic kernel image is full"
         );
         self.next_kernel = at + size;
-        self.bytes[at as usize..(at + size) as usize].fill(0);
+        self.bytes[to_usize(at)..to_usize(at + size)].fill(0);
         at
     }
 
     fn write(&mut self, at: u64, data: &[u8]) {
-        self.bytes[at as usize..at as usize + data.len()].copy_from_slice(data);
+        self.bytes[to_usize(at)..to_usize(at) + data.len()].copy_from_slice(data);
     }
 
     fn write_u16(&mut self, at: u64, v: u16) {
@@ -864,7 +897,11 @@ impl Memory {
     }
 
     fn read_u64(&self, at: u64) -> u64 {
-        u64::from_le_bytes(self.bytes[at as usize..at as usize + 8].try_into().unwrap())
+        u64::from_le_bytes(
+            self.bytes[to_usize(at)..to_usize(at) + 8]
+                .try_into()
+                .unwrap(),
+        )
     }
 }
 
@@ -927,7 +964,7 @@ mod tests {
     /// The VMCOREINFO text of a built vmcore (the last note of its PT_NOTE segment).
     fn vmcoreinfo(file: &[u8]) -> String {
         let notes = elf::program_headers(file)[0];
-        let notes = &file[notes.p_offset as usize..][..notes.p_filesz as usize];
+        let notes = &file[to_usize(notes.p_offset)..][..to_usize(notes.p_filesz)];
         let text = notes
             .windows(11)
             .position(|w| w == b"VMCOREINFO\0")
@@ -957,9 +994,9 @@ mod tests {
         assert_eq!(ram, [(0, 100), (200, 8000)]);
         assert_eq!(headers[3].p_vaddr, builder.page_offset() + 200 * PAGE);
         // The alias holds the same bytes as RAM at the same physical address.
-        let alias = headers[1].p_offset as usize;
-        let ram_at = (headers[3].p_offset + KERNEL_PHYS - headers[3].p_paddr) as usize;
-        assert!(file[alias..][..KERNEL_SIZE as usize] == file[ram_at..][..KERNEL_SIZE as usize]);
+        let alias = to_usize(headers[1].p_offset);
+        let ram_at = to_usize(headers[3].p_offset + KERNEL_PHYS - headers[3].p_paddr);
+        assert!(file[alias..][..to_usize(KERNEL_SIZE)] == file[ram_at..][..to_usize(KERNEL_SIZE)]);
     }
 
     #[test]

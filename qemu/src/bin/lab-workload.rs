@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
+use rkdump::format::bytes::to_usize;
 
 const PAGE: usize = 4096;
 const MIB: usize = 1 << 20;
@@ -71,7 +72,7 @@ fn fill_page(page: &mut [u8], kind: u64, random: &mut Random) {
         2 => {
             let mut at = 0;
             while at < page.len() {
-                let word = WORDS[(random.next() % WORDS.len() as u64) as usize].as_bytes();
+                let word = WORDS[to_usize(random.next() % WORDS.len() as u64)].as_bytes();
                 let n = word.len().min(page.len() - at);
                 page[at..at + n].copy_from_slice(&word[..n]);
                 at += n;
@@ -84,7 +85,7 @@ fn fill_page(page: &mut [u8], kind: u64, random: &mut Random) {
         _ => page
             .iter_mut()
             .enumerate()
-            .for_each(|(i, b)| *b = (i % 251) as u8),
+            .for_each(|(i, b)| *b = u8::try_from(i % 251).expect("below 251")),
     }
 }
 
@@ -93,12 +94,12 @@ fn main() {
     let total = meminfo_kib("MemTotal") * 1024;
     let used = total - meminfo_kib("MemAvailable") * 1024;
     let target = total * args.fill_percent / 100;
-    let fill = target.saturating_sub(used) as usize;
+    let fill = to_usize(target.saturating_sub(used));
     let mut random = Random(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
     let mut page = vec![0u8; PAGE];
 
     let files = match &args.files_dir {
-        Some(_) => fill * args.files_share as usize / 100,
+        Some(_) => fill * to_usize(args.files_share) / 100,
         None => 0,
     };
     if let Some(dir) = &args.files_dir {

@@ -17,7 +17,7 @@ use target::{DumpDir, Ready};
 
 use super::hooks;
 use super::log::Log;
-use super::{network, nfs, system};
+use super::{kernel, mounts, network, nfs};
 use crate::config::Config;
 use crate::format::time::UtcTime;
 use crate::transport::upload::RemoteDir;
@@ -195,7 +195,7 @@ impl Capture<'_> {
             self.dump(device.as_deref(), dir.as_ref())
         };
         self.log
-            .line(&format!("after the dump: {}", system::memory()));
+            .line(&format!("after the dump: {}", kernel::memory()));
         let status = i32::from(dumped.is_err());
         hooks::run_post(
             self.config,
@@ -215,7 +215,7 @@ impl Capture<'_> {
                  saved there",
                 mountpoint.display()
             ));
-            system::force_unmount(&mountpoint, self.log);
+            mounts::force_unmount(&mountpoint, self.log);
             if self.network {
                 network::take_links_down(self.log);
             }
@@ -235,7 +235,7 @@ impl Capture<'_> {
         }
         nix::unistd::sync();
         if let Some(mountpoint) = self.mountpoint() {
-            system::unmount(&mountpoint, self.log);
+            mounts::unmount(&mountpoint, self.log);
         }
         match dumped {
             Ok(()) => Outcome::Saved,
@@ -309,9 +309,12 @@ impl Capture<'_> {
             .and_then(|p| std::fs::read_to_string(p).ok())
             .unwrap_or_default();
         text.push_str("\n--- kernel log of the capture kernel ---\n");
-        text.push_str(&system::kernel_log());
+        text.push_str(&kernel::kernel_log());
         if let Err(e) = dir.put("kexec-dmesg.log", text.as_bytes()) {
             self.log.line(&format!("kexec-dmesg.log: {e}"));
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{Capture, CaptureError, MOUNT_BASE, SYSROOT};
 use crate::config::{DeviceSpec, Target, cmdline_value};
 use crate::output::{self, Destination};
-use crate::runtime::{blockid, network, nfs, system};
+use crate::runtime::{blockid, mounts, network, nfs};
 use crate::transport::ssh::{self, SshTarget};
 use crate::transport::upload::{Connection, RemoteDir};
 
@@ -203,7 +203,7 @@ impl Capture<'_> {
         options: &str,
     ) -> Result<(), CaptureError> {
         let what = format!("{} ({fstype}, {options})", device.display());
-        system::mount(device, mountpoint, fstype, options).map_err(|source| {
+        mounts::mount(device, mountpoint, fstype, options).map_err(|source| {
             CaptureError::Mount {
                 what: what.clone(),
                 mountpoint: mountpoint.to_owned(),
@@ -258,7 +258,7 @@ impl Capture<'_> {
                     .to_owned()
             }
         };
-        system::mount(&device, Path::new(SYSROOT), &fstype, "defaults").map_err(|source| {
+        mounts::mount(&device, Path::new(SYSROOT), &fstype, "defaults").map_err(|source| {
             CaptureError::Mount {
                 what: format!("the root {} ({fstype})", device.display()),
                 mountpoint: SYSROOT.into(),

@@ -3,7 +3,7 @@
 //! Debian's kernels are built without `CONFIG_IP_PNP`, so nothing applies `ip=` unless the
 //! initramfs does. kdump-utils writes these parameters into the image's
 //! `/etc/cmdline.d/40ip.conf` (for instance `ip=kdump-eth0:dhcp
-//! ifname=kdump-eth0:52:54:00:12:34:56`), which [`crate::runtime::system::cmdline`] appends
+//! ifname=kdump-eth0:52:54:00:12:34:56`), which [`crate::runtime::kernel::cmdline`] appends
 //! to the kernel's, and users write them by hand. The forms, as dracut.cmdline(7) documents
 //! them (plus `<interface>:none`, which brings a link up without an address):
 //!

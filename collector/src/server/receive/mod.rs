@@ -8,6 +8,8 @@
 //!
 //! * every path is inside the client's own directory `<root>/<client>/`: `..` is refused, and so
 //!   are symbolic links on the way;
+//! * directories can be listed (entries as what they are: a symbolic link is shown, never
+//!   followed);
 //! * directories and new files can be created; an existing file can be opened for writing only
 //!   while its name says it is incomplete (`vmcore-incomplete`, to resume a dropped transfer);
 //!   renames never replace an existing file; nothing can be removed;
@@ -28,30 +30,35 @@ mod quota;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, ReadDir};
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 
 use self::index::Index;
-pub use self::index::{INDEX_NAME, IndexEntry};
+pub use self::index::IndexEntry;
 use self::jail::{Jail, JailError, Resolved};
 use self::quota::{QuotaError, Space};
 use super::verify::verify_dir;
 use crate::format::manifest::{MANIFEST_NAME, is_plain_name};
 use crate::format::sftp::{
-    self, Attrs, EXT_FSYNC, EXT_POSIX_RENAME, EXT_STATVFS, HandleRequest, NameEntry, OPEN_APPEND,
-    OPEN_CREATE, OPEN_READ, OPEN_TRUNCATE, OPEN_WRITE, PathRequest, Request, Response, SftpError,
-    StatusCode, TwoPathRequest,
+    self, Attrs, EXT_FSYNC, EXT_POSIX_RENAME, EXT_STATVFS, HandleRequest, Listed, NameEntry,
+    OPEN_APPEND, OPEN_CREATE, OPEN_READ, OPEN_TRUNCATE, OPEN_WRITE, PathRequest, Request, Response,
+    SftpError, StatusCode, TwoPathRequest,
 };
 
 /// Most files open at once in one session.
 const MAX_HANDLES: usize = 64;
+/// Most directories open at once in one session (each holds a directory stream).
+const MAX_DIR_HANDLES: usize = 16;
 /// Largest read answered.
 const MAX_READ: u32 = 64 * 1024;
+/// Most entries in one answer to `SSH_FXP_READDIR` (as OpenSSH's sftp-server sends).
+const READDIR_BATCH: usize = 100;
 
 /// Why a receiving session ended in error.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +138,12 @@ struct Handle {
     writable: bool,
 }
 
+/// An open directory, read a batch at a time.
+#[derive(Debug)]
+struct DirHandle {
+    entries: ReadDir,
+}
+
 /// One client connection.
 #[derive(Debug)]
 struct Session {
@@ -141,6 +154,7 @@ struct Session {
     /// The dump directories written to, for the index.
     index: Index,
     handles: HashMap<Vec<u8>, Handle>,
+    dirs: HashMap<Vec<u8>, DirHandle>,
     next_handle: u64,
 }
 
@@ -201,6 +215,7 @@ impl Session {
             space,
             index: Index::new(&options.root, &options.client, &options.from),
             handles: HashMap::new(),
+            dirs: HashMap::new(),
             next_handle: 0,
         })
     }
@@ -256,10 +271,13 @@ impl Session {
             Request::Open {
                 id, path, flags, ..
             } => self.open_file(id, &path, flags),
-            Request::Close { id, handle } => match self.handles.remove(&handle) {
-                Some(_) => Ok(ok(id)),
-                None => Err(bad_handle()),
-            },
+            Request::Close { id, handle } => {
+                if self.handles.remove(&handle).is_some() || self.dirs.remove(&handle).is_some() {
+                    Ok(ok(id))
+                } else {
+                    Err(bad_handle())
+                }
+            }
             Request::Read {
                 id,
                 handle,
@@ -290,8 +308,9 @@ impl Session {
             },
             Request::Handle {
                 kind: HandleRequest::Readdir,
-                ..
-            } => Err(unsupported("listing directories")),
+                id,
+                handle,
+            } => self.read_dir(id, &handle),
             // Modes and times are the server's business; accept and ignore.
             Request::Setstat { id, .. } | Request::Fsetstat { id, .. } => Ok(ok(id)),
             Request::Mkdir { id, path, .. } => self.mkdir(id, &path),
@@ -362,8 +381,7 @@ impl Session {
         if writable {
             self.index.wrote(&path.relative, 0);
         }
-        self.next_handle += 1;
-        let handle = self.next_handle.to_string().into_bytes();
+        let handle = self.new_handle();
         self.handles.insert(
             handle.clone(),
             Handle {
@@ -374,6 +392,74 @@ impl Session {
             },
         );
         Ok(Response::Handle { id, handle })
+    }
+
+    /// A handle never given out before in the session.
+    fn new_handle(&mut self) -> Vec<u8> {
+        self.next_handle += 1;
+        self.next_handle.to_string().into_bytes()
+    }
+
+    /// `SSH_FXP_OPENDIR`: a directory inside the client's (no `..`, no symbolic link on the
+    /// way or at the end: the jail refuses them).
+    fn open_dir(&mut self, id: u32, path: &[u8]) -> Answer {
+        if self.dirs.len() >= MAX_DIR_HANDLES {
+            return Err(Refusal::failure(format!(
+                "more than {MAX_DIR_HANDLES} open directories"
+            )));
+        }
+        let path = self.resolve(path)?;
+        let shown = format!("/{}", path.relative.display());
+        match std::fs::symlink_metadata(&path.absolute) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(Refusal::failure(format!("{shown} is not a directory"))),
+            Err(e) => return Err(Refusal::io(&shown, &e)),
+        }
+        let entries = std::fs::read_dir(&path.absolute).map_err(|e| Refusal::io(&shown, &e))?;
+        let handle = self.new_handle();
+        self.dirs.insert(handle.clone(), DirHandle { entries });
+        Ok(Response::Handle { id, handle })
+    }
+
+    /// `SSH_FXP_READDIR`: the next [`READDIR_BATCH`] entries at most (`.` and `..` are not
+    /// listed), each with its `lstat` attributes, then `SSH_FX_EOF`.
+    fn read_dir(&mut self, id: u32, handle: &[u8]) -> Answer {
+        let dir = self.dirs.get_mut(handle).ok_or_else(bad_handle)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let mut owners = Owners::default();
+        let mut entries = Vec::new();
+        while entries.len() < READDIR_BATCH {
+            let Some(entry) = dir.entries.next() else {
+                break;
+            };
+            let entry = entry.map_err(|e| Refusal::io("readdir", &e))?;
+            // `DirEntry::metadata` is an lstat relative to the open directory: a symbolic link
+            // is listed as one. An entry removed since it was read is skipped.
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            let filename = entry.file_name().into_vec();
+            let (user, group) = owners.of(meta.uid(), meta.gid());
+            let listed = Listed {
+                mode: meta.mode(),
+                nlink: meta.nlink(),
+                user: &user,
+                group: &group,
+                size: meta.len(),
+                mtime: meta.mtime(),
+            };
+            entries.push(NameEntry {
+                longname: sftp::longname(&filename, &listed, now),
+                filename,
+                attrs: attrs_of(&meta),
+            });
+        }
+        if entries.is_empty() {
+            return Err(Refusal(StatusCode::Eof, "End of file".to_owned()));
+        }
+        Ok(Response::Name { id, entries })
     }
 
     fn read(&mut self, id: u32, handle: &[u8], offset: u64, len: u32) -> Answer {
@@ -438,7 +524,7 @@ impl Session {
             PathRequest::Remove | PathRequest::Rmdir => Err(Refusal::denied(
                 "received dumps cannot be removed by clients".to_owned(),
             )),
-            PathRequest::Opendir => Err(unsupported("listing directories")),
+            PathRequest::Opendir => self.open_dir(id, path),
             PathRequest::Readlink => Err(unsupported("symbolic links")),
         }
     }
@@ -529,6 +615,7 @@ impl Session {
     /// indexed as incomplete. Returns every index line of the session.
     fn close(mut self) -> Vec<IndexEntry> {
         self.handles.clear();
+        self.dirs.clear();
         self.index.close()
     }
 }
@@ -569,6 +656,37 @@ fn attrs_of(meta: &std::fs::Metadata) -> Attrs {
     }
 }
 
+/// User and group names of the owners listed in one answer, looked up once each.
+#[derive(Debug, Default)]
+struct Owners {
+    users: HashMap<u32, String>,
+    groups: HashMap<u32, String>,
+}
+
+impl Owners {
+    /// The names of `uid` and `gid` (their numbers when they have none).
+    fn of(&mut self, uid: u32, gid: u32) -> (String, String) {
+        use nix::unistd::{Gid, Group, Uid, User};
+        let user = self
+            .users
+            .entry(uid)
+            .or_insert_with(|| match User::from_uid(Uid::from_raw(uid)) {
+                Ok(Some(user)) => user.name,
+                _ => uid.to_string(),
+            })
+            .clone();
+        let group = self
+            .groups
+            .entry(gid)
+            .or_insert_with(|| match Group::from_gid(Gid::from_raw(gid)) {
+                Ok(Some(group)) => group.name,
+                _ => gid.to_string(),
+            })
+            .clone();
+        (user, group)
+    }
+}
+
 /// A time for SFTP version 3's 32-bit fields.
 fn clamp_time(seconds: i64) -> u32 {
     u32::try_from(seconds.max(0)).unwrap_or(u32::MAX)
@@ -585,6 +703,7 @@ pub fn client_address(ssh_connection: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::index::INDEX_NAME;
     use super::*;
     use crate::format::manifest::Manifest;
 
@@ -654,6 +773,69 @@ mod tests {
                 first: from.as_bytes().to_vec(),
                 second: to.as_bytes().to_vec(),
             })
+        }
+
+        fn open_dir(&mut self, path: &str) -> Result<Vec<u8>, (StatusCode, String)> {
+            let id = self.id();
+            match self.session.handle(Request::Path {
+                kind: PathRequest::Opendir,
+                id,
+                path: path.as_bytes().to_vec(),
+            }) {
+                Response::Handle { handle, .. } => Ok(handle),
+                Response::Status { code, message, .. } => Err((code, message)),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        /// One `SSH_FXP_READDIR`: its entries, or the status.
+        fn read_dir(&mut self, handle: &[u8]) -> Result<Vec<NameEntry>, (StatusCode, String)> {
+            let id = self.id();
+            match self.session.handle(Request::Handle {
+                kind: HandleRequest::Readdir,
+                id,
+                handle: handle.to_vec(),
+            }) {
+                Response::Name {
+                    id: answered,
+                    entries,
+                } => {
+                    assert_eq!(answered, id);
+                    Ok(entries)
+                }
+                Response::Status { code, message, .. } => Err((code, message)),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn close(&mut self, handle: &[u8]) -> (StatusCode, String) {
+            let id = self.id();
+            self.status(Request::Close {
+                id,
+                handle: handle.to_vec(),
+            })
+        }
+
+        /// Every entry of `path` by READDIR until EOF (at most 100 batches), and the batch
+        /// sizes; the handle is closed.
+        fn list(&mut self, path: &str) -> (Vec<NameEntry>, Vec<usize>) {
+            let handle = self.open_dir(path).unwrap();
+            let (mut all, mut batches) = (Vec::new(), Vec::new());
+            for _ in 0..100 {
+                match self.read_dir(&handle) {
+                    Ok(entries) => {
+                        batches.push(entries.len());
+                        all.extend(entries);
+                    }
+                    Err((code, _)) => {
+                        assert_eq!(code, StatusCode::Eof);
+                        assert_eq!(self.close(&handle).0, StatusCode::Ok);
+                        all.sort_by(|a, b| a.filename.cmp(&b.filename));
+                        return (all, batches);
+                    }
+                }
+            }
+            panic!("no end of {path}");
         }
 
         fn put(&mut self, path: &str, data: &[u8]) {
@@ -765,6 +947,169 @@ mod tests {
     }
 
     #[test]
+    fn a_write_whose_growth_overflows_the_usage_is_over_quota() {
+        let root = tempfile::tempdir().unwrap();
+        let mut options = options(root.path());
+        options.quota = Some(u64::MAX);
+        let mut client = Client::new(&options);
+        client.put("/other", b"12345678");
+        let handle = client
+            .open("/vmcore-incomplete", OPEN_WRITE | OPEN_CREATE)
+            .unwrap();
+        // 8 bytes held, and a write growing an empty file to u64::MAX - 2: together more
+        // than a u64 (wrapped, they would be 5 bytes, within the quota).
+        let (code, message) = client.write(&handle, u64::MAX - 6, b"abcd");
+        assert_eq!(code, StatusCode::Failure);
+        assert!(message.contains("quota of"), "{message}");
+    }
+
+    #[test]
+    fn a_directory_is_listed_with_its_entries_then_eof() {
+        let root = tempfile::tempdir().unwrap();
+        let options = options(root.path());
+        let mut client = Client::new(&options);
+        assert_eq!(client.mkdir("/d").0, StatusCode::Ok);
+        assert_eq!(client.mkdir("/d/sub").0, StatusCode::Ok);
+        client.put("/d/vmcore-incomplete", b"dump bytes");
+        client.put("/d/note.txt", b"x");
+        let (entries, batches) = client.list("/d");
+        assert_eq!(batches, [3]);
+        let names: Vec<&[u8]> = entries.iter().map(|e| &e.filename[..]).collect();
+        assert_eq!(names, [&b"note.txt"[..], b"sub", b"vmcore-incomplete"]);
+        let dump = &entries[2];
+        assert_eq!(dump.attrs.size, Some(10));
+        assert_eq!(
+            dump.attrs.permissions.map(|m| m & 0o170_777),
+            Some(0o100_600)
+        );
+        let longname = String::from_utf8(dump.longname.clone()).unwrap();
+        assert!(longname.starts_with("-rw------- "), "{longname}");
+        assert!(longname.ends_with(" vmcore-incomplete"), "{longname}");
+        assert!(longname.split_whitespace().any(|w| w == "10"), "{longname}");
+        assert!(entries[1].longname.starts_with(b"drwx------ "));
+        // The client's own directory is `/`; `.` and `..` are not listed.
+        let (entries, _) = client.list("/");
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].filename, b"d");
+        // EOF again after the end; a closed handle is gone.
+        let handle = client.open_dir("/d/sub").unwrap();
+        assert_eq!(client.read_dir(&handle).unwrap_err().0, StatusCode::Eof);
+        assert_eq!(client.read_dir(&handle).unwrap_err().0, StatusCode::Eof);
+        assert_eq!(client.close(&handle).0, StatusCode::Ok);
+        let (code, message) = client.read_dir(&handle).unwrap_err();
+        assert_eq!(code, StatusCode::Failure);
+        assert!(message.contains("invalid handle"), "{message}");
+        assert_eq!(client.close(&handle).0, StatusCode::Failure);
+        // A file is not a directory, a directory handle not a file.
+        assert_eq!(
+            client.open_dir("/d/note.txt").unwrap_err().0,
+            StatusCode::Failure
+        );
+        assert_eq!(
+            client.open_dir("/none").unwrap_err().0,
+            StatusCode::NoSuchFile
+        );
+        let handle = client.open_dir("/d").unwrap();
+        let id = client.id();
+        assert!(matches!(
+            client.session.handle(Request::Read {
+                id,
+                handle: handle.clone(),
+                offset: 0,
+                len: 10
+            }),
+            Response::Status {
+                code: StatusCode::Failure,
+                ..
+            }
+        ));
+        assert_eq!(client.write(&handle, 0, b"x").0, StatusCode::Failure);
+    }
+
+    #[test]
+    fn a_large_directory_comes_in_batches_of_100() {
+        let root = tempfile::tempdir().unwrap();
+        let options = options(root.path());
+        let mut client = Client::new(&options);
+        assert_eq!(client.mkdir("/d").0, StatusCode::Ok);
+        for i in 0..250 {
+            std::fs::write(root.path().join(format!("web01/d/f{i:03}")), b"").unwrap();
+        }
+        let (entries, batches) = client.list("/d");
+        assert_eq!(batches, [100, 100, 50]);
+        let names: Vec<String> = entries
+            .iter()
+            .map(|e| String::from_utf8(e.filename.clone()).unwrap())
+            .collect();
+        let expected: Vec<String> = (0..250).map(|i| format!("f{i:03}")).collect();
+        assert_eq!(names, expected);
+        // Every batch fits in a packet the client accepts.
+        let handle = client.open_dir("/d").unwrap();
+        let entries = client.read_dir(&handle).unwrap();
+        let packet = Response::Name { id: 1, entries }.encode();
+        assert!(packet.len() < sftp::MAX_PACKET, "{}", packet.len());
+    }
+
+    #[test]
+    fn open_directories_are_limited_and_a_closed_one_frees_its_place() {
+        let root = tempfile::tempdir().unwrap();
+        let options = options(root.path());
+        let mut client = Client::new(&options);
+        let handles: Vec<Vec<u8>> = (0..MAX_DIR_HANDLES)
+            .map(|_| client.open_dir("/").unwrap())
+            .collect();
+        let (code, message) = client.open_dir("/").unwrap_err();
+        assert_eq!(code, StatusCode::Failure);
+        assert!(
+            message.contains("more than 16 open directories"),
+            "{message}"
+        );
+        // Files are counted apart.
+        client.put("/f", b"x");
+        assert_eq!(client.close(&handles[3]).0, StatusCode::Ok);
+        let again = client.open_dir("/").unwrap();
+        assert!(!handles.contains(&again));
+        assert!(client.open_dir("/").is_err());
+    }
+
+    #[test]
+    fn listing_never_leaves_the_clients_directory_or_follows_a_link() {
+        let root = tempfile::tempdir().unwrap();
+        let options = options(root.path());
+        let mut client = Client::new(&options);
+        assert_eq!(client.mkdir("/d").0, StatusCode::Ok);
+        std::fs::write(root.path().join("secret"), b"outside").unwrap();
+        for path in ["/..", "/d/..", "../", "/d/../..", ".."] {
+            let (code, message) = client.open_dir(path).unwrap_err();
+            assert_eq!(code, StatusCode::PermissionDenied, "{path}");
+            assert!(
+                message.contains("leave the client's directory"),
+                "{message}"
+            );
+        }
+        // A link an administrator made, to outside and to inside: refused as a directory,
+        // listed as the link it is (lstat), never as its target.
+        std::os::unix::fs::symlink(root.path(), root.path().join("web01/out")).unwrap();
+        std::os::unix::fs::symlink("d", root.path().join("web01/in")).unwrap();
+        for path in ["/out", "/out/", "/in", "/out/web01"] {
+            let (code, message) = client.open_dir(path).unwrap_err();
+            assert_eq!(code, StatusCode::PermissionDenied, "{path}");
+            assert!(message.contains("symbolic links"), "{message}");
+        }
+        let (entries, _) = client.list("/");
+        let names: Vec<&[u8]> = entries.iter().map(|e| &e.filename[..]).collect();
+        assert_eq!(names, [&b"d"[..], b"in", b"out"]);
+        for link in &entries[1..] {
+            assert_eq!(
+                link.attrs.permissions.map(|m| m & 0o170_000),
+                Some(0o120_000)
+            );
+            assert!(link.longname.starts_with(b"l"), "{:?}", link.longname);
+        }
+        assert!(!entries.iter().any(|e| e.filename == b"secret"));
+    }
+
+    #[test]
     fn the_free_space_reserve_is_kept() {
         let root = tempfile::tempdir().unwrap();
         let mut options = options(root.path());
@@ -833,7 +1178,7 @@ mod tests {
         #[test]
         fn nothing_escapes_the_clients_directory(
             requests in proptest::collection::vec(
-                (0u8..6, any_path(), any_path(), 0u64..64, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8)),
+                (0u8..8, any_path(), any_path(), 0u64..64, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8)),
                 0..30,
             ),
             garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
@@ -842,13 +1187,15 @@ mod tests {
             let options = options(root.path());
             let mut input = Request::Init { version: 3 }.encode();
             for (i, (kind, a, b, offset, data)) in requests.into_iter().enumerate() {
-                let id = i as u32;
+                let id = u32::try_from(i).unwrap();
                 let request = match kind {
                     0 => Request::Mkdir { id, path: a, attrs: Attrs::default() },
-                    1 => Request::Open { id, path: a, flags: OPEN_WRITE | OPEN_CREATE | (offset as u32 & OPEN_TRUNCATE), attrs: Attrs::default() },
+                    1 => Request::Open { id, path: a, flags: OPEN_WRITE | OPEN_CREATE | u32::try_from(offset & u64::from(OPEN_TRUNCATE)).unwrap(), attrs: Attrs::default() },
                     2 => Request::Write { id, handle: (offset % 4).to_string().into_bytes(), offset, data },
                     3 => Request::TwoPaths { kind: TwoPathRequest::Rename, id, first: a, second: b },
                     4 => Request::Close { id, handle: (offset % 4).to_string().into_bytes() },
+                    5 => Request::Path { kind: PathRequest::Opendir, id, path: a },
+                    6 => Request::Handle { kind: HandleRequest::Readdir, id, handle: (offset % 4).to_string().into_bytes() },
                     _ => Request::Path { kind: PathRequest::Remove, id, path: a },
                 };
                 input.extend(request.encode());

@@ -82,10 +82,14 @@ impl Space {
     }
 
     /// Whether a write that grows the client's files by `growth` bytes fits (the quota, then,
-    /// for a growing write, the reserve).
+    /// for a growing write, the reserve). A growth whose sum with the bytes held overflows is
+    /// over any quota.
     pub(super) fn check(&self, growth: u64) -> Result<(), QuotaError> {
         if let Some(quota) = self.quota
-            && self.used + growth > quota
+            && self
+                .used
+                .checked_add(growth)
+                .is_none_or(|total| total > quota)
         {
             return Err(QuotaError::Quota {
                 quota,
@@ -108,7 +112,7 @@ impl Space {
 
     /// Counts a write [`check`](Self::check)ed and done.
     pub(super) fn record(&mut self, growth: u64) {
-        self.used += growth;
+        self.used = self.used.saturating_add(growth);
     }
 
     /// The `statvfs@openssh.com` reply for the client's file system, the reserve not shown
@@ -173,6 +177,25 @@ mod tests {
         let space = Space::open("web01", root.path(), &home, 0, None).unwrap();
         assert_eq!(space.used, 0);
         space.check(1 << 20).unwrap();
+    }
+
+    #[test]
+    fn a_growth_that_overflows_the_count_is_over_quota() {
+        let root = tempfile::tempdir().unwrap();
+        let mut space = Space::open("web01", root.path(), root.path(), 0, Some(u64::MAX)).unwrap();
+        space.check(4).unwrap();
+        space.record(4);
+        // 4 + (u64::MAX - 3) does not fit in a u64: refused, not wrapped to 0 or a panic.
+        assert!(matches!(
+            space.check(u64::MAX - 3),
+            Err(QuotaError::Quota { held: 4, .. })
+        ));
+        space.check(u64::MAX - 4).unwrap();
+        let space = Space::open("web01", root.path(), root.path(), 0, Some(10)).unwrap();
+        assert!(matches!(
+            space.check(u64::MAX),
+            Err(QuotaError::Quota { quota: 10, .. })
+        ));
     }
 
     #[test]
