@@ -20,6 +20,35 @@ pub fn sorted_names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// `rkdump verify` accepts `dir`: the kernel log, the dump and the capture log (the manifest
+/// does not list itself).
+pub fn assert_verified(dir: &Path) {
+    let report = run_ok(Command::new(rkdump()).arg("verify").arg(dir));
+    assert!(report.contains(": 3 files"), "{report}");
+}
+
+/// A dump directory a capture sent over SFTP holds what a local capture would: the four files,
+/// the dump byte-identical to `local_dump` (the same vmcore written locally), and
+/// `vmcore-dmesg.txt` equal to `rkdump dmesg` of `vmcore`; `rkdump verify` accepts it.
+pub fn assert_complete_ssh_dump(dir: &Path, vmcore: &Path, local_dump: &[u8]) {
+    assert_eq!(
+        sorted_names(dir),
+        [
+            "kexec-dmesg.log",
+            "rkdump-manifest.json",
+            "vmcore",
+            "vmcore-dmesg.txt"
+        ]
+    );
+    assert!(std::fs::read(dir.join("vmcore")).unwrap() == local_dump);
+    let dmesg = run_ok(Command::new(rkdump()).arg("dmesg").arg(vmcore));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("vmcore-dmesg.txt")).unwrap(),
+        dmesg
+    );
+    assert_verified(dir);
+}
+
 /// `rkdump capture` reading `config` and `vmcore`, logging to `log`, with its hook directories
 /// `pre.d` and `post.d` in `hooks`; callers add the target's own arguments.
 pub fn capture_command(config: &Path, vmcore: &Path, log: &Path, hooks: &Path) -> Command {

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use initramfs_tests::{capture_command, rkdump, run, run_ok, sorted_names};
+use initramfs_tests::{
+    assert_complete_ssh_dump, assert_verified, capture_command, rkdump, run, run_ok, sorted_names,
+};
 use rkdump_lab::sshd::{CuttingProxy, SshServer};
 use rkdump_testkit::{Builder, Generation};
 
@@ -148,13 +150,6 @@ impl Setup {
     }
 }
 
-/// `rkdump verify` on the server's side: the manifest the client wrote last lists the kernel
-/// log, the dump and the capture log (not itself), and they match it.
-fn assert_verified(dir: &Path) {
-    let report = run_ok(Command::new(rkdump()).arg("verify").arg(dir));
-    assert!(report.contains(": 3 files"), "{report}");
-}
-
 /// Reference: the same vmcore written locally by `rkdump save` with the collector's options,
 /// and OpenSSH 9.2's `sftp-server` as the server. The dump arrives byte-identical, with the
 /// kernel log, the capture log and the manifest, all renamed from `-incomplete` (sftp-server's
@@ -169,26 +164,7 @@ fn a_dump_sent_to_openssh_sftp_server_is_identical_and_verifies() {
     assert_eq!(output.status.code(), Some(0), "{log}");
     assert!(log.contains("capture complete"), "{log}");
     let dir = setup.dump_dir();
-    assert_eq!(
-        sorted_names(&dir),
-        [
-            "kexec-dmesg.log",
-            "rkdump-manifest.json",
-            "vmcore",
-            "vmcore-dmesg.txt"
-        ]
-    );
-    assert!(std::fs::read(dir.join("vmcore")).unwrap() == setup.local_dump());
-    let dmesg = run_ok(
-        Command::new(rkdump())
-            .arg("dmesg")
-            .arg(setup.path("vmcore")),
-    );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("vmcore-dmesg.txt")).unwrap(),
-        dmesg
-    );
-    assert_verified(&dir);
+    assert_complete_ssh_dump(&dir, &setup.path("vmcore"), &setup.local_dump());
     setup.assert_receive_unused();
 
     // The check can fail: a copy with one byte of the dump flipped does not verify.

@@ -7,7 +7,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use initramfs_tests::{capture_command, makedumpfile, rkdump, run_ok, sorted_names};
+use initramfs_tests::{
+    assert_complete_ssh_dump, assert_verified, capture_command, makedumpfile, rkdump, run_ok,
+    sorted_names,
+};
 use rkdump_lab::sshd::{CuttingProxy, SshServer};
 use rkdump_testkit::{Builder, Generation};
 
@@ -196,12 +199,6 @@ impl Setup {
     }
 }
 
-fn assert_verified(dir: &Path) {
-    let report = run_ok(Command::new(rkdump()).arg("verify").arg(dir));
-    // The kernel log, the dump and the capture log (the manifest does not list itself).
-    assert!(report.contains(": 3 files"), "{report}");
-}
-
 #[test]
 fn a_dump_arrives_over_sftp_complete_and_verified() {
     let setup = Setup::new(&["web01"], "");
@@ -212,26 +209,7 @@ fn a_dump_arrives_over_sftp_complete_and_verified() {
     let name = dir.file_name().unwrap().to_str().unwrap();
     // Named after the client's address on the route to the server, as kdump-utils does.
     assert!(name.starts_with("127.0.0.1-"), "{name}");
-    assert_eq!(
-        sorted_names(&dir),
-        [
-            "kexec-dmesg.log",
-            "rkdump-manifest.json",
-            "vmcore",
-            "vmcore-dmesg.txt"
-        ]
-    );
-    assert!(std::fs::read(dir.join("vmcore")).unwrap() == setup.local_dump());
-    let dmesg = run_ok(
-        Command::new(rkdump())
-            .arg("dmesg")
-            .arg(setup.path("vmcore")),
-    );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("vmcore-dmesg.txt")).unwrap(),
-        dmesg
-    );
-    assert_verified(&dir);
+    assert_complete_ssh_dump(&dir, &setup.path("vmcore"), &setup.local_dump());
     let index = setup.index();
     assert_eq!(index.len(), 1, "{index:?}");
     assert_eq!(index[0]["status"], "verified");
