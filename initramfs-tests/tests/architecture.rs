@@ -46,7 +46,48 @@ fn code_of(text: &str) -> String {
         .join("\n")
 }
 
-/// The top-level modules each top-level module names as `crate::X`.
+/// The first path segments after a `crate::`: one for `crate::a::b`, each of the group for
+/// `crate::{a::b, c}`.
+fn named_modules(after: &str) -> Vec<String> {
+    let segment = |text: &str| -> String {
+        text.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect()
+    };
+    let Some(group) = after.strip_prefix('{') else {
+        return vec![segment(after)];
+    };
+    // The group's top-level items, up to its closing brace.
+    let (mut depth, mut items, mut start) = (0usize, Vec::new(), 0);
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                items.push(segment(&group[start..i]));
+                break;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(segment(&group[start..i]));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items
+}
+
+#[test]
+fn grouped_imports_are_read_too() {
+    assert_eq!(named_modules("dump::{self, Summary};"), ["dump"]);
+    assert_eq!(
+        named_modules("{dump::{self, x}, output::Sink, vmcore};"),
+        ["dump", "output", "vmcore"]
+    );
+}
+
+/// The top-level modules each top-level module names as `crate::X` or `crate::{X, Y}`.
 fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
     let root = source_root();
     let files = rust_files(&root);
@@ -60,12 +101,10 @@ fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
         let code = code_of(&std::fs::read_to_string(file).unwrap());
         let edges = graph.entry(from.clone()).or_default();
         for (at, _) in code.match_indices("crate::") {
-            let name: String = code[at + "crate::".len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-                .collect();
-            if name != from && modules.contains(&name) {
-                edges.insert(name);
+            for name in named_modules(&code[at + "crate::".len()..]) {
+                if name != from && modules.contains(&name) {
+                    edges.insert(name);
+                }
             }
         }
     }

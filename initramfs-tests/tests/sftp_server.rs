@@ -330,10 +330,9 @@ fn capture_to_a_full_disk(setup: &Setup) -> (Tmpfs, Output, String) {
 
 /// Reference: as above, and the capture's own wording for a local target that fills up
 /// (`OutputError::NoSpace`: "<target> is full", and "dump: the target is full"). OpenSSH's
-/// sftp-server answers a write that hits ENOSPC with a bare `SSH_FX_FAILURE` ("Failure"), so
-/// all the log says today is "write 54: Failure (Failure)": nothing tells the administrator
-/// that the server's disk is full, although `statvfs@openssh.com`, which the server offers,
-/// would show it.
+/// sftp-server answers a write that hits ENOSPC with a bare `SSH_FX_FAILURE` ("Failure"); the
+/// sink then asks `statvfs@openssh.com` and names the full target, where the log once said only
+/// "write 54: Failure (Failure)".
 #[test]
 fn a_full_disk_on_openssh_sftp_server_is_named_in_the_log() {
     let setup = Setup::new(&[]);
@@ -344,9 +343,8 @@ fn a_full_disk_on_openssh_sftp_server_is_named_in_the_log() {
 
 /// Reference: as above, and the size of what the stock server kept: a write at `offset` that
 /// failed for want of space is at most one write (64 KiB) past the end of the partial file.
-/// Today the error names the offset of the piece the sink was queueing when the refusal of an
-/// earlier write came back, up to the 4 MiB window later: "writing 65536 bytes at offset
-/// 0x613bc3" (6.1 MiB) for a partial file of 2 MiB.
+/// The error names the refused write itself, not the piece the sink was queueing when the
+/// refusal came back (once up to the 4 MiB window later: "offset 0x613bc3" for a 2 MiB file).
 #[test]
 fn a_full_disk_on_openssh_sftp_server_is_reported_where_the_write_failed() {
     let setup = Setup::new(&[]);

@@ -18,7 +18,7 @@ impossible. A file is written as FILE-incomplete and renamed when complete."
 pub struct DmesgArgs {
     /// The vmcore: /proc/vmcore in the capture kernel, or a saved ELF vmcore.
     vmcore: PathBuf,
-    /// Output file (default: standard output).
+    /// Output file (default or `-`: standard output). A device or FIFO is written in place.
     output: Option<PathBuf>,
 }
 
@@ -36,7 +36,11 @@ pub fn run(args: &DmesgArgs) -> ExitStatus {
             return ExitStatus::Failure;
         }
     };
-    let written = match &args.output {
+    let written = match args
+        .output
+        .as_deref()
+        .filter(|p| *p != std::path::Path::new("-"))
+    {
         Some(path) => crate::output::write_file_atomically(path, &log).map_err(|e| e.to_string()),
         None => std::io::stdout()
             .lock()

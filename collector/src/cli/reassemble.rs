@@ -67,6 +67,10 @@ pub fn run(args: &ReassembleArgs) -> ExitStatus {
                 args.stream.display().to_string()
             };
             match error {
+                ReassembleError::NotAFile { .. } => {
+                    report_error(&error.to_string());
+                    ExitStatus::Usage
+                }
                 ReassembleError::Truncated { .. } | ReassembleError::Write(_) => {
                     report_error(&format!(
                         "{source}: {error}; partial dump kept as {}",

@@ -113,7 +113,8 @@ pub struct SaveArgs {
     block_order: Option<u32>,
     /// The vmcore: /proc/vmcore in the capture kernel, or a saved ELF vmcore.
     vmcore: PathBuf,
-    /// The dump file (omit with -F to stream to standard output).
+    /// The dump file (omit, or `-`, with -F to stream to standard output). A block device is
+    /// written in place; a character device or FIFO takes only a -F stream.
     dumpfile: Option<PathBuf>,
 }
 
@@ -148,6 +149,12 @@ impl SaveArgs {
             (false, Compression::Zstd) => Codec::Zstd(self.zstd_level),
         };
         let destination = match &self.dumpfile {
+            Some(path) if path.as_os_str() == "-" => {
+                if !self.flattened {
+                    return Err("writing to standard output (-) needs -F".into());
+                }
+                Destination::Stdout
+            }
             Some(path) => Destination::Path(path.clone()),
             None if self.flattened => Destination::Stdout,
             None => return Err("DUMPFILE is required unless -F streams to standard output".into()),

@@ -111,6 +111,15 @@ impl Settings {
             DEFAULT_WATCHDOG_TIMEOUT,
             &mut warnings,
         );
+        // WDIOC_SETTIMEOUT takes an int.
+        if i32::try_from(settings.watchdog_timeout.as_secs()).is_err() {
+            warnings.push(format!(
+                "rkdump.watchdog_timeout={} is too large for a watchdog; using {}",
+                settings.watchdog_timeout.as_secs(),
+                DEFAULT_WATCHDOG_TIMEOUT.as_secs()
+            ));
+            settings.watchdog_timeout = DEFAULT_WATCHDOG_TIMEOUT;
+        }
         settings.network_timeout = seconds(
             "rkdump.network_timeout",
             DEFAULT_NETWORK_TIMEOUT,
@@ -190,6 +199,16 @@ mod tests {
                 "rkdump.timeout=1h is not a number of seconds; using 3600",
                 "rkdump.watchdog=maybe is not on, off or nopet; using on"
             ]
+        );
+    }
+
+    #[test]
+    fn a_watchdog_timeout_beyond_an_int_keeps_the_default() {
+        let settings = Settings::from_cmdline("rkdump.watchdog_timeout=4294967296");
+        assert_eq!(settings.watchdog_timeout, DEFAULT_WATCHDOG_TIMEOUT);
+        assert_eq!(
+            settings.warnings,
+            ["rkdump.watchdog_timeout=4294967296 is too large for a watchdog; using 60"]
         );
     }
 

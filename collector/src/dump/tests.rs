@@ -7,6 +7,7 @@
 //! walked from the format's documented layout and decompressed with `zstd` directly.
 
 use std::fs::File;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -807,26 +808,40 @@ fn a_kdump_cut_short_by_a_small_device_has_no_descriptor_to_unwritten_data() {
     );
 }
 
+/// A character device cannot take a seekable dump: it is refused before anything is written,
+/// naming -F; a flattened stream into it is written in place, and `/dev/full` fails at the
+/// first write with a summary and no partial file (a device is never renamed over).
 #[test]
-fn a_full_device_fails_at_the_first_write_with_a_summary() {
+fn a_full_device_takes_only_a_stream_which_fails_at_the_first_write() {
     let input = Input::new(Builder::new(Generation::V6_1));
     for format in [Format::Kdump, Format::Elf] {
-        let (result, _) = save_collecting(&options(
-            &input,
-            Destination::Path("/dev/full".into()),
-            format,
-            31,
-        ));
+        let mut seekable = options(&input, Destination::Path("/dev/full".into()), format, 31);
+        let (result, reports) = save_collecting(&seekable);
+        let error = result.expect_err("a character device is not seekable");
+        assert!(error.is_usage(), "{format:?}: {error:?}");
+        assert!(error.to_string().contains("-F"), "{error}");
+        assert!(error.summary().is_none() && reports.is_empty());
+
+        seekable.flattened = true;
+        let (result, _) = save_collecting(&seekable);
         let error = result.expect_err("/dev/full takes nothing");
         assert!(
-            matches!(&error, SaveError::Output { source, partial: None, .. } if source.is_no_space()),
+            matches!(&error, SaveError::Destination(DestinationError::Output(source)) if source.is_no_space())
+                || matches!(&error, SaveError::Output { source, partial: None, .. } if source.is_no_space()),
             "{format:?}: {error:?}"
         );
-        let summary = error.summary().expect("the device was opened");
-        assert!(!summary.complete);
-        assert_eq!(summary.bytes_written, 0);
-        assert_eq!(summary.output, "/dev/full");
+        if let Some(summary) = error.summary() {
+            assert!(!summary.complete);
+            assert_eq!(summary.output, "/dev/full");
+        }
     }
+    assert!(
+        Path::new("/dev/full")
+            .metadata()
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
 }
 
 /// `save` reports progress "once when the last page is written".

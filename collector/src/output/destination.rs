@@ -7,11 +7,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::durable::incomplete_name;
+use super::durable::{Existing, existing, incomplete_name, sync_in_place};
 use super::sink::Stream;
 use super::{FileSink, FlatSink, OutputError, Sink};
 
@@ -122,6 +122,9 @@ pub fn open(destination: &Destination, request: &OpenRequest) -> Result<Opened, 
         Destination::Path(path) => path,
         Destination::Custom(_) => unreachable!("handled above"),
     };
+    if let Existing::Stream(kind) = existing(path) {
+        return open_stream(path, kind, request);
+    }
     let create = |p: &Path, regular: bool| -> Result<File, DestinationError> {
         let mut open = OpenOptions::new();
         open.write(true);
@@ -133,8 +136,7 @@ pub fn open(destination: &Destination, request: &OpenRequest) -> Result<Opened, 
             source,
         })
     };
-    let device = std::fs::metadata(path)
-        .is_ok_and(|m| m.file_type().is_block_device() || m.file_type().is_char_device());
+    let device = existing(path) == Existing::BlockDevice;
     let (file, rename, written_as) = if device {
         (create(path, false)?, None, path.clone())
     } else {
@@ -160,6 +162,52 @@ pub fn open(destination: &Destination, request: &OpenRequest) -> Result<Opened, 
         rename,
         label,
     })
+}
+
+/// A character device, FIFO or socket that already exists at `path`: a flattened stream is
+/// written into it in place; a seekable format cannot be.
+fn open_stream(path: &Path, kind: &str, request: &OpenRequest) -> Result<Opened, DestinationError> {
+    if !request.flattened {
+        return Err(DestinationError::Usage(format!(
+            "{} is a {kind}: a kdump-compressed or ELF dump needs a regular file or a block \
+             device; -F writes a flattened stream into it",
+            path.display()
+        )));
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|source| DestinationError::Create {
+            path: path.to_owned(),
+            source,
+        })?;
+    let label = path.display().to_string();
+    let out = BufWriter::with_capacity(1 << 20, InPlace(file));
+    Ok(Opened {
+        sink: flat_sink(out, request.lz4, &label)?,
+        rename: None,
+        partial: None,
+        label,
+    })
+}
+
+/// A device or pipe written in place: completing it flushes and syncs where it can.
+struct InPlace(File);
+
+impl io::Write for InPlace {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Stream for InPlace {
+    fn complete(&mut self) -> io::Result<()> {
+        sync_in_place(&self.0)
+    }
 }
 
 #[cfg(test)]

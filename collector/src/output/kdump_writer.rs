@@ -175,7 +175,13 @@ impl<S: Sink> KdumpWriter<S> {
 
     /// Adds the pages of one pipeline result, in page-frame order.
     pub fn add(&mut self, result: &ChunkResult) -> Result<(), OutputError> {
-        let descs_before = self.descs.len();
+        let before = (
+            self.descs.len(),
+            self.next_desc,
+            self.next_data,
+            self.stored_pages,
+            self.zero_pages,
+        );
         for &(_, page) in &result.pages {
             let desc = match (page, self.zero_page) {
                 (PageOut::Zero, Some(offset)) => {
@@ -211,8 +217,17 @@ impl<S: Sink> KdumpWriter<S> {
                 .and_then(|()| self.sink.write_at(self.data_at, &result.data));
             if let Err(e) = written {
                 // This result's data is not (all) on the output: its descriptors must never
-                // be, or a reader would take whatever is there for its pages.
-                self.descs.truncate(descs_before);
+                // be, or a reader would take whatever is there for its pages, and its pages
+                // are not counted.
+                let descs;
+                (
+                    descs,
+                    self.next_desc,
+                    self.next_data,
+                    self.stored_pages,
+                    self.zero_pages,
+                ) = before;
+                self.descs.truncate(descs);
                 return Err(e);
             }
             self.data_at += result.data.len() as u64;

@@ -36,6 +36,14 @@ pub enum ReassembleError {
         /// Why.
         source: io::Error,
     },
+    /// The destination exists and is not a regular file: a dump file needs one.
+    #[error("{} is a {kind}: the reassembled dump is a seekable file; give a file name", .path.display())]
+    NotAFile {
+        /// The destination.
+        path: std::path::PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
     /// Writing the dump failed.
     #[error(transparent)]
     Write(#[from] OutputError),
@@ -192,6 +200,23 @@ pub fn reassemble_to_file<R: Read>(
     dumpfile: &std::path::Path,
 ) -> Result<Reassembled, ReassembleError> {
     use std::os::unix::fs::OpenOptionsExt;
+
+    use crate::output::durable::{Existing, existing};
+    match existing(dumpfile) {
+        Existing::File => {}
+        Existing::BlockDevice => {
+            return Err(ReassembleError::NotAFile {
+                path: dumpfile.to_owned(),
+                kind: "block device",
+            });
+        }
+        Existing::Stream(kind) => {
+            return Err(ReassembleError::NotAFile {
+                path: dumpfile.to_owned(),
+                kind,
+            });
+        }
+    }
     let temporary = crate::output::incomplete_name(dumpfile);
     let file = std::fs::OpenOptions::new()
         .write(true)

@@ -137,6 +137,7 @@ pub fn run(command: &str, args: &[String], limit: Duration, log: &Log) -> HookRe
     }
     result
 }
+
 /// `kdump_pre` then `pre.d`; false if `kdump_pre` failed.
 pub fn run_pre(config: &Config, pre_dir: &Path, limit: Duration, log: &Log) -> bool {
     if let Some(command) = &config.kdump_pre {

@@ -214,7 +214,8 @@ pub fn pid1() -> ! {
     let watchdog = match (settings.watchdog, watchdog::find()) {
         (WatchdogMode::Off, _) | (_, None) => None,
         (mode, Some(path)) => {
-            let timeout = i32::try_from(settings.watchdog_timeout.as_secs()).unwrap_or(i32::MAX);
+            let timeout = i32::try_from(settings.watchdog_timeout.as_secs())
+                .expect("Settings bounds the watchdog timeout");
             match watchdog::Watchdog::start(&path, timeout, mode == WatchdogMode::Pet, &log) {
                 Ok(watchdog) => Some(watchdog),
                 Err(e) => {

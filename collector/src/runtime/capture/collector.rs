@@ -4,29 +4,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::Capture;
 use super::target::DumpDir;
+use super::{Capture, CaptureError};
 use crate::config::collector::{CoreCollector, collector_options};
 use crate::dump::{self, SaveError};
 use crate::output::{self, Destination, OpenRequest};
-
-/// Why the dump step failed.
-#[derive(Debug)]
-pub(super) struct DumpFailed {
-    /// The one-line error.
-    pub message: String,
-    /// Whether writing to the target failed (rather than reading or the configuration).
-    pub writing: bool,
-}
-
-impl DumpFailed {
-    fn configuration(message: String) -> Self {
-        Self {
-            message,
-            writing: false,
-        }
-    }
-}
 
 impl Capture<'_> {
     /// Writes the dump to the raw `device` or into `dir`.
@@ -34,10 +16,10 @@ impl Capture<'_> {
         &self,
         device: Option<&Path>,
         dir: Option<&DumpDir>,
-    ) -> Result<(), DumpFailed> {
+    ) -> Result<(), CaptureError> {
         let line = self.config.core_collector_line;
         let Some(collector) = CoreCollector::parse(&self.config.core_collector) else {
-            return Err(DumpFailed::configuration("core_collector is empty".into()));
+            return Err(CaptureError::Collector("core_collector is empty".into()));
         };
         let makedumpfile = collector.name() == "makedumpfile";
         let (destination, flattened) = match (device, dir) {
@@ -60,7 +42,7 @@ impl Capture<'_> {
                 let options = collector.options_for(flattened);
                 let (mut save, _, notes) =
                     collector_options(&options, &vmcore, "vmcore").map_err(|e| {
-                        DumpFailed::configuration(format!("core_collector (line {line}): {e}"))
+                        CaptureError::Collector(format!("core_collector (line {line}): {e}"))
                     })?;
                 for note in notes {
                     self.log.line(&format!("core_collector: {note}"));
@@ -78,13 +60,8 @@ impl Capture<'_> {
                 ));
                 self.save(&save)
             }
-            "cp" | "cat" | "scp" if !flattened => {
-                copy_file(&self.vmcore, &destination).map_err(|e| DumpFailed {
-                    message: e.to_string(),
-                    writing: true,
-                })
-            }
-            other => Err(DumpFailed::configuration(format!(
+            "cp" | "cat" | "scp" if !flattened => Ok(copy_file(&self.vmcore, &destination)?),
+            other => Err(CaptureError::Collector(format!(
                 "core_collector (line {line}): {other} is not supported (makedumpfile, cp, cat or \
                  scp)"
             ))),
@@ -92,7 +69,7 @@ impl Capture<'_> {
     }
 
     /// Runs the engine, logging progress every 5 s and the summary at the end.
-    fn save(&self, save: &dump::SaveOptions) -> Result<(), DumpFailed> {
+    fn save(&self, save: &dump::SaveOptions) -> Result<(), CaptureError> {
         let mut last = Instant::now();
         let result = self.guarded(|| {
             dump::save(save, &mut |p| {
@@ -130,8 +107,7 @@ impl Capture<'_> {
                          kept",
                     );
                 }
-                let writing = matches!(error, SaveError::Output { .. });
-                Err(DumpFailed { message, writing })
+                Err(error.into())
             }
         }
     }
@@ -139,7 +115,7 @@ impl Capture<'_> {
 
 /// Why an unfiltered copy failed.
 #[derive(Debug, thiserror::Error)]
-enum CopyError {
+pub(crate) enum CopyError {
     /// The destination cannot be opened.
     #[error(transparent)]
     Destination(#[from] output::DestinationError),

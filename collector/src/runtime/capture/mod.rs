@@ -52,9 +52,15 @@ pub enum CaptureError {
         /// Why.
         source: std::io::Error,
     },
-    /// The first kernel's root cannot be found (`dump_to_rootfs`, no target line).
-    #[error("{0}")]
-    Root(String),
+    /// The kernel command line names no root (`dump_to_rootfs`, no target line).
+    #[error("the kernel command line has no root=: the first kernel's root is unknown")]
+    NoRoot,
+    /// `root=` names no device.
+    #[error("root={0} is not a device")]
+    RootNotADevice(String),
+    /// The root device's filesystem cannot be told (no `rootfstype=`, nothing recognised).
+    #[error("cannot tell the filesystem of {}", .0.display())]
+    UnknownFilesystem(PathBuf),
     /// A `--mount` device is neither a path nor `NAME=value`.
     #[error("--mount device {0:?} is not a path or NAME=value")]
     MountDevice(String),
@@ -76,14 +82,42 @@ pub enum CaptureError {
     /// The dead kernel's log could not be read.
     #[error(transparent)]
     Dmesg(#[from] crate::dmesg::DmesgError),
-    /// The dump directory could not be created.
-    #[error("creating {path}: {source}")]
+    /// The dump directory could not be created on a mounted target.
+    #[error("creating {}: {source}", .path.display())]
     CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The dump directory could not be created on the ssh server.
+    #[error("creating {path}: {source}")]
+    CreateRemoteDir {
         /// The directory.
         path: String,
         /// Why.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: crate::transport::upload::UploadError,
     },
+    /// kdump.conf's `core_collector` cannot be carried out.
+    #[error("{0}")]
+    Collector(String),
+    /// The dump failed; what was written is kept, marked incomplete.
+    #[error(transparent)]
+    Save(#[from] crate::dump::SaveError),
+    /// The unfiltered copy (`core_collector cp`) failed.
+    #[error(transparent)]
+    Copy(#[from] collector::CopyError),
+}
+
+impl CaptureError {
+    /// Whether writing to the target failed (rather than reading the vmcore or the
+    /// configuration): on an NFS export, the server is then taken for gone.
+    fn is_write_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::Save(crate::dump::SaveError::Output { .. }) | Self::Copy(_)
+        )
+    }
 }
 
 /// How the capture ended; also the worker's exit status.
@@ -205,7 +239,7 @@ impl Capture<'_> {
             self.log,
         );
         if let (Err(failed), Some(mountpoint)) = (&dumped, self.network_mountpoint())
-            && failed.writing
+            && failed.is_write_failure()
         {
             // A soft NFS mount fails writes after its timeouts, but every further write, the
             // log's included, and sync(2) would wait for a dead server again: abort what is
@@ -219,7 +253,7 @@ impl Capture<'_> {
             if self.network {
                 network::take_links_down(self.log);
             }
-            return step_failed("dump", &failed.message);
+            return step_failed("dump", failed);
         }
         if let Some(dir) = &dir {
             self.save_log(dir);
@@ -239,7 +273,7 @@ impl Capture<'_> {
         }
         match dumped {
             Ok(()) => Outcome::Saved,
-            Err(failed) => step_failed("dump", failed.message),
+            Err(failed) => step_failed("dump", failed),
         }
     }
 
@@ -256,9 +290,9 @@ impl Capture<'_> {
             Ready::Directory(base, address) => {
                 let ip = address.map_or_else(|| self.host_ip.clone(), |ip| ip.to_string());
                 let dir = base.join(format!("{ip}-{stamp}"));
-                std::fs::create_dir_all(&dir).map_err(|e| CaptureError::CreateDir {
-                    path: dir.display().to_string(),
-                    source: Box::new(e),
+                std::fs::create_dir_all(&dir).map_err(|source| CaptureError::CreateDir {
+                    path: dir.clone(),
+                    source,
                 })?;
                 Ok((Some(DumpDir::Local(dir)), None))
             }
@@ -270,10 +304,7 @@ impl Capture<'_> {
                 let path = format!("{}/{ip}-{stamp}", base.trim_end_matches('/'));
                 match RemoteDir::create(*connection, &path) {
                     Ok(dir) => Ok((Some(DumpDir::Remote(dir)), None)),
-                    Err(e) => Err(CaptureError::CreateDir {
-                        path,
-                        source: Box::new(e),
-                    }),
+                    Err(source) => Err(CaptureError::CreateRemoteDir { path, source }),
                 }
             }
             Ready::Device(device) => {

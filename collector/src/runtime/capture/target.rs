@@ -234,13 +234,9 @@ impl Capture<'_> {
     }
 
     fn mount_rootfs(&self) -> Result<PathBuf, CaptureError> {
-        let root = cmdline_value(&self.cmdline, "root").ok_or_else(|| {
-            CaptureError::Root(
-                "the kernel command line has no root=: the first kernel's root is unknown".into(),
-            )
-        })?;
-        let spec = DeviceSpec::parse(root)
-            .ok_or_else(|| CaptureError::Root(format!("root={root} is not a device")))?;
+        let root = cmdline_value(&self.cmdline, "root").ok_or(CaptureError::NoRoot)?;
+        let spec =
+            DeviceSpec::parse(root).ok_or_else(|| CaptureError::RootNotADevice(root.to_owned()))?;
         let device = self.wait_for(&spec)?;
         let fstype = match cmdline_value(&self.cmdline, "rootfstype") {
             Some(fstype) => fstype.to_owned(),
@@ -249,12 +245,7 @@ impl Capture<'_> {
                 let probed = start.as_deref().map(blockid::probe);
                 probed
                     .and_then(|id| id.fstype)
-                    .ok_or_else(|| {
-                        CaptureError::Root(format!(
-                            "cannot tell the filesystem of {}",
-                            device.display()
-                        ))
-                    })?
+                    .ok_or_else(|| CaptureError::UnknownFilesystem(device.clone()))?
                     .to_owned()
             }
         };
