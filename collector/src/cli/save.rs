@@ -13,8 +13,8 @@ pub fn run(args: &SaveArgs) -> ExitStatus {
     let mut notes = Vec::new();
     let options = match args.options(&mut notes) {
         Ok(options) => options,
-        Err(message) => {
-            report_error(&message);
+        Err(error) => {
+            report_error(&error.to_string());
             return ExitStatus::Usage;
         }
     };

@@ -17,6 +17,18 @@ use crate::output::Destination;
 use crate::pipeline::Codec;
 use crate::vmcore::window::Access;
 
+/// Why makedumpfile's options cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CollectorError {
+    /// The options contradict each other, or a file is missing.
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// A word is not one of makedumpfile's options, or its value is invalid (the first line of
+    /// the parser's message).
+    #[error("{0}")]
+    Parse(String),
+}
+
 /// Default zstd level: makedumpfile's `-z` level.
 const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
@@ -120,7 +132,7 @@ pub struct SaveArgs {
 
 impl SaveArgs {
     /// The engine's options; `notes` gets a line for every option replaced or ignored.
-    pub fn options(&self, notes: &mut Vec<String>) -> Result<SaveOptions, String> {
+    pub fn options(&self, notes: &mut Vec<String>) -> Result<SaveOptions, CollectorError> {
         let level = DumpLevel::new(self.dump_level).expect("clap checked the range");
         let legacy = [
             (self.zlib, "-c (zlib)"),
@@ -129,7 +141,9 @@ impl SaveArgs {
         ];
         let asked_compression = self.zlib || self.lzo || self.snappy || self.zstd;
         if self.elf && asked_compression {
-            return Err("ELF dumps (-E) are not compressed; drop -c/-l/-p/-z".into());
+            return Err(CollectorError::Conflict(
+                "ELF dumps (-E) are not compressed; drop -c/-l/-p/-z",
+            ));
         }
         for (given, name) in legacy {
             if given {
@@ -151,25 +165,35 @@ impl SaveArgs {
         let destination = match &self.dumpfile {
             Some(path) if path.as_os_str() == "-" => {
                 if !self.flattened {
-                    return Err("writing to standard output (-) needs -F".into());
+                    return Err(CollectorError::Conflict(
+                        "writing to standard output (-) needs -F",
+                    ));
                 }
                 Destination::Stdout
             }
             Some(path) => Destination::Path(path.clone()),
             None if self.flattened => Destination::Stdout,
-            None => return Err("DUMPFILE is required unless -F streams to standard output".into()),
+            None => {
+                return Err(CollectorError::Conflict(
+                    "DUMPFILE is required unless -F streams to standard output",
+                ));
+            }
         };
         if self.json && matches!(destination, Destination::Stdout) {
-            return Err(
-                "--json needs standard output, which the -F stream uses; give a DUMPFILE".into(),
-            );
+            return Err(CollectorError::Conflict(
+                "--json needs standard output, which the -F stream uses; give a DUMPFILE",
+            ));
         }
         let threads = match self.num_threads {
             Some(0) | None => std::thread::available_parallelism().map_or(1, usize::from),
             Some(n) => n,
         };
         let cycle_pfns = match self.cyclic_buffer {
-            Some(0) => return Err("--cyclic-buffer must be at least 1 KiB".into()),
+            Some(0) => {
+                return Err(CollectorError::Conflict(
+                    "--cyclic-buffer must be at least 1 KiB",
+                ));
+            }
             Some(kib) => kib.saturating_mul(1024 * 8),
             None => DEFAULT_CYCLE_PFNS,
         };
@@ -208,15 +232,17 @@ pub fn collector_options(
     options: &[String],
     vmcore: &str,
     dumpfile: &str,
-) -> Result<(SaveOptions, u8, Vec<String>), String> {
+) -> Result<(SaveOptions, u8, Vec<String>), CollectorError> {
     let words = options.iter().map(String::as_str).chain([vmcore, dumpfile]);
     let line = <CollectorLine as clap::Parser>::try_parse_from(words).map_err(|e| {
         let text = e.to_string();
-        text.lines()
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("error: ")
-            .to_owned()
+        CollectorError::Parse(
+            text.lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+                .to_owned(),
+        )
     })?;
     let mut notes = Vec::new();
     let options = line.args.options(&mut notes)?;
@@ -305,7 +331,9 @@ mod tests {
 
     #[test]
     fn a_bad_option_is_one_line_naming_it() {
-        let error = collector_options(&words("-d 99"), "/proc/vmcore", "vmcore").unwrap_err();
+        let error = collector_options(&words("-d 99"), "/proc/vmcore", "vmcore")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("99"), "{error}");
         assert!(!error.contains('\n'), "{error}");
     }
