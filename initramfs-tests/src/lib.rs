@@ -20,6 +20,20 @@ pub fn sorted_names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// What `rkdump save` writes locally from `vmcore` to `out` with kdump-utils' default
+/// collector options (`-l -d 31`): the reference a dump sent over ssh must equal. Written once.
+pub fn local_dump(vmcore: &Path, out: &Path) -> Vec<u8> {
+    if !out.exists() {
+        run_ok(
+            Command::new(rkdump())
+                .args(["save", "-l", "--message-level", "0", "-d", "31"])
+                .arg(vmcore)
+                .arg(out),
+        );
+    }
+    std::fs::read(out).unwrap()
+}
+
 /// `rkdump verify` accepts `dir`: the kernel log, the dump and the capture log (the manifest
 /// does not list itself).
 pub fn assert_verified(dir: &Path) {

@@ -48,6 +48,18 @@ fn rkdump_run(args: &[&std::ffi::OsStr]) -> Output {
     run(Command::new("timeout").arg("60").arg(rkdump()).args(args))
 }
 
+/// `rkdump save -F VMCORE DEST`, quietly.
+fn save_flattened(vmcore: &Path, dest: &Path) -> Output {
+    rkdump_run(&[
+        os("save"),
+        os("-F"),
+        os("--message-level"),
+        os("0"),
+        vmcore.as_os_str(),
+        dest.as_os_str(),
+    ])
+}
+
 fn os(s: &str) -> &std::ffi::OsStr {
     std::ffi::OsStr::new(s)
 }
@@ -117,14 +129,7 @@ fn a_flattened_dump_streams_into_a_fifo_and_a_device_as_into_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let vmcore = vmcore(dir.path());
     let file = dir.path().join("stream.flat");
-    let output = rkdump_run(&[
-        os("save"),
-        os("-F"),
-        os("--message-level"),
-        os("0"),
-        vmcore.as_os_str(),
-        file.as_os_str(),
-    ]);
+    let output = save_flattened(&vmcore, &file);
     assert!(output.status.success(), "{output:?}");
     let expected = std::fs::read(&file).unwrap();
     assert!(
@@ -135,28 +140,14 @@ fn a_flattened_dump_streams_into_a_fifo_and_a_device_as_into_a_file() {
     let pipe = fifo(&dir.path().join("pipe"));
     let out = dir.path().join("from-pipe");
     let mut reader = drain(&pipe, &out);
-    let output = rkdump_run(&[
-        os("save"),
-        os("-F"),
-        os("--message-level"),
-        os("0"),
-        vmcore.as_os_str(),
-        pipe.as_os_str(),
-    ]);
+    let output = save_flattened(&vmcore, &pipe);
     assert!(output.status.success(), "{output:?}");
     assert!(reader.wait().unwrap().success());
     assert!(std::fs::read(&out).unwrap() == expected);
     assert_fifo(&pipe);
 
     let node = null_node(&dir.path().join("null"));
-    let output = rkdump_run(&[
-        os("save"),
-        os("-F"),
-        os("--message-level"),
-        os("0"),
-        vmcore.as_os_str(),
-        node.as_os_str(),
-    ]);
+    let output = save_flattened(&vmcore, &node);
     assert!(output.status.success(), "{output:?}");
     assert_char_device(&node);
     assert_only(
@@ -187,12 +178,7 @@ fn seekable_formats_and_reassembly_refuse_a_device_or_fifo_and_leave_it_alone() 
         }
     }
     let stream = dir.path().join("stream.flat");
-    run_ok(
-        Command::new(rkdump())
-            .args(["save", "-F", "--message-level", "0"])
-            .arg(&vmcore)
-            .arg(&stream),
-    );
+    assert!(save_flattened(&vmcore, &stream).status.success());
     for dest in [&node, &pipe] {
         let output = rkdump_run(&[
             os("reassemble"),

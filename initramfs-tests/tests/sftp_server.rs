@@ -131,16 +131,7 @@ impl Setup {
 
     /// What `rkdump save` writes locally with the collector's options: the reference.
     fn local_dump(&self) -> Vec<u8> {
-        let out = self.path("local-vmcore");
-        if !out.exists() {
-            run_ok(
-                Command::new(rkdump())
-                    .args(["save", "-l", "--message-level", "0", "-d", "31"])
-                    .arg(self.path("vmcore"))
-                    .arg(&out),
-            );
-        }
-        std::fs::read(out).unwrap()
+        initramfs_tests::local_dump(&self.path("vmcore"), &self.path("local-vmcore"))
     }
 
     /// The dump went through OpenSSH's sftp-server, not rkdump receive: the receiver's root

@@ -165,16 +165,7 @@ impl Setup {
 
     /// What `rkdump save` writes locally with the collector's options.
     fn local_dump(&self) -> Vec<u8> {
-        let out = self.path("local-vmcore");
-        if !out.exists() {
-            run_ok(
-                Command::new(rkdump())
-                    .args(["save", "-l", "--message-level", "0", "-d", "31"])
-                    .arg(self.path("vmcore"))
-                    .arg(&out),
-            );
-        }
-        std::fs::read(out).unwrap()
+        initramfs_tests::local_dump(&self.path("vmcore"), &self.path("local-vmcore"))
     }
 
     fn index(&self) -> Vec<serde_json::Value> {

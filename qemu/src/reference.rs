@@ -17,7 +17,9 @@ pub fn makedumpfile() -> PathBuf {
     let path = crate::cache::root().join("makedumpfile");
     assert!(
         path.is_file(),
-        "{} is missing: run qemu/install-deps",
+        "{} (upstream makedumpfile, the reference) is missing: qemu/install-deps builds it with \
+         ../shared/tools/build-makedumpfile, which must be beside the checkout (or set \
+         RKDUMP_SHARED)",
         path.display()
     );
     path
