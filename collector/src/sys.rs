@@ -260,3 +260,145 @@ pub fn add_default_route(gateway: std::net::Ipv4Addr, interface: &str) -> io::Re
     }
     Ok(())
 }
+
+/// `kexec_file_load(2)` flag: unload the loaded image instead of loading one.
+pub const KEXEC_FILE_UNLOAD: u64 = 0x1;
+/// `kexec_file_load(2)` flag: load into the crash region, to run when the kernel panics.
+pub const KEXEC_FILE_ON_CRASH: u64 = 0x2;
+/// `kexec_file_load(2)` flag: there is no initramfs (`initrd_fd` is ignored).
+pub const KEXEC_FILE_NO_INITRAMFS: u64 = 0x4;
+/// `kexec_load(2)` flag: load into the crash region.
+pub const KEXEC_ON_CRASH: u64 = 0x1;
+/// `kexec_load(2)` architecture field for x86_64 (`KEXEC_ARCH_X86_64`, `EM_X86_64 << 16`).
+pub const KEXEC_ARCH_X86_64: u64 = 62 << 16;
+
+/// Loads a kernel (and initramfs) for kexec from open files, the kernel parsing and, where
+/// configured, verifying them itself.
+///
+/// `kexec_file_load(kernel_fd, initrd_fd, cmdline_len, cmdline, flags)`; `cmdline_len` counts the
+/// terminating NUL, as the kernel requires. With `initrd` `None`, pass
+/// [`KEXEC_FILE_NO_INITRAMFS`] in `flags`.
+///
+/// # References
+/// - [kexec_file_load(2)](https://man7.org/linux/man-pages/man2/kexec_file_load.2.html)
+pub fn kexec_file_load(
+    kernel: &File,
+    initrd: Option<&File>,
+    cmdline: &std::ffi::CStr,
+    flags: u64,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let initrd_fd = initrd.map_or(-1, AsRawFd::as_raw_fd);
+    let bytes = cmdline.to_bytes_with_nul();
+    // SAFETY: the file descriptors are open for the call's duration (borrowed `File`s, or -1
+    // which the kernel ignores with NO_INITRAMFS); `cmdline` points at `bytes.len()` readable
+    // bytes ending in NUL, which the kernel copies before returning; no pointer is kept.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_file_load,
+            libc::c_long::from(kernel.as_raw_fd()),
+            libc::c_long::from(initrd_fd),
+            bytes.len(),
+            bytes.as_ptr(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Unloads the crash kernel, whichever syscall loaded it.
+///
+/// `kexec_file_load(-1, -1, 0, NULL, KEXEC_FILE_UNLOAD | KEXEC_FILE_ON_CRASH)`: the unload path
+/// skips the lockdown and signature checks, so it works where `kexec_load` is refused.
+///
+/// # References
+/// - [kexec_file_load(2)](https://man7.org/linux/man-pages/man2/kexec_file_load.2.html)
+pub fn kexec_file_unload_crash() -> io::Result<()> {
+    // SAFETY: no pointer is passed (NULL with length 0) and the file descriptors are -1, which
+    // the unload path never looks at.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_file_load,
+            -1 as libc::c_long,
+            -1 as libc::c_long,
+            0usize,
+            std::ptr::null::<u8>(),
+            KEXEC_FILE_UNLOAD | KEXEC_FILE_ON_CRASH,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One segment of a `kexec_load(2)` image: `buf` is copied to physical address `mem`, and the
+/// rest of `memsz` is zeroed.
+#[derive(Debug, Clone, Copy)]
+pub struct KexecSegment<'a> {
+    /// The bytes to copy.
+    pub buf: &'a [u8],
+    /// Physical load address (page-aligned).
+    pub mem: u64,
+    /// Size in memory (page-aligned, at least `buf.len()`).
+    pub memsz: u64,
+}
+
+/// The kernel's `struct kexec_segment` of `<linux/kexec.h>`.
+#[repr(C)]
+struct RawKexecSegment {
+    buf: *const libc::c_void,
+    bufsz: libc::size_t,
+    mem: *const libc::c_void,
+    memsz: libc::size_t,
+}
+
+/// Loads a kexec image made of raw segments, starting at physical address `entry`.
+///
+/// `kexec_load(entry, nr_segments, segments, flags)`; with no segments it unloads (refused under
+/// lockdown, unlike [`kexec_file_unload_crash`]).
+///
+/// # References
+/// - [kexec_load(2)](https://man7.org/linux/man-pages/man2/kexec_load.2.html)
+pub fn kexec_load(entry: u64, segments: &[KexecSegment<'_>], flags: u64) -> io::Result<()> {
+    let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "segment size overflows size_t");
+    let raw = segments
+        .iter()
+        .map(|segment| {
+            Ok(RawKexecSegment {
+                buf: segment.buf.as_ptr().cast(),
+                bufsz: segment.buf.len(),
+                // The kernel reads `mem` as a physical address, never dereferenced here.
+                mem: std::ptr::without_provenance(
+                    usize::try_from(segment.mem).map_err(|_| too_big())?,
+                ),
+                memsz: usize::try_from(segment.memsz).map_err(|_| too_big())?,
+            })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    // SAFETY: `raw` holds `raw.len()` initialized segment descriptors, each `buf` pointing at
+    // `bufsz` readable bytes borrowed from `segments` for the call's duration; the kernel copies
+    // the descriptors and the bytes before it returns and keeps no pointer into them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_load,
+            entry,
+            raw.len(),
+            if raw.is_empty() { std::ptr::null() } else { raw.as_ptr() },
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+// The purgatory of `loader::native::purgatory` (its bytes, and the digest routine it runs)
+// is reached through the wrappers below.

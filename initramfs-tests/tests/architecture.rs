@@ -164,7 +164,8 @@ fn each_module_imports_only_what_the_design_allows() {
         ),
         ("transport", &["format", "output", "config"][..]),
         ("server", &["format"][..]),
-        ("admin", &["transport"][..]),
+        ("loader", &["format", "sys"][..]),
+        ("admin", &["transport", "loader", "config", "readback"][..]),
         (
             "runtime",
             &[
