@@ -265,8 +265,6 @@ pub fn add_default_route(gateway: std::net::Ipv4Addr, interface: &str) -> io::Re
 pub const KEXEC_FILE_UNLOAD: u64 = 0x1;
 /// `kexec_file_load(2)` flag: load into the crash region, to run when the kernel panics.
 pub const KEXEC_FILE_ON_CRASH: u64 = 0x2;
-/// `kexec_file_load(2)` flag: there is no initramfs (`initrd_fd` is ignored).
-pub const KEXEC_FILE_NO_INITRAMFS: u64 = 0x4;
 /// `kexec_load(2)` flag: load into the crash region.
 pub const KEXEC_ON_CRASH: u64 = 0x1;
 /// `kexec_load(2)` architecture field for x86_64 (`KEXEC_ARCH_X86_64`, `EM_X86_64 << 16`).
@@ -277,7 +275,7 @@ pub const KEXEC_ARCH_X86_64: u64 = 62 << 16;
 ///
 /// `kexec_file_load(kernel_fd, initrd_fd, cmdline_len, cmdline, flags)`; `cmdline_len` counts the
 /// terminating NUL, as the kernel requires. With `initrd` `None`, pass
-/// [`KEXEC_FILE_NO_INITRAMFS`] in `flags`.
+/// `KEXEC_FILE_NO_INITRAMFS` in `flags`.
 ///
 /// # References
 /// - [kexec_file_load(2)](https://man7.org/linux/man-pages/man2/kexec_file_load.2.html)
@@ -389,7 +387,11 @@ pub fn kexec_load(entry: u64, segments: &[KexecSegment<'_>], flags: u64) -> io::
             libc::SYS_kexec_load,
             entry,
             raw.len(),
-            if raw.is_empty() { std::ptr::null() } else { raw.as_ptr() },
+            if raw.is_empty() {
+                std::ptr::null()
+            } else {
+                raw.as_ptr()
+            },
             flags,
         )
     };

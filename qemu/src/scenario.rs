@@ -145,6 +145,13 @@ pub struct Scenario {
     pub network: Option<Network>,
     /// Let a reboot restart the guest instead of ending QEMU.
     pub allow_reboot: bool,
+    /// Shell commands the first kernel runs instead of `kexec -p` (with rkdump at
+    /// `/bin/rkdump`, the kernel at `/boot/vmlinuz-<release>`, the capture image at
+    /// `/boot/capture.img` and the kdump.conf at `/etc/kdump.conf`); they must leave a
+    /// capture kernel loaded or end the run (`poweroff -f`).
+    pub first_loader: Option<String>,
+    /// The first kernel's command line instead of the variant's (lockdown, no crashkernel=).
+    pub first_cmdline: Option<String>,
 }
 
 /// A scenario ready to boot.
@@ -172,7 +179,16 @@ impl Scenario {
             programs: Vec::new(),
             network: None,
             allow_reboot: false,
+            first_loader: None,
+            first_cmdline: None,
         }
+    }
+
+    /// Loads the capture kernel in the first kernel with these shell commands instead of
+    /// kexec-tools (see [`Scenario::first_loader`]).
+    pub fn first_loader(mut self, commands: &str) -> Self {
+        self.first_loader = Some(commands.to_owned());
+        self
     }
 
     /// Adds a file to the capture image.
@@ -232,6 +248,20 @@ impl Scenario {
         first.host_file("/bin/lab-workload", 0o755, &workload)?;
         first.host_file("/boot/vmlinuz", 0o644, &kernel.vmlinuz())?;
         first.file("/boot/capture.img", 0o644, &capture_image);
+        if let Some(commands) = &self.first_loader {
+            first.host_file("/bin/rkdump", 0o755, &rkdump)?;
+            first.host_file(
+                &format!("/boot/vmlinuz-{}", kernel.release),
+                0o644,
+                &kernel.vmlinuz(),
+            )?;
+            first.file("/etc/kdump.conf", 0o644, self.kdump_conf.as_bytes());
+            first.file(
+                "/etc/lab-load.sh",
+                0o644,
+                format!("{commands}\n").as_bytes(),
+            );
+        }
         let modules = first.modules(kernel, FIRST_MODULES)?;
         first.file("/init", 0o755, FIRST_INIT.as_bytes());
         let capture_cmdline = format!(
@@ -262,7 +292,10 @@ impl Scenario {
         let config = VmConfig {
             kernel: kernel.vmlinuz(),
             initrd: first_image,
-            cmdline: self.variant.first_cmdline(),
+            cmdline: self
+                .first_cmdline
+                .clone()
+                .unwrap_or_else(|| self.variant.first_cmdline()),
             memory_mib: self.variant.memory_mib,
             cpus: self.variant.cpus,
             cpu_model: self.variant.cpu_model.map(str::to_owned),

@@ -1,10 +1,17 @@
-//! First-kernel administration: what is run on the running system, once, to prepare captures.
+//! First-kernel administration: what is run on the running system to arm it for a crash and to
+//! check what happened after one.
 //!
+//! * [`service`] is `rkdump start`, `stop`, `reload`, `restart` and `showmem`: the checks,
+//!   the capture kernel's command line and the load through [`crate::loader`].
+//! * [`status`] is `rkdump status`: armed or not, the last dump and the last `rkdump test`.
+//! * [`bootinfo`] finds the kernel and the capture image to load.
 //! * [`propagate`] is `rkdump propagate`, the one-time ssh setup: the kdump key made, the dump
 //!   server's host key pinned after a person confirms it, the key authorized on the server, and
 //!   the capture's own login tried.
 //!
-//! The first-kernel modules to come (the kexec loader, the capture image builder, the doctor
-//! that checks a configuration) get rooms beside it.
+//! The capture image builder and the doctor get rooms beside them.
 
+pub(crate) mod bootinfo;
 pub mod propagate;
+pub(crate) mod service;
+pub(crate) mod status;

@@ -13,6 +13,8 @@ mod reassemble;
 mod receive;
 mod restore_raw;
 pub(crate) mod save;
+mod service;
+mod status;
 mod verify;
 
 use std::process::ExitCode;
@@ -68,6 +70,15 @@ enum Command {
     Receive(receive::ReceiveArgs),
     Verify(verify::VerifyArgs),
     Propagate(propagate::PropagateArgs),
+    Start(service::StartArgs),
+    Stop(service::StopArgs),
+    /// Unload and load the capture kernel again, without the image rebuild check.
+    Reload(service::StartArgs),
+    /// Unload the capture kernel, then start.
+    Restart(service::StartArgs),
+    Showmem(service::ShowmemArgs),
+    Status(status::StatusArgs),
+    Test(service::TestArgs),
 }
 
 /// Entry point of the `rkdump` binary. As PID 1 (the capture kernel's `/init`) it runs the
@@ -97,6 +108,12 @@ pub fn main() -> ExitCode {
         Command::Receive(args) => receive::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Propagate(args) => propagate::run(&args),
+        Command::Start(args) => service::start(&args.options(Vec::new())),
+        Command::Stop(args) => service::stop(&args),
+        Command::Reload(args) | Command::Restart(args) => service::reload(&args),
+        Command::Showmem(args) => service::showmem(&args),
+        Command::Status(args) => status::run(&args),
+        Command::Test(args) => service::test(&args),
     };
     status.into()
 }

@@ -185,6 +185,8 @@ pub struct Config {
     pub core_collector: String,
     /// Line of `core_collector` (for diagnostics), 0 when defaulted.
     pub core_collector_line: usize,
+    /// Line of `path`, 0 when defaulted (Debian's `KDUMP_COREDIR` applies then).
+    pub path_line: usize,
     /// ssh private key.
     pub sshkey: String,
     /// `kdump_pre` program.
@@ -210,6 +212,7 @@ impl Default for Config {
             path: DEFAULT_PATH.to_owned(),
             core_collector: DEFAULT_CORE_COLLECTOR.to_owned(),
             core_collector_line: 0,
+            path_line: 0,
             sshkey: DEFAULT_SSHKEY.to_owned(),
             kdump_pre: None,
             kdump_post: None,
@@ -399,7 +402,10 @@ impl Config {
                         );
                     }
                 }
-                "path" => config.path = value.to_owned(),
+                "path" => {
+                    config.path = value.to_owned();
+                    config.path_line = line;
+                }
                 "core_collector" => {
                     config.core_collector = value.to_owned();
                     config.core_collector_line = line;

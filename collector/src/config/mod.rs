@@ -9,10 +9,13 @@
 //!   diagnostics.
 //! * [`settings`] reads the `rkdump.*` keys of the kernel command line, with their defaults.
 //! * [`collector`] parses makedumpfile's options (`rkdump save`, `core_collector`).
+//! * [`sysconfig`] reads the first-kernel settings of kdump-utils (`/etc/sysconfig/kdump`) and
+//!   Debian's kdump-tools (`/etc/default/kdump-tools`).
 
 pub mod collector;
 pub mod kdump_conf;
 pub mod settings;
+pub mod sysconfig;
 
 pub use kdump_conf::*;
 pub use settings::{Settings, WatchdogMode, cmdline_value};

@@ -13,3 +13,219 @@
 //!
 //! Which one is used, why a load failed (from the errno the kernel really returned, see
 //! `errno`), and when falling back can help, is decided here.
+//!
+//! * [`state`] reads what the kernel says (reservation, loaded, lockdown, signatures).
+//! * [`errno`] explains a refusal and decides whether the fallback can help.
+//! * [`cmdline`] builds the capture kernel's command line as kdumpctl does.
+
+pub(crate) mod cmdline;
+pub(crate) mod errno;
+pub(crate) mod state;
+
+use std::ffi::CString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::sys;
+pub(crate) use errno::{Explanation, Syscall};
+pub(crate) use state::KexecState;
+
+/// Which syscall to load with (`--syscall`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Method {
+    /// `kexec_file_load`, and `kexec_load` when that fails for a reason it can overcome.
+    #[default]
+    Auto,
+    /// `kexec_file_load` only.
+    File,
+    /// `kexec_load` only.
+    Load,
+}
+
+/// What to load.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request<'a> {
+    /// The capture kernel's bzImage.
+    pub kernel: &'a Path,
+    /// Its initramfs.
+    pub initrd: &'a Path,
+    /// Its command line (without `elfcorehdr=`, which the loader adds).
+    pub cmdline: &'a str,
+    /// Which syscall.
+    pub method: Method,
+    /// The running kernel's kexec state, read before loading.
+    pub state: &'a KexecState,
+}
+
+/// A refused load: which syscall, its errno, and what it means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    /// The syscall that failed.
+    pub syscall: Syscall,
+    /// Its errno.
+    pub errno: i32,
+    /// Cause and fix.
+    pub explanation: Explanation,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} failed with {}: {}",
+            self.syscall.name(),
+            errno::errno_name(self.errno),
+            self.explanation.cause
+        )
+    }
+}
+
+/// A successful load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Loaded {
+    /// The syscall that loaded it.
+    pub syscall: Syscall,
+    /// Why `kexec_file_load` was not used, when the fallback loaded it.
+    pub fallback_from: Option<Refusal>,
+}
+
+/// Why nothing was loaded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoadError {
+    /// A file could not be opened or read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The command line has a NUL byte.
+    #[error("the capture kernel's command line contains a NUL byte")]
+    CommandLine,
+    /// The kernel refused the load (after the fallback, when there was one).
+    #[error("{refusal}; to fix: {}{}", refusal.explanation.fix,
+        first.as_ref().map(|f| format!(" (before that: {f})")).unwrap_or_default())]
+    Refused {
+        /// The last refusal.
+        refusal: Refusal,
+        /// `kexec_file_load`'s refusal, when the fallback was tried after it.
+        first: Option<Refusal>,
+    },
+    /// The native segments could not be built.
+    #[error("kexec_load is not available in this build of rkdump")]
+    NativeUnavailable,
+}
+
+/// How many times a load is tried while the kexec lock is busy, and how long apart.
+const BUSY_ATTEMPTS: u32 = 5;
+const BUSY_PAUSE: Duration = Duration::from_millis(400);
+
+/// Loads the capture kernel into the crash region.
+pub(crate) fn load(request: &Request<'_>) -> Result<Loaded, LoadError> {
+    let open = |path: &Path| {
+        File::open(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let kernel = open(request.kernel)?;
+    let initrd = open(request.initrd)?;
+    let needed = [&kernel, &initrd]
+        .iter()
+        .map(|file| file.metadata().map_or(0, |m| m.len()))
+        .sum();
+    let context = errno::Context {
+        state: request.state,
+        needed,
+    };
+    let refusal = |syscall, error: std::io::Error| {
+        let errno = error.raw_os_error().unwrap_or(0);
+        Refusal {
+            syscall,
+            errno,
+            explanation: errno::explain(syscall, errno, context),
+        }
+    };
+    if request.method == Method::Load {
+        return load_native(request)
+            .map(|()| Loaded {
+                syscall: Syscall::Load,
+                fallback_from: None,
+            })
+            .map_err(|error| match error {
+                NativeFailure::Syscall(error) => LoadError::Refused {
+                    refusal: refusal(Syscall::Load, error),
+                    first: None,
+                },
+                NativeFailure::Other(error) => error,
+            });
+    }
+    let cmdline = CString::new(request.cmdline).map_err(|_| LoadError::CommandLine)?;
+    let result = retry_busy(|| {
+        sys::kexec_file_load(&kernel, Some(&initrd), &cmdline, sys::KEXEC_FILE_ON_CRASH)
+    });
+    let Err(error) = result else {
+        return Ok(Loaded {
+            syscall: Syscall::File,
+            fallback_from: None,
+        });
+    };
+    let first = refusal(Syscall::File, error);
+    if request.method == Method::File || !errno::fallback_may_help(first.errno, request.state) {
+        return Err(LoadError::Refused {
+            refusal: first,
+            first: None,
+        });
+    }
+    match load_native(request) {
+        Ok(()) => Ok(Loaded {
+            syscall: Syscall::Load,
+            fallback_from: Some(first),
+        }),
+        Err(NativeFailure::Syscall(error)) => Err(LoadError::Refused {
+            refusal: refusal(Syscall::Load, error),
+            first: Some(first),
+        }),
+        Err(NativeFailure::Other(error)) => Err(error),
+    }
+}
+
+/// How the native path failed: the syscall itself, or before it.
+enum NativeFailure {
+    Syscall(std::io::Error),
+    Other(LoadError),
+}
+
+fn load_native(_request: &Request<'_>) -> Result<(), NativeFailure> {
+    Err(NativeFailure::Other(LoadError::NativeUnavailable))
+}
+
+/// Runs `call` again while it fails with EBUSY, a few times.
+fn retry_busy(mut call: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
+    let mut attempt = 1;
+    loop {
+        match call() {
+            Err(error)
+                if attempt < BUSY_ATTEMPTS
+                    && error.raw_os_error().is_some_and(errno::is_transient) =>
+            {
+                attempt += 1;
+                std::thread::sleep(BUSY_PAUSE);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Unloads the capture kernel: `kexec_file_load`'s unload (which lockdown allows), else
+/// `kexec_load` with no segments.
+pub(crate) fn unload() -> Result<(), std::io::Error> {
+    match retry_busy(sys::kexec_file_unload_crash) {
+        Err(error) if matches!(error.raw_os_error(), Some(nix::libc::ENOSYS)) => {
+            retry_busy(|| sys::kexec_load(0, &[], sys::KEXEC_ON_CRASH | sys::KEXEC_ARCH_X86_64))
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,312 @@
+//! `rkdump start`, `stop`, `reload`, `restart` and `showmem`: arming the running system.
+//!
+//! `start` follows kdumpctl's order: is crash kexec possible here (the kernel has it, memory is
+//! reserved), is the configuration valid, is a capture kernel already loaded (a warning, not an
+//! error), where are the kernel and the image, then the command line and the load. One
+//! `flock(2)` on `/run/lock/rkdump` serializes the verbs, as kdumpctl's `/run/lock/kdump` does.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use super::bootinfo::{self, BootInfoError};
+use crate::config::kdump_conf::{Config, Diagnostic, Severity};
+use crate::config::sysconfig::{FirstKernel, KDUMP_TOOLS_FILE, SYSCONFIG_FILE};
+use crate::loader::{self, KexecState, LoadError, Loaded, Method, cmdline};
+
+/// The lock file of the service verbs.
+const LOCK_FILE: &str = "/run/lock/rkdump";
+
+/// What the verbs are given.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// The system's root (`/`; a recorded tree in tests).
+    pub root: PathBuf,
+    /// kdump.conf.
+    pub config: PathBuf,
+    /// The kernel to load instead of the one found.
+    pub kernel: Option<PathBuf>,
+    /// The capture image to load instead of rkdump's own.
+    pub initrd: Option<PathBuf>,
+    /// `--syscall`; `None` takes `KEXEC_ARGS`, else auto.
+    pub method: Option<Method>,
+    /// Parameters added to the capture kernel's command line (`rkdump.test_id=`).
+    pub extra_cmdline: Vec<String>,
+}
+
+/// Why a verb failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServiceError {
+    /// The kernel has no crash kexec.
+    #[error(
+        "kdump is not supported on this kernel (no /sys/kernel/kexec_crash_loaded: built without CONFIG_CRASH_DUMP)"
+    )]
+    NotSupported,
+    /// Nothing reserved.
+    #[error(
+        "no memory is reserved for the capture kernel: add crashkernel= to the kernel command line (`rkdump estimate` gives the size) and reboot"
+    )]
+    NotReserved,
+    /// A configuration file is invalid.
+    #[error("{}", diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Config {
+        /// Its errors.
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// A configuration file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadConfig {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The kernel or the image is missing.
+    #[error(transparent)]
+    BootInfo(#[from] BootInfoError),
+    /// The load failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The unload failed.
+    #[error("cannot unload the capture kernel: {0}")]
+    Unload(std::io::Error),
+    /// Another verb holds the lock, or it cannot be taken.
+    #[error("cannot lock {LOCK_FILE}: {0}")]
+    Lock(std::io::Error),
+}
+
+/// What `start` did.
+#[derive(Debug)]
+pub(crate) enum Started {
+    /// A capture kernel was loaded already; nothing was done.
+    AlreadyLoaded,
+    /// Loaded now.
+    Loaded {
+        /// How.
+        loaded: Loaded,
+        /// Which kernel.
+        kernel: PathBuf,
+        /// Which image.
+        initrd: PathBuf,
+        /// With which command line.
+        cmdline: String,
+        /// Warnings about the configuration.
+        warnings: Vec<String>,
+    },
+}
+
+/// Holds the service lock while alive.
+pub(crate) struct Lock(#[allow(dead_code)] nix::fcntl::Flock<File>);
+
+/// Takes the service lock, waiting for another verb to finish.
+pub(crate) fn lock() -> Result<Lock, ServiceError> {
+    let path = Path::new(LOCK_FILE);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(ServiceError::Lock)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(ServiceError::Lock)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map(Lock)
+        .map_err(|(_, errno)| ServiceError::Lock(errno.into()))
+}
+
+/// The running kernel's release.
+pub(crate) fn running_release() -> String {
+    nix::sys::utsname::uname().map_or_else(
+        |_| String::new(),
+        |u| u.release().to_string_lossy().into_owned(),
+    )
+}
+
+/// The settings of `/etc/default/kdump-tools` then `/etc/sysconfig/kdump` (which wins).
+pub(crate) fn first_kernel_settings(root: &Path) -> Result<FirstKernel, ServiceError> {
+    let mut settings = FirstKernel::default();
+    let mut diagnostics = Vec::new();
+    for file in [KDUMP_TOOLS_FILE, SYSCONFIG_FILE] {
+        let path = root.join(file.trim_start_matches('/'));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => diagnostics.extend(settings.parse_into(file, &text)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ServiceError::ReadConfig { path, source }),
+        }
+    }
+    if diagnostics.is_empty() {
+        Ok(settings)
+    } else {
+        Err(ServiceError::Config { diagnostics })
+    }
+}
+
+/// kdump.conf, checked: errors fail, warnings are returned. A missing file is kdump-utils'
+/// defaults.
+pub(crate) fn kdump_conf(path: &Path) -> Result<(Config, Vec<String>), ServiceError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((
+                Config::default(),
+                vec![format!(
+                    "{} does not exist: dumping to /var/crash on the root filesystem",
+                    path.display()
+                )],
+            ));
+        }
+        Err(source) => {
+            return Err(ServiceError::ReadConfig {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let (config, diagnostics) = Config::parse(&path.display().to_string(), &text);
+    let (errors, warnings): (Vec<_>, Vec<_>) = diagnostics
+        .into_iter()
+        .partition(|d| d.severity == Severity::Error);
+    if errors.is_empty() {
+        Ok((config, warnings.iter().map(ToString::to_string).collect()))
+    } else {
+        Err(ServiceError::Config {
+            diagnostics: errors,
+        })
+    }
+}
+
+/// `KEXEC_ARGS` as a method: `-c` is kexec_load, `-s` and `-a` are rkdump's default (file
+/// first, the fallback when it can help: kdump-utils writes `-s` by default, and its users
+/// want a working kdump rather than none); anything else is ignored with a warning.
+fn method_from_kexec_args(args: &str, warnings: &mut Vec<String>) -> Method {
+    let mut method = Method::Auto;
+    for arg in args.split_whitespace() {
+        match arg {
+            "-c" | "--kexec-syscall" => method = Method::Load,
+            "-s" | "--kexec-file-syscall" | "-a" | "--kexec-syscall-auto" => method = Method::Auto,
+            other => warnings.push(format!(
+                "KEXEC_ARGS: {other} is a kexec-tools option rkdump does not use"
+            )),
+        }
+    }
+    method
+}
+
+/// `start`: check, locate, build the command line, load.
+pub(crate) fn start(options: &Options) -> Result<Started, ServiceError> {
+    let release = running_release();
+    let root = &options.root;
+    let state = KexecState::read(root, &release);
+    if state.crash_loaded.is_none() {
+        return Err(ServiceError::NotSupported);
+    }
+    if state.crash_size.unwrap_or(0) == 0 {
+        return Err(ServiceError::NotReserved);
+    }
+    let (_config, mut warnings) = kdump_conf(&options.config)?;
+    let settings = first_kernel_settings(root)?;
+    if state.crash_loaded == Some(true) {
+        return Ok(Started::AlreadyLoaded);
+    }
+    let release_to_load = settings.kernel_version.clone().unwrap_or(release);
+    let proc_cmdline = std::fs::read_to_string(root.join("proc/cmdline")).unwrap_or_default();
+    let kernel = match &options.kernel {
+        Some(kernel) => kernel.clone(),
+        None => bootinfo::kernel(root, &settings, &release_to_load, &proc_cmdline)?,
+    };
+    let initrd = bootinfo::image(root, &settings, &release_to_load, options.initrd.as_deref())?;
+    let method = options.method.unwrap_or_else(|| {
+        settings.kexec_args.as_deref().map_or(Method::Auto, |args| {
+            method_from_kexec_args(args, &mut warnings)
+        })
+    });
+    let cmdline = capture_cmdline(
+        root,
+        &settings,
+        &state,
+        &proc_cmdline,
+        &options.extra_cmdline,
+    );
+    let loaded = loader::load(&loader::Request {
+        kernel: &kernel,
+        initrd: &initrd,
+        cmdline: &cmdline,
+        method,
+        state: &state,
+    })?;
+    Ok(Started::Loaded {
+        loaded,
+        kernel,
+        initrd,
+        cmdline,
+        warnings,
+    })
+}
+
+/// The capture kernel's command line for this system.
+fn capture_cmdline(
+    root: &Path,
+    settings: &FirstKernel,
+    state: &KexecState,
+    proc_cmdline: &str,
+    extra: &[String],
+) -> String {
+    let append = settings
+        .commandline_append
+        .clone()
+        .unwrap_or_else(|| cmdline::DEFAULT_APPEND.to_owned());
+    // The user's own nr_cpus= wins; the default list's nr_cpus=1 is rkdump's to choose.
+    let user_cpus = settings
+        .commandline_append
+        .as_deref()
+        .is_some_and(|a| cmdline::split(a).iter().any(|p| p.starts_with("nr_cpus=")));
+    let online = std::thread::available_parallelism()
+        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
+    let cpuinfo = std::fs::read_to_string(root.join("proc/cpuinfo")).unwrap_or_default();
+    cmdline::build(&cmdline::Inputs {
+        base: settings
+            .commandline
+            .clone()
+            .unwrap_or_else(|| proc_cmdline.trim().to_owned()),
+        remove: settings
+            .commandline_remove
+            .clone()
+            .unwrap_or_else(|| cmdline::DEFAULT_REMOVE.to_owned()),
+        append,
+        boot_cpu_apicid: cmdline::boot_cpu_apicid(&cpuinfo),
+        pretimeout_watchdogs: bootinfo::pretimeout_watchdogs(root),
+        nr_cpus: (!user_cpus).then(|| cmdline::capture_cpus(online, state.crash_size.unwrap_or(0))),
+        extra: extra.to_vec(),
+    })
+}
+
+/// What `stop` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stopped {
+    /// Nothing was loaded.
+    NotLoaded,
+    /// Unloaded now.
+    Unloaded,
+}
+
+/// `stop`: unload the capture kernel.
+pub(crate) fn stop(root: &Path) -> Result<Stopped, ServiceError> {
+    let state = KexecState::read(root, &running_release());
+    if state.crash_loaded.is_none() {
+        return Err(ServiceError::NotSupported);
+    }
+    if state.crash_loaded == Some(false) {
+        return Ok(Stopped::NotLoaded);
+    }
+    loader::unload().map_err(ServiceError::Unload)?;
+    Ok(Stopped::Unloaded)
+}
+
+/// `showmem`: the bytes reserved for the capture kernel.
+pub(crate) fn reserved(root: &Path) -> Result<u64, ServiceError> {
+    let state = KexecState::read(root, &running_release());
+    match state.crash_size {
+        None => Err(ServiceError::NotSupported),
+        Some(bytes) => Ok(bytes),
+    }
+}

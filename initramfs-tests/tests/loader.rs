@@ -1,0 +1,202 @@
+//! The first kernel armed by rkdump itself, with no kexec-tools in the guest: `rkdump start`
+//! loads the capture kernel, a real sysrq crash boots it, and the dump is checked from outside
+//! the guest (the disk image, crash and drgn reading the vmcore with the kernel's debug vmlinux).
+//! Also what `start`, `status` and `stop` say when loading cannot work (lockdown, no
+//! reservation).
+//!
+//! The guests are the idle generic 6.1 kernel of the runtime scenarios (2 vCPUs,
+//! crashkernel=256M, the crash on CPU 0); the capture image is the lab's (rkdump as `/init`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use initramfs_tests::guest::{boot_to_capture, until_exit};
+use initramfs_tests::{crash, drgn_crashed_stack, rkdump, run_ok, sorted_names};
+use rkdump_lab::kernels::Kernel;
+use rkdump_lab::scenario::{self, Disk, Prepared, Scenario};
+use rkdump_lab::variants::{RUNTIME, Variant};
+
+const UUID: &str = "5e1f0000-aaaa-bbbb-cccc-000011112222";
+
+fn kernel() -> Kernel {
+    Kernel::fetch(RUNTIME.flavor).expect("fetching the kernel")
+}
+
+fn dir(name: &str) -> PathBuf {
+    rkdump_lab::cache::root().join("lab/loader").join(name)
+}
+
+/// A scenario dumping to an ext4 disk found by UUID, loaded in the first kernel by `commands`.
+fn scenario(variant: Variant, commands: &str) -> Scenario {
+    let mut scenario = Scenario::new(
+        variant,
+        &format!("ext4 UUID={UUID}\nfinal_action poweroff\n"),
+    )
+    .first_loader(commands);
+    scenario.disks = vec![Disk::Ext4 {
+        size_mib: 512,
+        label: "dumps".into(),
+        uuid: Some(UUID.into()),
+    }];
+    scenario
+}
+
+/// The dump directory on the scenario's disk.
+fn dump_dir(prepared: &Prepared) -> PathBuf {
+    let into = prepared.dir.join("out");
+    let _ = std::fs::remove_dir_all(&into);
+    let base = scenario::read_ext4_dir(&prepared.disks[0], "/var/crash", &into).unwrap();
+    scenario::dump_dir(&base).unwrap()
+}
+
+/// The complete dump layout, `rkdump info` accepting it, and crash and drgn finding the sysrq
+/// panic in it.
+fn assert_readable_crash_dump(dir: &Path) {
+    assert_eq!(
+        sorted_names(dir),
+        ["kexec-dmesg.log", "vmcore", "vmcore-dmesg.txt"]
+    );
+    let vmcore = dir.join("vmcore");
+    let info = run_ok(Command::new(rkdump()).arg("info").arg(&vmcore));
+    assert!(
+        info.lines()
+            .any(|l| l.split_whitespace().eq(["Complete:", "yes"])),
+        "{info}"
+    );
+    let vmlinux = kernel().vmlinux();
+    let bt = crash(&vmlinux, &vmcore, &["bt"]);
+    assert!(bt.contains("sysrq_handle_crash"), "crash's bt:\n{bt}");
+    let stack = drgn_crashed_stack(&vmlinux, &vmcore);
+    assert!(
+        stack.contains("sysrq_handle_crash"),
+        "drgn's stack:\n{stack}"
+    );
+}
+
+/// The capture kernel's command line, from its log in kexec-dmesg.log.
+fn capture_cmdline(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join("kexec-dmesg.log")).unwrap();
+    log.lines()
+        .find_map(|l| {
+            l.split_once("Kernel command line: ")
+                .map(|(_, c)| c.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no kernel command line in the capture log:\n{log}"))
+}
+
+/// `rkdump start` with kexec_file_load: loaded, the crash captured on both CPUs (nr_cpus=2 for
+/// 256M, the boot CPU's APIC id disabled as kdumpctl does), the dump readable by crash and drgn.
+#[test]
+fn start_loads_with_kexec_file_load_and_the_crash_is_captured() {
+    let scenario = scenario(
+        RUNTIME,
+        "rkdump start --initrd /boot/capture.img && mark started\n\
+         rkdump status; mark status $?",
+    );
+    let (prepared, mut vm) = boot_to_capture(&scenario, &kernel(), &dir("file"));
+    let console = until_exit(&prepared, &mut vm);
+    assert!(
+        console.contains("rkdump: loaded the capture kernel (kexec_file_load)"),
+        "{console}"
+    );
+    assert!(console.contains("RKDUMP-LAB: started"), "{console}");
+    assert!(console.contains("RKDUMP-LAB: status 0"), "{console}");
+    let dir = dump_dir(&prepared);
+    assert_readable_crash_dump(&dir);
+    // kdumpctl's prepare_cmdline: crashkernel= gone, the append list, disable_cpu_apicid of
+    // the boot CPU (APIC id 0 on QEMU), and rkdump's nr_cpus for 256M.
+    let cmdline = capture_cmdline(&dir);
+    assert!(!cmdline.contains("crashkernel="), "{cmdline}");
+    for parameter in [
+        "irqpoll",
+        "reset_devices",
+        "disable_cpu_apicid=0",
+        "nr_cpus=2",
+        "novmcoredd",
+    ] {
+        assert!(
+            cmdline.split(' ').any(|p| p == parameter),
+            "{parameter} missing: {cmdline}"
+        );
+    }
+    // Both CPUs online in the capture kernel, and the engine used both.
+    let log = std::fs::read_to_string(dir.join("kexec-dmesg.log")).unwrap();
+    assert!(log.contains("smp: Brought up 1 node, 2 CPUs"), "{log}");
+    assert!(log.contains("\"threads\":2"), "{log}");
+}
+
+/// Boots a first kernel with `cmdline` that runs `commands` and powers off without crashing;
+/// returns the console.
+fn first_kernel_only(name: &str, cmdline: &str, commands: &str) -> String {
+    let mut scenario = scenario(RUNTIME, &format!("{commands}\npoweroff -f"));
+    scenario.first_cmdline = Some(cmdline.to_owned());
+    let prepared = scenario.prepare(&kernel(), &dir(name)).unwrap();
+    let mut vm = prepared.start().unwrap();
+    until_exit(&prepared, &mut vm)
+}
+
+/// The lines the guest printed after `RKDUMP-LAB: <marker>` lines, by marker.
+fn marked(console: &str, marker: &str) -> String {
+    console
+        .lines()
+        .find_map(|l| {
+            l.split_once(&format!("RKDUMP-LAB: {marker} "))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {marker} mark:\n{console}"))
+}
+
+const START_STATUS_STOP: &str = "rkdump start --initrd /boot/capture.img; mark start $?\n\
+     mark loaded $(cat /sys/kernel/kexec_crash_loaded)\n\
+     rkdump status; mark status $?\n\
+     rkdump stop; mark stop $?";
+
+/// `lockdown=integrity`: start exits 1 naming lockdown and the way out, without trying
+/// kexec_load (lockdown refuses it too); nothing is loaded; status exits 3; stop works.
+#[test]
+fn lockdown_refuses_with_the_reason_and_nothing_is_loaded() {
+    let cmdline = format!("{} lockdown=integrity", RUNTIME.first_cmdline());
+    let console = first_kernel_only("lockdown", &cmdline, START_STATUS_STOP);
+    assert_eq!(marked(&console, "start"), "1", "{console}");
+    assert!(
+        console.contains("kexec_file_load failed with EPERM")
+            && console.contains("locked down (integrity: /sys/kernel/security/lockdown)")
+            && console.contains("to fix: load a capture kernel signed by a key the kernel trusts"),
+        "{console}"
+    );
+    assert!(!console.contains("kexec_load instead"), "{console}");
+    assert_eq!(marked(&console, "loaded"), "0");
+    assert_eq!(marked(&console, "status"), "3");
+    assert!(console.contains("rkdump: kdump is not operational: no capture kernel is loaded"));
+    assert_eq!(marked(&console, "stop"), "0");
+}
+
+/// No crashkernel= at all, and one too small for the kernel and its image: start says which,
+/// with the size to set; status exits 3.
+#[test]
+fn no_or_too_small_reservation_is_explained() {
+    let without = RUNTIME.first_cmdline().replace("crashkernel=256M", "");
+    let console = first_kernel_only("no-crashkernel", &without, START_STATUS_STOP);
+    assert_eq!(marked(&console, "start"), "1", "{console}");
+    assert!(
+        console.contains("no memory is reserved for the capture kernel: add crashkernel="),
+        "{console}"
+    );
+    assert_eq!(marked(&console, "status"), "3");
+    assert!(
+        console.contains("kdump is not operational: no memory is reserved"),
+        "{console}"
+    );
+
+    let small = RUNTIME
+        .first_cmdline()
+        .replace("crashkernel=256M", "crashkernel=24M");
+    let console = first_kernel_only("small-crashkernel", &small, START_STATUS_STOP);
+    assert_eq!(marked(&console, "start"), "1", "{console}");
+    assert!(
+        console.contains("the crashkernel= reservation is too small: 24 MiB reserved, at least"),
+        "{console}"
+    );
+    assert_eq!(marked(&console, "loaded"), "0");
+    assert_eq!(marked(&console, "status"), "3");
+}
