@@ -200,3 +200,88 @@ fn no_or_too_small_reservation_is_explained() {
     assert_eq!(marked(&console, "loaded"), "0");
     assert_eq!(marked(&console, "status"), "3");
 }
+
+/// kexec_file_load refused with ENOKEY, as a kernel enforcing signatures refuses an image it
+/// cannot verify (a seccomp filter answers for the kernel; lockdown is off): rkdump says why,
+/// loads with its own kexec_load segments, and the crash is captured and readable.
+#[test]
+fn signature_refusal_falls_back_to_kexec_load_and_the_crash_is_captured() {
+    // ENOKEY of <asm-generic/errno.h>.
+    let enokey = 126;
+    let scenario = scenario(
+        RUNTIME,
+        &format!(
+            "lab-seccomp kexec_file_load {enokey} rkdump start --initrd /boot/capture.img; \
+             mark start $?"
+        ),
+    );
+    let (prepared, mut vm) = boot_to_capture(&scenario, &kernel(), &dir("enokey"));
+    let console = until_exit(&prepared, &mut vm);
+    assert!(
+        console.contains("rkdump: kexec_file_load failed with ENOKEY")
+            && console.contains("the kernel enforces kexec image signatures")
+            && console.contains("loaded with kexec_load instead. To load with kexec_file_load: sign"),
+        "{console}"
+    );
+    assert!(
+        console.contains("rkdump: loaded the capture kernel (kexec_load)"),
+        "{console}"
+    );
+    assert_readable_crash_dump(&dump_dir(&prepared));
+}
+
+/// kexec_load with KASLR on and `kernel.kptr_restrict=2` (kallsyms shows zeros, where
+/// kexec-tools fails with "Can't find kernel text map area from kcore"): loaded, captured, and
+/// crash and drgn find the panic through the ELF core header rkdump built.
+#[test]
+fn kexec_load_with_kaslr_and_kptr_restrict_2() {
+    assert!(RUNTIME.kaslr, "the runtime guest randomizes its base");
+    let scenario = scenario(
+        RUNTIME,
+        "echo 2 > /proc/sys/kernel/kptr_restrict\n\
+         mark kallsyms $(grep -m1 ' _stext$' /proc/kallsyms)\n\
+         rkdump start --syscall load --initrd /boot/capture.img; mark start $?",
+    );
+    let (prepared, mut vm) = boot_to_capture(&scenario, &kernel(), &dir("kaslr-kptr"));
+    let console = until_exit(&prepared, &mut vm);
+    assert!(
+        console.contains("RKDUMP-LAB: kallsyms 0000000000000000 T _stext"),
+        "kallsyms must hide the text: {console}"
+    );
+    assert!(
+        console.contains("rkdump: loaded the capture kernel (kexec_load)"),
+        "{console}"
+    );
+    let dir = dump_dir(&prepared);
+    assert_readable_crash_dump(&dir);
+    // The capture kernel booted from rkdump's boot_params with elfcorehdr= on its line.
+    assert!(capture_cmdline(&dir).contains("elfcorehdr="), "{}", capture_cmdline(&dir));
+}
+
+/// The same two loads under UEFI (OVMF): file mode, and the kexec_load fallback.
+#[test]
+fn uefi_file_load_and_kexec_load_are_captured() {
+    for (name, commands, syscall) in [
+        (
+            "uefi-file",
+            "rkdump start --initrd /boot/capture.img; mark start $?",
+            "kexec_file_load",
+        ),
+        (
+            "uefi-load",
+            "rkdump start --syscall load --initrd /boot/capture.img; mark start $?",
+            "kexec_load",
+        ),
+    ] {
+        let mut scenario = scenario(RUNTIME, commands);
+        scenario.qemu_args = vec!["-bios".into(), "/usr/share/ovmf/OVMF.fd".into()];
+        let (prepared, mut vm) = boot_to_capture(&scenario, &kernel(), &dir(name));
+        let console = until_exit(&prepared, &mut vm);
+        assert!(console.contains("efi: EFI v"), "not an EFI boot: {console}");
+        assert!(
+            console.contains(&format!("rkdump: loaded the capture kernel ({syscall})")),
+            "{console}"
+        );
+        assert_readable_crash_dump(&dump_dir(&prepared));
+    }
+}

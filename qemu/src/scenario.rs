@@ -146,7 +146,7 @@ pub struct Scenario {
     /// Let a reboot restart the guest instead of ending QEMU.
     pub allow_reboot: bool,
     /// Shell commands the first kernel runs instead of `kexec -p` (with rkdump at
-    /// `/bin/rkdump`, the kernel at `/boot/vmlinuz-<release>`, the capture image at
+    /// `/bin/rkdump`, the seccomp wrapper at `/bin/lab-seccomp`, the kernel at `/boot/vmlinuz-<release>`, the capture image at
     /// `/boot/capture.img` and the kdump.conf at `/etc/kdump.conf`); they must leave a
     /// capture kernel loaded or end the run (`poweroff -f`).
     pub first_loader: Option<String>,
@@ -250,6 +250,8 @@ impl Scenario {
         first.file("/boot/capture.img", 0o644, &capture_image);
         if let Some(commands) = &self.first_loader {
             first.host_file("/bin/rkdump", 0o755, &rkdump)?;
+            let seccomp = build::static_binary("rkdump-lab", "lab-seccomp")?;
+            first.host_file("/bin/lab-seccomp", 0o755, &seccomp)?;
             first.host_file(
                 &format!("/boot/vmlinuz-{}", kernel.release),
                 0o644,

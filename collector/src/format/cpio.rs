@@ -101,9 +101,108 @@ impl Archive {
     }
 }
 
+/// What [`contents`] found in an archive: the room its files take once unpacked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Contents {
+    /// Entries (trailers not counted).
+    pub entries: u64,
+    /// Bytes of file data (regular files and symlink targets).
+    pub data_bytes: u64,
+}
+
+/// Why an archive could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CpioError {
+    /// A header is not `newc` (`070701`) or its fields are not hex.
+    #[error("cpio entry at offset {offset}: not a newc header")]
+    BadHeader {
+        /// Where the header starts.
+        offset: usize,
+    },
+    /// An entry runs past the end.
+    #[error("cpio entry at offset {offset}: truncated")]
+    Truncated {
+        /// Where the entry starts.
+        offset: usize,
+    },
+}
+
+fn hex_field(header: &[u8], index: usize) -> Option<u64> {
+    let field = header.get(6 + index * 8..6 + (index + 1) * 8)?;
+    u64::from_str_radix(std::str::from_utf8(field).ok()?, 16).ok()
+}
+
+/// Walks a (possibly concatenated) `newc` archive, as the kernel's unpacker does: NUL padding
+/// between archives is skipped, every trailer ends one archive.
+pub fn contents(archive: &[u8]) -> Result<Contents, CpioError> {
+    let mut contents = Contents::default();
+    let mut at = 0usize;
+    while at < archive.len() {
+        if archive[at] == 0 {
+            at += 1;
+            continue;
+        }
+        let offset = at;
+        let header = archive
+            .get(at..at + 110)
+            .ok_or(CpioError::Truncated { offset })?;
+        if &header[..6] != MAGIC.as_bytes() {
+            return Err(CpioError::BadHeader { offset });
+        }
+        let field = |index| hex_field(header, index).ok_or(CpioError::BadHeader { offset });
+        let size = field(6)?;
+        let name_size = field(11)?;
+        let size = usize::try_from(size).map_err(|_| CpioError::Truncated { offset })?;
+        let name_size = usize::try_from(name_size).map_err(|_| CpioError::Truncated { offset })?;
+        let name_end = at
+            .checked_add(110 + name_size)
+            .ok_or(CpioError::Truncated { offset })?;
+        let name = archive
+            .get(at + 110..name_end)
+            .ok_or(CpioError::Truncated { offset })?;
+        let data_start = name_end.next_multiple_of(4);
+        let data_end = data_start
+            .checked_add(size)
+            .filter(|&end| end <= archive.len())
+            .ok_or(CpioError::Truncated { offset })?;
+        if name.strip_suffix(b"\0").unwrap_or(name) != TRAILER.as_bytes() {
+            contents.entries += 1;
+            contents.data_bytes += size as u64;
+        }
+        at = data_end.next_multiple_of(4);
+    }
+    Ok(contents)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contents_of_concatenated_archives() {
+        let mut first = Archive::new();
+        first.dir("/etc").file("/etc/a", 0o644, b"12345");
+        let mut second = Archive::new();
+        second.file("/b", 0o644, &[7; 1000]).symlink("/c", "b");
+        let mut bytes = first.finish();
+        bytes.extend_from_slice(&[0; 512]);
+        bytes.extend(second.finish());
+        assert_eq!(
+            contents(&bytes),
+            Ok(Contents {
+                entries: 4,
+                data_bytes: 5 + 1000 + 1
+            })
+        );
+        assert!(matches!(
+            contents(&bytes[..bytes.len() - 200]),
+            Err(CpioError::Truncated { .. })
+        ));
+        assert_eq!(contents(b"hello"), Err(CpioError::Truncated { offset: 0 }));
+        let mut bad = bytes.clone();
+        bad[0] = b'1';
+        assert_eq!(contents(&bad), Err(CpioError::BadHeader { offset: 0 }));
+    }
 
     #[test]
     fn entries_are_newc_with_4_byte_alignment() {
