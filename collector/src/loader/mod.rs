@@ -13,3 +13,5 @@
 //!
 //! Which one is used, why a load failed (from the errno the kernel really returned, see
 //! `errno`), and when falling back can help, is decided here.
+
+pub(crate) mod native;

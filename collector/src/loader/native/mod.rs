@@ -1,0 +1,2 @@
+//! The native kexec_load path.
+pub(crate) mod purgatory;
