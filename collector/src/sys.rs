@@ -404,3 +404,52 @@ pub fn kexec_load(entry: u64, segments: &[KexecSegment<'_>], flags: u64) -> io::
 
 // The purgatory of `loader::native::purgatory` (its bytes, and the digest routine it runs)
 // is reached through the wrappers below.
+
+/// The size in bytes of the purgatory blob, its stack included. The assembler of
+/// `loader::native::purgatory` places its stack with `.org` relative to this length, and fails
+/// the build if the code does not fit in front of it.
+pub const PURGATORY_LEN: usize = 0xa40;
+
+// SAFETY: the symbols are defined by the `global_asm!` of `loader::native::purgatory`, with these
+// types: `rkdump_purgatory_start` labels the first of exactly `PURGATORY_LEN` bytes (the `.org`
+// and `.fill` there make the distance to `rkdump_purgatory_end` that length), in a section the
+// program only reads and executes; `rkdump_purgatory_sha256` is a SysV function that reads
+// `count` descriptors at `regions`, reads `len` bytes at each `start`, writes 32 bytes at `out`,
+// touches no other memory but its own stack, and preserves the callee-saved registers.
+unsafe extern "C" {
+    static rkdump_purgatory_start: [u8; PURGATORY_LEN];
+    fn rkdump_purgatory_sha256(regions: *const [u64; 2], count: u64, out: *mut [u8; 32]);
+}
+
+/// The purgatory's bytes as assembled, parameter block zeroed: what
+/// `loader::native::purgatory::image` copies and patches.
+pub fn purgatory_blob() -> &'static [u8] {
+    // SAFETY: the static is `PURGATORY_LEN` initialized bytes of the program image, valid and
+    // immutable for the life of the process (nothing writes to the section: it is mapped
+    // read-only and execute).
+    unsafe { &rkdump_purgatory_start }
+}
+
+/// SHA-256 of `data`, computed by the purgatory's own routine running on the host (the tests
+/// compare it with the `sha2` crate).
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn purgatory_sha256(data: &[u8]) -> [u8; 32] {
+    purgatory_sha256_parts(&[data])
+}
+
+/// SHA-256 of the concatenation of `parts`, through the purgatory routine's region table (one
+/// region per part, addresses being the host's virtual ones).
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn purgatory_sha256_parts(parts: &[&[u8]]) -> [u8; 32] {
+    let regions: Vec<[u64; 2]> = parts
+        .iter()
+        .map(|part| [part.as_ptr().expose_provenance() as u64, part.len() as u64])
+        .collect();
+    let mut out = [0u8; 32];
+    // SAFETY: `regions` holds `regions.len()` descriptors, each the address and length of a part
+    // borrowed for the call (the routine only reads them; their provenance is exposed above), and
+    // `out` is 32 writable bytes. The routine follows the SysV ABI (callee-saved registers kept,
+    // direction flag clear on return) and uses at most 600 bytes of the caller's stack.
+    unsafe { rkdump_purgatory_sha256(regions.as_ptr(), regions.len() as u64, &raw mut out) };
+    out
+}

@@ -20,6 +20,7 @@
 
 pub(crate) mod cmdline;
 pub(crate) mod errno;
+pub(crate) mod native;
 pub(crate) mod state;
 
 use std::ffi::CString;
@@ -114,8 +115,8 @@ pub(crate) enum LoadError {
         first: Option<Refusal>,
     },
     /// The native segments could not be built.
-    #[error("kexec_load is not available in this build of rkdump")]
-    NativeUnavailable,
+    #[error("cannot build the kexec_load segments: {0}")]
+    Native(native::NativeError),
 }
 
 /// How many times a load is tried while the kexec lock is busy, and how long apart.
@@ -150,7 +151,7 @@ pub(crate) fn load(request: &Request<'_>) -> Result<Loaded, LoadError> {
     };
     if request.method == Method::Load {
         return load_native(request)
-            .map(|()| Loaded {
+            .map(|_| Loaded {
                 syscall: Syscall::Load,
                 fallback_from: None,
             })
@@ -180,7 +181,7 @@ pub(crate) fn load(request: &Request<'_>) -> Result<Loaded, LoadError> {
         });
     }
     match load_native(request) {
-        Ok(()) => Ok(Loaded {
+        Ok(_) => Ok(Loaded {
             syscall: Syscall::Load,
             fallback_from: Some(first),
         }),
@@ -198,8 +199,37 @@ enum NativeFailure {
     Other(LoadError),
 }
 
-fn load_native(_request: &Request<'_>) -> Result<(), NativeFailure> {
-    Err(NativeFailure::Other(LoadError::NativeUnavailable))
+fn load_native(request: &Request<'_>) -> Result<native::Loaded, NativeFailure> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| {
+            NativeFailure::Other(LoadError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        })
+    };
+    let kernel = read(request.kernel)?;
+    let initrd = read(request.initrd)?;
+    let native = native::Request {
+        kernel: &kernel,
+        initrd: &initrd,
+        cmdline: request.cmdline,
+    };
+    let mut attempt = 1;
+    loop {
+        match native::load(&native) {
+            Err(native::NativeError::Syscall(error))
+                if attempt < BUSY_ATTEMPTS
+                    && error.raw_os_error().is_some_and(errno::is_transient) =>
+            {
+                attempt += 1;
+                std::thread::sleep(BUSY_PAUSE);
+            }
+            Err(native::NativeError::Syscall(error)) => return Err(NativeFailure::Syscall(error)),
+            Err(other) => return Err(NativeFailure::Other(LoadError::Native(other))),
+            Ok(loaded) => return Ok(loaded),
+        }
+    }
 }
 
 /// Runs `call` again while it fails with EBUSY, a few times.
