@@ -26,8 +26,8 @@
 //!    purgatory does.
 //! 3. Jumps to the kernel's 64-bit entry with `rsi` = `boot_params`, and `rbx`, `rbp`, `rdi` = 0.
 //!
-//! The code is `global_asm!` in a section of its own (`.text.rkdump_purgatory`, kept by the
-//! linker even while nothing references it), between the global symbols
+//! The code is `global_asm!` in a section of its own (`.text.rkdump_purgatory`, flagged `R`,
+//! `SHF_GNU_RETAIN`, so that `--gc-sections` keeps it even while nothing references it), between the global symbols
 //! `rkdump_purgatory_start` and `rkdump_purgatory_end`. It is position-independent: every
 //! memory operand is RIP-relative or register-based, every branch is relative, and no symbol is
 //! referenced by a relocation, so the bytes are the same in the PIE test binaries and in the
@@ -40,7 +40,7 @@
 //!
 //! | offset | size | contents |
 //! |---|---|---|
-//! | `0x000` | 2 | entry ([`ENTRY_OFFSET`]): a short jump over the data |
+//! | `0x000` | 16 | entry ([`ENTRY_OFFSET`]): a `jmp` to the code, then `int3` |
 //! | `0x010` | 8 | `entry`: the kernel's 64-bit entry (protected-mode load address + 0x200) |
 //! | `0x018` | 8 | `boot_params`: physical address of the capture kernel's `boot_params` |
 //! | `0x020` | 8 | the number of regions, at most [`MAX_REGIONS`] |
@@ -50,8 +50,8 @@
 //! | `0x150` | 32 | the GDT: null, null, code (`0x10`), data (`0x18`) |
 //! | `0x170` | 256 | the SHA-256 round constants |
 //! | `0x270` | 32 | the SHA-256 initial hash value |
-//! | `0x290` | | the code |
-//! | `BLOB_LEN - STACK_LEN` | [`STACK_LEN`] | the stack (zeros) |
+//! | `0x290` | 0x3b0 | the code (0x3a7 bytes today), then `int3` |
+//! | `0x640` | [`STACK_LEN`] | the stack (zeros; the routine needs about 600 bytes), up to [`BLOB_LEN`] = `0xa40` |
 //!
 //! Every field is little-endian. The blob must be loaded at a 16-byte aligned physical
 //! address ([`ALIGN`]; the GDT wants 8, the stack 16); it needs no fixing up for its address.
