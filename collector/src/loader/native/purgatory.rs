@@ -26,8 +26,8 @@
 //!    purgatory does.
 //! 3. Jumps to the kernel's 64-bit entry with `rsi` = `boot_params`, and `rbx`, `rbp`, `rdi` = 0.
 //!
-//! The code is `global_asm!` in a section of its own (`.text.rkdump_purgatory`, kept by the
-//! linker even while nothing references it), between the global symbols
+//! The code is `global_asm!` in a section of its own (`.text.rkdump_purgatory`, flagged `R`,
+//! `SHF_GNU_RETAIN`, so that `--gc-sections` keeps it even while nothing references it), between the global symbols
 //! `rkdump_purgatory_start` and `rkdump_purgatory_end`. It is position-independent: every
 //! memory operand is RIP-relative or register-based, every branch is relative, and no symbol is
 //! referenced by a relocation, so the bytes are the same in the PIE test binaries and in the
@@ -40,7 +40,7 @@
 //!
 //! | offset | size | contents |
 //! |---|---|---|
-//! | `0x000` | 2 | entry ([`ENTRY_OFFSET`]): a short jump over the data |
+//! | `0x000` | 16 | entry ([`ENTRY_OFFSET`]): a `jmp` to the code, then `int3` |
 //! | `0x010` | 8 | `entry`: the kernel's 64-bit entry (protected-mode load address + 0x200) |
 //! | `0x018` | 8 | `boot_params`: physical address of the capture kernel's `boot_params` |
 //! | `0x020` | 8 | the number of regions, at most [`MAX_REGIONS`] |
@@ -50,8 +50,8 @@
 //! | `0x150` | 32 | the GDT: null, null, code (`0x10`), data (`0x18`) |
 //! | `0x170` | 256 | the SHA-256 round constants |
 //! | `0x270` | 32 | the SHA-256 initial hash value |
-//! | `0x290` | | the code |
-//! | `BLOB_LEN - STACK_LEN` | [`STACK_LEN`] | the stack (zeros) |
+//! | `0x290` | 0x3b0 | the code (0x3a7 bytes today), then `int3` |
+//! | `0x640` | [`STACK_LEN`] | the stack (zeros; the routine needs about 600 bytes), up to [`BLOB_LEN`] = `0xa40` |
 //!
 //! Every field is little-endian. The blob must be loaded at a 16-byte aligned physical
 //! address ([`ALIGN`]; the GDT wants 8, the stack 16); it needs no fixing up for its address.
@@ -556,6 +556,7 @@ rkdump_purgatory_end:
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
     use std::process::Command;
 
     use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
@@ -1015,5 +1016,222 @@ mod tests {
         );
         p.regions[1].len = 3;
         assert!(image(&p).is_ok());
+    }
+
+    /// A multiboot image for QEMU that does what `relocate_kernel` does (long mode, identity
+    /// mapped, registers cleared, `rsp` = 0, a GDT without the purgatory's selectors) and enters
+    /// the purgatory at 0x200000; the "kernel" at 0x300000 checks `cs`, `ds`, `ss`, `rsi`, `rbx`,
+    /// `rbp`, `rdi` and the stack, and reports through isa-debug-exit: 0x10 is success (QEMU
+    /// exits with 0x21), 2..6 name the failed check. The hashed regions are at 0x400000 and
+    /// 0x480000.
+    const BOOT_S: &str = r#"    .section .mbhdr, "a"
+    .balign 4
+    .long 0x1BADB002, 0, -0x1BADB002
+    .text
+    .code32
+    .globl _start
+_start:
+    cli
+    movl $pml4, %edi
+    movl $pdpt + 3, (%edi)
+    movl $pdpt, %edi
+    movl $pd + 3, (%edi)
+    movl $pd, %edi
+    xorl %ecx, %ecx
+1:  movl %ecx, %eax
+    shll $21, %eax
+    orl $0x83, %eax
+    movl %eax, (%edi,%ecx,8)
+    movl $0, 4(%edi,%ecx,8)
+    incl %ecx
+    cmpl $512, %ecx
+    jb 1b
+    movl %cr4, %eax
+    orl $0x20, %eax
+    movl %eax, %cr4
+    movl $pml4, %eax
+    movl %eax, %cr3
+    movl $0xC0000080, %ecx
+    rdmsr
+    orl $0x100, %eax
+    wrmsr
+    movl %cr0, %eax
+    orl $0x80000001, %eax
+    movl %eax, %cr0
+    lgdt gdtr
+    ljmp $0x08, $long_mode
+    .code64
+long_mode:
+    // As relocate_kernel leaves it: everything cleared, a stack not to rely on, odd selectors.
+    xorl %eax, %eax
+    movl %eax, %ds
+    movl %eax, %es
+    movl %eax, %ss
+    xorl %ebx, %ebx
+    xorl %ecx, %ecx
+    xorl %edx, %edx
+    movq $-1, %rsi
+    movq $-1, %rdi
+    movq $-1, %rbp
+    xorl %esp, %esp
+    movq $0x200000, %rax
+    jmp *%rax
+    .data
+    .balign 8
+gdt:
+    .quad 0
+    .quad 0x00af9a000000ffff
+gdtr:
+    .word 15
+    .long gdt
+    .bss
+    .balign 4096
+pml4: .skip 4096
+pdpt: .skip 4096
+pd:   .skip 4096
+
+    .section .purg, "awx"
+    .incbin "purg.bin"
+
+    .section .kern, "ax"
+    .code64
+kern:
+    movw $0xf4, %dx
+    movl $2, %eax
+    movw %cs, %cx
+    cmpw $0x10, %cx
+    jne fail
+    movl $3, %eax
+    movw %ds, %cx
+    cmpw $0x18, %cx
+    jne fail
+    movw %ss, %cx
+    cmpw $0x18, %cx
+    jne fail
+    movl $4, %eax
+    movq $0x12345678, %rcx
+    cmpq %rcx, %rsi
+    jne fail
+    movl $5, %eax
+    testq %rbx, %rbx
+    jnz fail
+    testq %rbp, %rbp
+    jnz fail
+    testq %rdi, %rdi
+    jnz fail
+    movl $6, %eax
+    // The stack the purgatory left is usable.
+    pushq $7
+    popq %rcx
+    cmpq $7, %rcx
+    jne fail
+    movl $0x10, %eax
+fail:
+    outl %eax, %dx
+    hlt
+
+    .section .payload, "a"
+    .incbin "payload.bin"
+    .section .payload2, "a"
+    .incbin "payload2.bin"
+"#;
+
+    /// Assembles and links [`BOOT_S`] around `purgatory` and the two payloads in `dir`.
+    fn boot_image(dir: &std::path::Path, purgatory: &[u8], payloads: [&[u8]; 2]) -> PathBuf {
+        std::fs::write(dir.join("purg.bin"), purgatory).unwrap();
+        std::fs::write(dir.join("payload.bin"), payloads[0]).unwrap();
+        std::fs::write(dir.join("payload2.bin"), payloads[1]).unwrap();
+        std::fs::write(dir.join("boot.S"), BOOT_S).unwrap();
+        let run = |program: &str, args: &[&str]| {
+            let output = Command::new(program)
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{program}: {output:?}");
+        };
+        run("as", &["--32", "boot.S", "-o", "boot.o"]);
+        run(
+            "ld",
+            &[
+                "-m",
+                "elf_i386",
+                "--no-warn-rwx-segments",
+                "-Ttext=0x100000",
+                "--section-start=.mbhdr=0x0ff000",
+                "--section-start=.purg=0x200000",
+                "--section-start=.kern=0x300000",
+                "--section-start=.payload=0x400000",
+                "--section-start=.payload2=0x480000",
+                "-o",
+                "boot.elf",
+                "boot.o",
+            ],
+        );
+        dir.join("boot.elf")
+    }
+
+    /// Boots `image` under QEMU (TCG) and returns its exit status, or `None` if it still runs
+    /// after `wait`.
+    fn boot(image: &std::path::Path, wait: std::time::Duration) -> Option<i32> {
+        let mut child = Command::new("qemu-system-x86_64")
+            .arg("-kernel")
+            .arg(image)
+            .args(["-display", "none", "-serial", "none", "-monitor", "none"])
+            .args(["-no-reboot", "-m", "64"])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        None
+    }
+
+    #[test]
+    fn purgatory_boots_the_kernel_under_qemu_and_spins_on_a_bad_digest() {
+        if Command::new("qemu-system-x86_64")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("qemu-system-x86_64 is not installed: the purgatory is not run");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let first = bytes(100_003, 11);
+        let second = bytes(5_000, 12);
+        let mut params = Params {
+            entry: 0x30_0000,
+            boot_params: 0x1234_5678,
+            regions: vec![
+                Region {
+                    start: 0x40_0000,
+                    len: first.len() as u64,
+                },
+                Region {
+                    start: 0x48_0000,
+                    len: second.len() as u64,
+                },
+            ],
+            digest: digest([&first[..], &second[..]]),
+        };
+        let good = boot_image(dir.path(), &image(&params).unwrap(), [&first, &second]);
+        assert_eq!(
+            boot(&good, std::time::Duration::from_secs(60)),
+            Some(0x21),
+            "0x21 is success, (n << 1) | 1 a failed check n"
+        );
+
+        params.digest[31] ^= 1;
+        let bad = boot_image(dir.path(), &image(&params).unwrap(), [&first, &second]);
+        assert_eq!(boot(&bad, std::time::Duration::from_secs(3)), None);
     }
 }
