@@ -4,6 +4,7 @@
 //! * [`service`] is `rkdump start`, `stop`, `reload`, `restart` and `showmem`: the checks,
 //!   the capture kernel's command line and the load through [`crate::loader`].
 //! * [`status`] is `rkdump status`: armed or not, the last dump and the last `rkdump test`.
+//! * [`estimate`] is `rkdump estimate`: the `crashkernel=` the capture needs, from its files.
 //! * [`bootinfo`] finds the kernel and the capture image to load.
 //! * [`propagate`] is `rkdump propagate`, the one-time ssh setup: the kdump key made, the dump
 //!   server's host key pinned after a person confirms it, the key authorized on the server, and
@@ -12,6 +13,7 @@
 //! The capture image builder and the doctor get rooms beside them.
 
 pub(crate) mod bootinfo;
+pub(crate) mod estimate;
 pub mod propagate;
 pub(crate) mod service;
 pub(crate) mod status;

@@ -42,10 +42,12 @@ pub(crate) enum ServiceError {
     )]
     NotSupported,
     /// Nothing reserved.
-    #[error(
-        "no memory is reserved for the capture kernel: add crashkernel= to the kernel command line (`rkdump estimate` gives the size) and reboot"
-    )]
-    NotReserved,
+    #[error("no memory is reserved for the capture kernel: add crashkernel={} to the kernel command line and reboot",
+        estimate.map_or_else(|| "SIZE (`rkdump estimate` gives it)".to_owned(), |n| format!("{}M (rkdump estimate's value for this kernel and image)", n >> 20)))]
+    NotReserved {
+        /// `rkdump estimate`'s value, when the kernel and image were found.
+        estimate: Option<u64>,
+    },
     /// A configuration file is invalid.
     #[error("{}", diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Config {
@@ -69,6 +71,9 @@ pub(crate) enum ServiceError {
     /// The unload failed.
     #[error("cannot unload the capture kernel: {0}")]
     Unload(std::io::Error),
+    /// The estimate cannot be made.
+    #[error("cannot estimate the reservation: {0}")]
+    Estimate(super::estimate::EstimateError),
     /// Another verb holds the lock, or it cannot be taken.
     #[error("cannot lock {LOCK_FILE}: {0}")]
     Lock(std::io::Error),
@@ -200,21 +205,27 @@ pub(crate) fn start(options: &Options) -> Result<Started, ServiceError> {
     if state.crash_loaded.is_none() {
         return Err(ServiceError::NotSupported);
     }
-    if state.crash_size.unwrap_or(0) == 0 {
-        return Err(ServiceError::NotReserved);
-    }
+    let unreserved = state.crash_size.unwrap_or(0) == 0;
     let (_config, mut warnings) = kdump_conf(&options.config)?;
     let settings = first_kernel_settings(root)?;
+    let found = locate(options, &settings, &release);
+    if unreserved {
+        let estimate = found.as_ref().ok().and_then(|(kernel, initrd)| {
+            super::estimate::estimate_files(kernel, initrd, 1)
+                .ok()
+                .map(|e| e.needed)
+        });
+        return Err(ServiceError::NotReserved { estimate });
+    }
     if state.crash_loaded == Some(true) {
         return Ok(Started::AlreadyLoaded);
     }
-    let release_to_load = settings.kernel_version.clone().unwrap_or(release);
+    let (kernel, initrd) = found?;
     let proc_cmdline = std::fs::read_to_string(root.join("proc/cmdline")).unwrap_or_default();
-    let kernel = match &options.kernel {
-        Some(kernel) => kernel.clone(),
-        None => bootinfo::kernel(root, &settings, &release_to_load, &proc_cmdline)?,
-    };
-    let initrd = bootinfo::image(root, &settings, &release_to_load, options.initrd.as_deref())?;
+    // The reservation the capture needs, for the message when it is too small.
+    let needed = super::estimate::estimate_files(&kernel, &initrd, capture_cpus(&state))
+        .map(|e| e.needed)
+        .ok();
     let method = options.method.unwrap_or_else(|| {
         settings.kexec_args.as_deref().map_or(Method::Auto, |args| {
             method_from_kexec_args(args, &mut warnings)
@@ -233,6 +244,7 @@ pub(crate) fn start(options: &Options) -> Result<Started, ServiceError> {
         cmdline: &cmdline,
         method,
         state: &state,
+        needed,
     })?;
     Ok(Started::Loaded {
         loaded,
@@ -241,6 +253,34 @@ pub(crate) fn start(options: &Options) -> Result<Started, ServiceError> {
         cmdline,
         warnings,
     })
+}
+
+/// The kernel and the capture image to load.
+pub(crate) fn locate(
+    options: &Options,
+    settings: &FirstKernel,
+    release: &str,
+) -> Result<(PathBuf, PathBuf), ServiceError> {
+    let root = &options.root;
+    let release = settings.kernel_version.as_deref().unwrap_or(release);
+    let proc_cmdline = std::fs::read_to_string(root.join("proc/cmdline")).unwrap_or_default();
+    let kernel = match &options.kernel {
+        Some(kernel) => kernel.clone(),
+        None => bootinfo::kernel(root, settings, release, &proc_cmdline)?,
+    };
+    let initrd = bootinfo::image(root, settings, release, options.initrd.as_deref())?;
+    Ok((kernel, initrd))
+}
+
+/// The CPUs online here.
+fn online_cpus() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+}
+
+/// The capture kernel's CPUs for this reservation.
+pub(crate) fn capture_cpus(state: &KexecState) -> u32 {
+    cmdline::capture_cpus(online_cpus(), state.crash_size.unwrap_or(0))
 }
 
 /// The capture kernel's command line for this system.
@@ -260,8 +300,6 @@ fn capture_cmdline(
         .commandline_append
         .as_deref()
         .is_some_and(|a| cmdline::split(a).iter().any(|p| p.starts_with("nr_cpus=")));
-    let online = std::thread::available_parallelism()
-        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
     let cpuinfo = std::fs::read_to_string(root.join("proc/cpuinfo")).unwrap_or_default();
     cmdline::build(&cmdline::Inputs {
         base: settings
@@ -275,7 +313,7 @@ fn capture_cmdline(
         append,
         boot_cpu_apicid: cmdline::boot_cpu_apicid(&cpuinfo),
         pretimeout_watchdogs: bootinfo::pretimeout_watchdogs(root),
-        nr_cpus: (!user_cpus).then(|| cmdline::capture_cpus(online, state.crash_size.unwrap_or(0))),
+        nr_cpus: (!user_cpus).then(|| capture_cpus(state)),
         extra: extra.to_vec(),
     })
 }

@@ -127,8 +127,8 @@ pub(crate) fn explain(syscall: Syscall, errno: i32, context: Context<'_>) -> Exp
             ),
             Some(reserved) => explanation(
                 format!(
-                    "the crashkernel= reservation is too small: {} MiB reserved, at least {} MiB \
-                     needed for the capture kernel and its image",
+                    "the crashkernel= reservation is too small: {} MiB reserved, {} MiB needed \
+                     for the capture kernel and its image",
                     mib(reserved),
                     mib(context.needed)
                 ),
@@ -281,7 +281,7 @@ mod tests {
         assert!(cause(Syscall::File, libc::ENOKEY).contains("CONFIG_KEXEC_SIG_FORCE"));
         assert!(cause(Syscall::File, libc::ENOKEY).contains("ENOKEY"));
         assert!(cause(Syscall::File, ENOTSUPP).contains("524"));
-        assert!(cause(Syscall::File, libc::ENOMEM).contains("128 MiB reserved, at least 300 MiB"));
+        assert!(cause(Syscall::File, libc::ENOMEM).contains("128 MiB reserved, 300 MiB needed"));
         assert!(cause(Syscall::Load, libc::EADDRNOTAVAIL).contains("too small"));
         assert!(cause(Syscall::File, libc::ENOEXEC).contains("bzImage"));
         assert!(cause(Syscall::File, libc::EBUSY).contains("in progress"));

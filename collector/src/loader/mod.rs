@@ -57,6 +57,9 @@ pub(crate) struct Request<'a> {
     pub method: Method,
     /// The running kernel's kexec state, read before loading.
     pub state: &'a KexecState,
+    /// The reservation the capture needs (`rkdump estimate`), for the message when the crash
+    /// region is too small; `None`: the kernel and image sizes, a lower bound.
+    pub needed: Option<u64>,
 }
 
 /// A refused load: which syscall, its errno, and what it means.
@@ -133,10 +136,12 @@ pub(crate) fn load(request: &Request<'_>) -> Result<Loaded, LoadError> {
     };
     let kernel = open(request.kernel)?;
     let initrd = open(request.initrd)?;
-    let needed = [&kernel, &initrd]
-        .iter()
-        .map(|file| file.metadata().map_or(0, |m| m.len()))
-        .sum();
+    let needed = request.needed.unwrap_or_else(|| {
+        [&kernel, &initrd]
+            .iter()
+            .map(|file| file.metadata().map_or(0, |m| m.len()))
+            .sum()
+    });
     let context = errno::Context {
         state: request.state,
         needed,
