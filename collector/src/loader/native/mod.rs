@@ -287,7 +287,7 @@ pub(crate) fn plan<'a>(inputs: &Inputs, request: &Request<'a>) -> Result<Plan<'a
     segments.sort_by_key(|s| s.mem);
     Ok(Plan {
         segments,
-        entry: purgatory_at.mem,
+        entry: purgatory_at.mem + purgatory::ENTRY_OFFSET,
         cmdline,
     })
 }
@@ -394,7 +394,7 @@ mod tests {
             .iter()
             .find(|s| s.kind == Kind::Purgatory)
             .unwrap();
-        assert_eq!(plan.entry, purgatory.mem);
+        assert_eq!(plan.entry, purgatory.mem + purgatory::ENTRY_OFFSET);
         plan
     }
 
