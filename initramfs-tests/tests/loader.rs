@@ -176,10 +176,33 @@ fn lockdown_refuses_with_the_reason_and_nothing_is_loaded() {
 #[test]
 fn no_or_too_small_reservation_is_explained() {
     let without = RUNTIME.first_cmdline().replace("crashkernel=256M", "");
-    let console = first_kernel_only("no-crashkernel", &without, START_STATUS_STOP);
+    let commands = format!(
+        "{START_STATUS_STOP}\nrkdump estimate --initrd /boot/capture.img; mark estimate $?"
+    );
+    let console = first_kernel_only("no-crashkernel", &without, &commands);
     assert_eq!(marked(&console, "start"), "1", "{console}");
+    // The estimate, for this 1 GiB guest and the lab's image, lies between the smallest
+    // reservation that works (104M, measured by bisection: docs/lab.md) and 1.5 times it.
+    let estimate: u64 = console
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("rkdump: crashkernel=")?
+                .strip_suffix("M is needed here")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no estimate:\n{console}"));
+    assert!((104..=156).contains(&estimate), "estimate {estimate}M");
+    assert_eq!(marked(&console, "estimate"), "0");
     assert!(
-        console.contains("no memory is reserved for the capture kernel: add crashkernel="),
+        console.contains("rkdump: WARNING: nothing is reserved"),
+        "{console}"
+    );
+    assert!(
+        console.contains(&format!(
+            "no memory is reserved for the capture kernel: add crashkernel={estimate}M (rkdump \
+             estimate's value for this kernel and image)"
+        )),
         "{console}"
     );
     assert_eq!(marked(&console, "status"), "3");
@@ -194,7 +217,8 @@ fn no_or_too_small_reservation_is_explained() {
     let console = first_kernel_only("small-crashkernel", &small, START_STATUS_STOP);
     assert_eq!(marked(&console, "start"), "1", "{console}");
     assert!(
-        console.contains("the crashkernel= reservation is too small: 24 MiB reserved, at least"),
+        console.contains("the crashkernel= reservation is too small: 24 MiB reserved, ")
+            && console.contains(" MiB needed for the capture kernel and its image"),
         "{console}"
     );
     assert_eq!(marked(&console, "loaded"), "0");
@@ -220,7 +244,8 @@ fn signature_refusal_falls_back_to_kexec_load_and_the_crash_is_captured() {
     assert!(
         console.contains("rkdump: kexec_file_load failed with ENOKEY")
             && console.contains("the kernel enforces kexec image signatures")
-            && console.contains("loaded with kexec_load instead. To load with kexec_file_load: sign"),
+            && console
+                .contains("loaded with kexec_load instead. To load with kexec_file_load: sign"),
         "{console}"
     );
     assert!(
@@ -235,7 +260,7 @@ fn signature_refusal_falls_back_to_kexec_load_and_the_crash_is_captured() {
 /// crash and drgn find the panic through the ELF core header rkdump built.
 #[test]
 fn kexec_load_with_kaslr_and_kptr_restrict_2() {
-    assert!(RUNTIME.kaslr, "the runtime guest randomizes its base");
+    const { assert!(RUNTIME.kaslr, "the runtime guest randomizes its base") };
     let scenario = scenario(
         RUNTIME,
         "echo 2 > /proc/sys/kernel/kptr_restrict\n\
@@ -255,7 +280,11 @@ fn kexec_load_with_kaslr_and_kptr_restrict_2() {
     let dir = dump_dir(&prepared);
     assert_readable_crash_dump(&dir);
     // The capture kernel booted from rkdump's boot_params with elfcorehdr= on its line.
-    assert!(capture_cmdline(&dir).contains("elfcorehdr="), "{}", capture_cmdline(&dir));
+    assert!(
+        capture_cmdline(&dir).contains("elfcorehdr="),
+        "{}",
+        capture_cmdline(&dir)
+    );
 }
 
 /// The same two loads under UEFI (OVMF): file mode, and the kexec_load fallback.

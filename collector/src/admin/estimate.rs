@@ -105,7 +105,8 @@ pub(crate) fn unpacked_size(image: &[u8]) -> Result<(u64, Option<String>), Estim
         // A plain archive: measure up to its trailer, then look at what follows.
         let end = plain_archive_end(rest)
             .ok_or_else(|| EstimateError::Image("a cpio archive without its trailer".into()))?;
-        let contents = cpio::contents(&rest[..end]).map_err(|e| EstimateError::Image(e.to_string()))?;
+        let contents =
+            cpio::contents(&rest[..end]).map_err(|e| EstimateError::Image(e.to_string()))?;
         total += contents.data_bytes;
         at += rest_start + end;
     }
@@ -113,9 +114,7 @@ pub(crate) fn unpacked_size(image: &[u8]) -> Result<(u64, Option<String>), Estim
 
 /// The end of the first plain archive in `image` (just past its trailer entry, padded to 4).
 fn plain_archive_end(image: &[u8]) -> Option<usize> {
-    let trailer = image
-        .windows(10)
-        .position(|w| w == b"TRAILER!!!")?;
+    let trailer = image.windows(10).position(|w| w == b"TRAILER!!!")?;
     // The trailer's name is followed by its NUL, padded to 4; it has no data.
     Some((trailer + 11).next_multiple_of(4))
 }
@@ -129,8 +128,12 @@ pub(crate) fn estimate(kernel: &[u8], image: &[u8], cpus: u32) -> Result<Estimat
     let cpus = cpus.max(1);
     let extra = u64::from(cpus - 1);
     let rkdump = RKDUMP_BASE + extra * RKDUMP_PER_WORKER;
-    let without_pages =
-        kernel_size + image_packed + image_unpacked + KERNEL_RUNTIME + extra * KERNEL_PER_CPU + rkdump;
+    let without_pages = kernel_size
+        + image_packed
+        + image_unpacked
+        + KERNEL_RUNTIME
+        + extra * KERNEL_PER_CPU
+        + rkdump;
     // The struct pages of the reservation itself: 64 bytes per 4 KiB page.
     let pages = without_pages.div_ceil(63);
     let needed = (without_pages + pages).next_multiple_of(8 * MIB);

@@ -274,8 +274,7 @@ pub(crate) fn locate(
 
 /// The CPUs online here.
 fn online_cpus() -> u32 {
-    std::thread::available_parallelism()
-        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
 }
 
 /// The capture kernel's CPUs for this reservation.

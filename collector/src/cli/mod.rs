@@ -79,6 +79,7 @@ enum Command {
     Showmem(service::ShowmemArgs),
     Status(status::StatusArgs),
     Test(service::TestArgs),
+    Estimate(service::EstimateArgs),
 }
 
 /// Entry point of the `rkdump` binary. As PID 1 (the capture kernel's `/init`) it runs the
@@ -114,6 +115,7 @@ pub fn main() -> ExitCode {
         Command::Showmem(args) => service::showmem(&args),
         Command::Status(args) => status::run(&args),
         Command::Test(args) => service::test(&args),
+        Command::Estimate(args) => service::estimate(&args),
     };
     status.into()
 }
