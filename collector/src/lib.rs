@@ -46,6 +46,7 @@ pub(crate) mod dump;
 pub(crate) mod filter;
 pub mod format;
 pub mod kmod;
+pub(crate) mod kmsg;
 pub(crate) mod loader;
 pub(crate) mod output;
 pub(crate) mod pipeline;

@@ -148,6 +148,7 @@ fn each_module_imports_only_what_the_design_allows() {
         ("format", &[][..]),
         ("sys", &[][..]),
         ("kmod", &[][..]),
+        ("kmsg", &[][..]),
         ("vmcore", &["format", "sys"][..]),
         ("filter", &["format", "vmcore"][..]),
         ("pipeline", &["format", "vmcore"][..]),
@@ -165,7 +166,10 @@ fn each_module_imports_only_what_the_design_allows() {
         ("transport", &["format", "output", "config"][..]),
         ("server", &["format"][..]),
         ("loader", &["format", "sys"][..]),
-        ("admin", &["transport", "loader", "config", "readback"][..]),
+        (
+            "admin",
+            &["transport", "loader", "config", "readback", "kmsg"][..],
+        ),
         (
             "runtime",
             &[
@@ -175,6 +179,7 @@ fn each_module_imports_only_what_the_design_allows() {
                 "dmesg",
                 "format",
                 "kmod",
+                "kmsg",
                 "transport",
                 "sys",
             ][..],

@@ -19,8 +19,8 @@
 //! kernel with the lab's 12 MiB image the smallest reservation that works is 104M for 1 and
 //! 3 GiB guests; this estimate gives 128M there. The total is rounded up to 8 MiB.
 
+use super::initramfs;
 use super::service::ServiceError;
-use crate::format::cpio;
 use crate::loader::native::bzimage;
 
 const MIB: u64 = 1 << 20;
@@ -32,8 +32,6 @@ const KERNEL_PER_CPU: u64 = 2 * MIB;
 const RKDUMP_BASE: u64 = 6 * MIB;
 /// Each further worker.
 const RKDUMP_PER_WORKER: u64 = 4 * MIB;
-/// Largest unpacked image considered (a guard against a decompression bomb).
-const MAX_UNPACKED: u64 = 4 << 30;
 
 /// The estimate and its parts, in bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,64 +65,13 @@ pub(crate) enum EstimateError {
     Image(String),
 }
 
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
-/// The unpacked size of an initramfs: plain newc cpio, zstd, or plain cpio followed by a zstd
-/// archive (early microcode, then the main image, as Debian's mkinitramfs writes it). Other
-/// compressions are counted as four times their packed size, with a note.
-pub(crate) fn unpacked_size(image: &[u8]) -> Result<(u64, Option<String>), EstimateError> {
-    let mut total = 0u64;
-    let mut at = 0usize;
-    loop {
-        let rest = image.get(at..).unwrap_or_default();
-        let rest_start = rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
-        let rest = &rest[rest_start..];
-        if rest.is_empty() {
-            return Ok((total, None));
-        }
-        if rest.starts_with(&ZSTD_MAGIC) {
-            let mut decoder = zstd::stream::read::Decoder::new(rest)
-                .map_err(|e| EstimateError::Image(format!("zstd: {e}")))?;
-            let mut unpacked = Vec::new();
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(&mut decoder, MAX_UNPACKED),
-                &mut unpacked,
-            )
-            .map_err(|e| EstimateError::Image(format!("zstd: {e}")))?;
-            let contents =
-                cpio::contents(&unpacked).map_err(|e| EstimateError::Image(e.to_string()))?;
-            return Ok((total + contents.data_bytes, None));
-        }
-        if !rest.starts_with(b"070701") {
-            let guess = 4 * rest.len() as u64;
-            return Ok((
-                total + guess,
-                Some("compressed with something other than zstd: unpacked size taken as 4x".into()),
-            ));
-        }
-        // A plain archive: measure up to its trailer, then look at what follows.
-        let end = plain_archive_end(rest)
-            .ok_or_else(|| EstimateError::Image("a cpio archive without its trailer".into()))?;
-        let contents =
-            cpio::contents(&rest[..end]).map_err(|e| EstimateError::Image(e.to_string()))?;
-        total += contents.data_bytes;
-        at += rest_start + end;
-    }
-}
-
-/// The end of the first plain archive in `image` (just past its trailer entry, padded to 4).
-fn plain_archive_end(image: &[u8]) -> Option<usize> {
-    let trailer = image.windows(10).position(|w| w == b"TRAILER!!!")?;
-    // The trailer's name is followed by its NUL, padded to 4; it has no data.
-    Some((trailer + 11).next_multiple_of(4))
-}
-
 /// Estimates the reservation for `kernel` and `image`, with `cpus` capture CPUs.
 pub(crate) fn estimate(kernel: &[u8], image: &[u8], cpus: u32) -> Result<Estimate, EstimateError> {
     let header = bzimage::parse(kernel, false)?;
     let kernel_size = u64::from(header.init_size);
     let image_packed = image.len() as u64;
-    let (image_unpacked, unpacked_note) = unpacked_size(image)?;
+    let unpacked = initramfs::read(image).map_err(|e| EstimateError::Image(e.to_string()))?;
+    let (image_unpacked, unpacked_note) = (unpacked.unpacked, unpacked.note);
     let cpus = cpus.max(1);
     let extra = u64::from(cpus - 1);
     let rkdump = RKDUMP_BASE + extra * RKDUMP_PER_WORKER;
@@ -184,26 +131,9 @@ mod tests {
     }
 
     fn archive(size: usize) -> Vec<u8> {
-        let mut archive = cpio::Archive::new();
+        let mut archive = crate::format::cpio::Archive::new();
         archive.file("/init", 0o755, &vec![1; size]);
         archive.finish()
-    }
-
-    #[test]
-    fn unpacked_size_of_plain_zstd_and_microcode_first_images() {
-        let plain = archive(1000);
-        assert_eq!(unpacked_size(&plain).unwrap(), (1000, None));
-        let zstd = zstd::encode_all(&archive(100_000)[..], 19).unwrap();
-        assert!(zstd.len() < 10_000);
-        assert_eq!(unpacked_size(&zstd).unwrap(), (100_000, None));
-        let mut both = archive(500);
-        both.extend_from_slice(&[0; 100]);
-        both.extend_from_slice(&zstd);
-        assert_eq!(unpacked_size(&both).unwrap(), (100_500, None));
-        let gzip = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0];
-        let (size, note) = unpacked_size(&gzip).unwrap();
-        assert_eq!(size, 32);
-        assert!(note.unwrap().contains("4x"));
     }
 
     #[test]

@@ -4,16 +4,20 @@
 //! * [`service`] is `rkdump start`, `stop`, `reload`, `restart` and `showmem`: the checks,
 //!   the capture kernel's command line and the load through [`crate::loader`].
 //! * [`status`] is `rkdump status`: armed or not, the last dump and the last `rkdump test`.
+//! * [`doctor`] is `rkdump doctor`: every known reason a crash would leave no dump, checked.
 //! * [`estimate`] is `rkdump estimate`: the `crashkernel=` the capture needs, from its files.
+//! * [`initramfs`] reads a capture image's archives (plain or zstd) for both.
 //! * [`bootinfo`] finds the kernel and the capture image to load.
 //! * [`propagate`] is `rkdump propagate`, the one-time ssh setup: the kdump key made, the dump
 //!   server's host key pinned after a person confirms it, the key authorized on the server, and
 //!   the capture's own login tried.
 //!
-//! The capture image builder and the doctor get rooms beside them.
+//! The capture image builder gets a room beside them.
 
 pub(crate) mod bootinfo;
+pub(crate) mod doctor;
 pub(crate) mod estimate;
+pub(crate) mod initramfs;
 pub mod propagate;
 pub(crate) mod service;
 pub(crate) mod status;

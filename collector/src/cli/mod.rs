@@ -80,6 +80,7 @@ enum Command {
     Status(status::StatusArgs),
     Test(service::TestArgs),
     Estimate(service::EstimateArgs),
+    Doctor(service::DoctorArgs),
 }
 
 /// Entry point of the `rkdump` binary. As PID 1 (the capture kernel's `/init`) it runs the
@@ -116,6 +117,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(&args),
         Command::Test(args) => service::test(&args),
         Command::Estimate(args) => service::estimate(&args),
+        Command::Doctor(args) => service::doctor(&args),
     };
     status.into()
 }

@@ -119,7 +119,16 @@ fn start_locked(options: &Options) -> ExitStatus {
             );
             ExitStatus::Success
         }
-        Err(error) => failure(&error),
+        Err(error) => {
+            let status = failure(&error);
+            // What else stands in the way, as `rkdump doctor` sees it.
+            if !matches!(error, ServiceError::Config { .. })
+                && let Ok(checks) = doctor_checks(options)
+            {
+                print_checks(&checks, true);
+            }
+            status
+        }
     }
 }
 
@@ -321,4 +330,104 @@ pub(crate) fn estimate(args: &EstimateArgs) -> ExitStatus {
         Some(reserved) => println!("rkdump: {} MiB reserved: enough", mib(reserved)),
     }
     ExitStatus::Success
+}
+
+/// Check everything a crash needs to leave a dump here, one line per check (ok, warn, FAIL)
+/// with the fix.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 no check failed, 1 a check failed (no dump would be \
+taken), 2 invalid configuration."
+)]
+pub struct DoctorArgs {
+    /// Print JSON (an array of {check, level, message, fix}).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    start: StartArgs,
+}
+
+/// The doctor's checks for `options`.
+fn doctor_checks(options: &Options) -> Result<Vec<crate::admin::doctor::Check>, ServiceError> {
+    use crate::admin::doctor;
+    use crate::config::sysconfig::{KDUMP_TOOLS_FILE, SYSCONFIG_FILE};
+    let release = service::running_release();
+    let (config, _) = service::kdump_conf(&options.config)?;
+    let settings = service::first_kernel_settings(&options.root)?;
+    let state = crate::loader::KexecState::read(&options.root, &release);
+    let files = service::locate(options, &settings, &release).map_err(|e| e.to_string());
+    let mut inputs_of_image = vec![
+        options.config.clone(),
+        PathBuf::from(SYSCONFIG_FILE),
+        PathBuf::from(KDUMP_TOOLS_FILE),
+        PathBuf::from("/etc/fstab"),
+    ];
+    inputs_of_image.extend(
+        [
+            &config.kdump_pre,
+            &config.kdump_post,
+            &config.kdump_emergency,
+        ]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::from),
+    );
+    inputs_of_image.extend(config.extra_bins.iter().map(PathBuf::from));
+    inputs_of_image.extend(std::env::current_exe().ok());
+    let kernel_log = crate::kmsg::kernel_log();
+    Ok(doctor::run(&doctor::Inputs {
+        root: &options.root,
+        config: &config,
+        settings: &settings,
+        state: &state,
+        files,
+        inputs_of_image,
+        kernel_log: &kernel_log,
+    }))
+}
+
+fn print_checks(checks: &[crate::admin::doctor::Check], only_problems: bool) {
+    use crate::admin::doctor::Level;
+    for check in checks {
+        let level = match check.level {
+            Level::Ok if only_problems => continue,
+            Level::Ok => "ok  ",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+        };
+        let fix = check
+            .fix
+            .as_deref()
+            .map(|fix| format!(" (fix: {fix})"))
+            .unwrap_or_default();
+        println!(
+            "rkdump doctor: {level} {}: {}{fix}",
+            check.check, check.message
+        );
+    }
+}
+
+/// `doctor`.
+pub(crate) fn doctor(args: &DoctorArgs) -> ExitStatus {
+    use crate::admin::doctor::Level;
+    let checks = match doctor_checks(&args.start.options(Vec::new())) {
+        Ok(checks) => checks,
+        Err(error) => return failure(&error),
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&checks) {
+            Ok(json) => println!("{json}"),
+            Err(error) => {
+                report_error(&format!("cannot print JSON: {error}"));
+                return ExitStatus::Failure;
+            }
+        }
+    } else {
+        print_checks(&checks, false);
+    }
+    if checks.iter().any(|c| c.level == Level::Fail) {
+        ExitStatus::Failure
+    } else {
+        ExitStatus::Success
+    }
 }

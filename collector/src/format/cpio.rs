@@ -101,6 +101,17 @@ impl Archive {
     }
 }
 
+/// One entry of an archive, as [`entries`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its path, without a leading `/` (as archives store it).
+    pub name: String,
+    /// `c_mode`: type and permission bits.
+    pub mode: u32,
+    /// Bytes of data (a symlink's target for links).
+    pub size: u64,
+}
+
 /// What [`contents`] found in an archive: the room its files take once unpacked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Contents {
@@ -132,10 +143,12 @@ fn hex_field(header: &[u8], index: usize) -> Option<u64> {
     u64::from_str_radix(std::str::from_utf8(field).ok()?, 16).ok()
 }
 
-/// Walks a (possibly concatenated) `newc` archive, as the kernel's unpacker does: NUL padding
-/// between archives is skipped, every trailer ends one archive.
-pub fn contents(archive: &[u8]) -> Result<Contents, CpioError> {
-    let mut contents = Contents::default();
+/// Walks a (possibly concatenated) `newc` archive as the kernel's unpacker does: NUL padding
+/// between archives is skipped, every trailer ends one archive. Returns the entries (trailers
+/// left out) and where the walk stopped: the end, or the first byte that starts neither a
+/// header nor padding (a compressed archive appended to a plain one).
+pub fn entries(archive: &[u8]) -> Result<(Vec<Entry>, usize), CpioError> {
+    let mut found = Vec::new();
     let mut at = 0usize;
     while at < archive.len() {
         if archive[at] == 0 {
@@ -143,16 +156,20 @@ pub fn contents(archive: &[u8]) -> Result<Contents, CpioError> {
             continue;
         }
         let offset = at;
+        if !archive[at..].starts_with(MAGIC.as_bytes()) {
+            if found.is_empty() && at == 0 {
+                return Err(CpioError::BadHeader { offset });
+            }
+            return Ok((found, at));
+        }
         let header = archive
             .get(at..at + 110)
             .ok_or(CpioError::Truncated { offset })?;
-        if &header[..6] != MAGIC.as_bytes() {
-            return Err(CpioError::BadHeader { offset });
-        }
         let field = |index| hex_field(header, index).ok_or(CpioError::BadHeader { offset });
+        let mode = u32::try_from(field(1)?).map_err(|_| CpioError::BadHeader { offset })?;
         let size = field(6)?;
         let name_size = field(11)?;
-        let size = usize::try_from(size).map_err(|_| CpioError::Truncated { offset })?;
+        let size_bytes = usize::try_from(size).map_err(|_| CpioError::Truncated { offset })?;
         let name_size = usize::try_from(name_size).map_err(|_| CpioError::Truncated { offset })?;
         let name_end = at
             .checked_add(110 + name_size)
@@ -162,16 +179,32 @@ pub fn contents(archive: &[u8]) -> Result<Contents, CpioError> {
             .ok_or(CpioError::Truncated { offset })?;
         let data_start = name_end.next_multiple_of(4);
         let data_end = data_start
-            .checked_add(size)
+            .checked_add(size_bytes)
             .filter(|&end| end <= archive.len())
             .ok_or(CpioError::Truncated { offset })?;
-        if name.strip_suffix(b"\0").unwrap_or(name) != TRAILER.as_bytes() {
-            contents.entries += 1;
-            contents.data_bytes += size as u64;
+        let name = name.strip_suffix(b"\0").unwrap_or(name);
+        if name != TRAILER.as_bytes() {
+            found.push(Entry {
+                name: String::from_utf8_lossy(name).into_owned(),
+                mode,
+                size,
+            });
         }
         at = data_end.next_multiple_of(4);
     }
-    Ok(contents)
+    Ok((found, at))
+}
+
+/// The number of entries and bytes of data of a whole plain archive.
+pub fn contents(archive: &[u8]) -> Result<Contents, CpioError> {
+    let (found, end) = entries(archive)?;
+    if end < archive.len() {
+        return Err(CpioError::BadHeader { offset: end });
+    }
+    Ok(Contents {
+        entries: found.len() as u64,
+        data_bytes: found.iter().map(|e| e.size).sum(),
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! What the capture kernel tells about itself: its command line (with dracut's
-//! `/etc/cmdline.d`), its log, its memory, and what this process has written.
+//! `/etc/cmdline.d`), its memory, and what this process has written. Its log is
+//! [`crate::kmsg`].
 
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -36,44 +37,6 @@ pub fn cmdline_with(kernel: &str, cmdline_d: &Path) -> String {
         }
     }
     words.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The kernel's ring buffer as `dmesg` prints it (from `/dev/kmsg`).
-pub fn kernel_log() -> String {
-    let Ok(mut kmsg) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open("/dev/kmsg")
-    else {
-        return String::new();
-    };
-    let mut out = String::new();
-    let mut record = vec![0u8; 8192];
-    // Each read returns one record: "prio,seq,usec,flags;text\n"; EAGAIN ends the buffer.
-    for _ in 0..100_000 {
-        match kmsg.read(&mut record) {
-            Ok(0) => break,
-            Ok(n) => {
-                let text = String::from_utf8_lossy(&record[..n]);
-                if let Some((header, message)) = text.split_once(';') {
-                    let usec: u64 = header
-                        .split(',')
-                        .nth(2)
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    let message = message.lines().next().unwrap_or("");
-                    out.push_str(&format!(
-                        "[{:5}.{:06}] {message}\n",
-                        usec / 1_000_000,
-                        usec % 1_000_000
-                    ));
-                }
-            }
-            Err(e) if e.raw_os_error() == Some(nix::libc::EPIPE) => {}
-            Err(_) => break,
-        }
-    }
-    out
 }
 
 /// `MemTotal` and `MemAvailable`, for the log (the capture kernel's memory decides the

@@ -136,7 +136,7 @@ fn run_child(args: &[&str], deadline: Duration, log: &Log) -> ChildEnd {
 
 /// Whether the kernel killed `pid`'s process group for lack of memory, from its log.
 fn oom_killed() -> bool {
-    kernel::kernel_log()
+    crate::kmsg::kernel_log()
         .lines()
         .any(|l| l.contains("Out of memory") || l.contains("oom-kill"))
 }

@@ -340,7 +340,7 @@ impl Capture<'_> {
             .and_then(|p| std::fs::read_to_string(p).ok())
             .unwrap_or_default();
         text.push_str("\n--- kernel log of the capture kernel ---\n");
-        text.push_str(&kernel::kernel_log());
+        text.push_str(&crate::kmsg::kernel_log());
         if let Err(e) = dir.put("kexec-dmesg.log", text.as_bytes()) {
             self.log.line(&format!("kexec-dmesg.log: {e}"));
         }
