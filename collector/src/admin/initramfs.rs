@@ -132,6 +132,13 @@ mod tests {
         let image = read(&gzip).unwrap();
         assert_eq!(image.unpacked, 1032);
         assert!(image.note.unwrap().contains("4x"));
-        assert!(read(b"hello").is_err());
+        assert!(
+            read(b"hello").unwrap().note.is_some(),
+            "unknown compression"
+        );
+        assert!(
+            read(&plain[..plain.len() - 150]).is_err(),
+            "a truncated archive"
+        );
     }
 }

@@ -231,7 +231,8 @@ mod tests {
             contents(&bytes[..bytes.len() - 200]),
             Err(CpioError::Truncated { .. })
         ));
-        assert_eq!(contents(b"hello"), Err(CpioError::Truncated { offset: 0 }));
+        assert_eq!(contents(b"hello"), Err(CpioError::BadHeader { offset: 0 }));
+        assert_eq!(contents(b"0707"), Err(CpioError::BadHeader { offset: 0 }));
         let mut bad = bytes.clone();
         bad[0] = b'1';
         assert_eq!(contents(&bad), Err(CpioError::BadHeader { offset: 0 }));

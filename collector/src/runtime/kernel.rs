@@ -2,8 +2,6 @@
 //! `/etc/cmdline.d`), its memory, and what this process has written. Its log is
 //! [`crate::kmsg`].
 
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Where dracut images keep command-line parameters of their own (kdump-utils writes its
