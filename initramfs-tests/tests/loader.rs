@@ -73,6 +73,54 @@ fn assert_readable_crash_dump(dir: &Path) {
     );
 }
 
+/// `rkdump info --vmlinux`: the dump's build id is the one binutils' `readelf -n` reads from
+/// the kernel's debug vmlinux, which matches; the cloud kernel's vmlinux does not (crash refuses
+/// that pair too).
+fn assert_vmlinux_check(vmcore: &Path) {
+    let vmlinux = kernel().vmlinux();
+    let notes = run_ok(Command::new("readelf").arg("-n").arg(&vmlinux));
+    let build_id = notes
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: "))
+        .unwrap_or_else(|| panic!("no build id in readelf -n:\n{notes}"))
+        .to_owned();
+    let info = run_ok(
+        Command::new(rkdump())
+            .arg("info")
+            .arg(vmcore)
+            .arg("--vmlinux")
+            .arg(&vmlinux),
+    );
+    assert!(
+        info.contains(&format!("Build id:     {build_id}")),
+        "{info}"
+    );
+    assert!(info.contains("matches"), "{info}");
+    let other = Kernel::fetch(rkdump_lab::kernels::Flavor::Cloud61)
+        .unwrap()
+        .vmlinux();
+    let output = Command::new(rkdump())
+        .arg("info")
+        .arg(vmcore)
+        .arg("--vmlinux")
+        .arg(&other)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not match the dump: the dump is of 6.1.0-")
+            && stderr.contains("the vmlinux is 6.1.0-")
+            && stderr.contains("cloud-amd64"),
+        "{stderr}"
+    );
+    let refused = crash(&other, vmcore, &["sys"]);
+    assert!(
+        refused.contains("do not match"),
+        "crash with the wrong vmlinux:\n{refused}"
+    );
+}
+
 /// The capture kernel's command line, from its log in kexec-dmesg.log.
 fn capture_cmdline(dir: &Path) -> String {
     let log = std::fs::read_to_string(dir.join("kexec-dmesg.log")).unwrap();
@@ -103,6 +151,7 @@ fn start_loads_with_kexec_file_load_and_the_crash_is_captured() {
     assert!(console.contains("RKDUMP-LAB: status 0"), "{console}");
     let dir = dump_dir(&prepared);
     assert_readable_crash_dump(&dir);
+    assert_vmlinux_check(&dir.join("vmcore"));
     // kdumpctl's prepare_cmdline: crashkernel= gone, the append list, disable_cpu_apicid of
     // the boot CPU (APIC id 0 on QEMU), and rkdump's nr_cpus for 256M.
     let cmdline = capture_cmdline(&dir);
@@ -313,4 +362,76 @@ fn uefi_file_load_and_kexec_load_are_captured() {
         );
         assert_readable_crash_dump(&dump_dir(&prepared));
     }
+}
+
+/// `rkdump test --force` records a test id and crashes the machine; after the reboot `status`
+/// finds that test's dump complete on the target; `stop` unloads (the kernel then reports
+/// nothing loaded) and `status` exits 3. Observed from outside: two boots of the same disk.
+///
+/// The first kernel keeps `/var/lib/rkdump` and mounts the dump filesystem on that disk, as an
+/// installed system has them (the lab's first kernel runs from an initramfs and has no udev:
+/// the by-uuid link is made by hand).
+#[test]
+fn test_crash_is_found_by_status_after_the_reboot_and_stop_unloads() {
+    let commands = format!(
+        "mkdir -p /data /var/lib /dev/disk/by-uuid && mount -t ext4 /dev/vda /data\n\
+         mkdir -p /data/state && ln -sfn /data/state /var/lib/rkdump\n\
+         ln -sf /dev/vda /dev/disk/by-uuid/{UUID}\n\
+         if [ -f /data/state/test-status ]; then\n\
+           rkdump start --initrd /boot/capture.img; mark start $?\n\
+           rkdump status; mark status $?\n\
+           rkdump stop; mark stop $?\n\
+           mark loaded $(cat /sys/kernel/kexec_crash_loaded)\n\
+           rkdump status; mark status-after-stop $?\n\
+           umount /data; poweroff -f\n\
+         fi\n\
+         rkdump test --force --initrd /boot/capture.img; mark test $?"
+    );
+    let scenario = scenario(RUNTIME, &commands);
+    let prepared = scenario.prepare(&kernel(), &dir("test-status")).unwrap();
+    let mut vm = prepared.start().unwrap();
+    let first = until_exit(&prepared, &mut vm);
+    let id = first
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("rkdump: kdump test ")?
+                .strip_suffix(": crashing the machine now")
+        })
+        .unwrap_or_else(|| panic!("no test crash:\n{first}"))
+        .to_owned();
+    assert!(first.contains("sysrq: Trigger a crash"), "{first}");
+    assert!(first.contains("rkdump: capture complete"), "{first}");
+
+    let mut vm = prepared.start().unwrap();
+    let second = until_exit(&prepared, &mut vm);
+    assert_eq!(marked(&second, "start"), "0", "{second}");
+    let report = second
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("rkdump: last kdump test {id}: ")))
+        .unwrap_or_else(|| panic!("status says nothing of test {id}:\n{second}"));
+    assert!(
+        report.starts_with("its dump arrived: /data/var/crash/127.0.0.1-")
+            && report.contains("/vmcore, ")
+            && report.ends_with(" bytes, complete"),
+        "{report}"
+    );
+    assert!(second.contains("rkdump: kdump is operational"), "{second}");
+    assert_eq!(marked(&second, "status"), "0");
+    assert_eq!(marked(&second, "stop"), "0");
+    assert!(
+        second.contains("rkdump: unloaded the capture kernel"),
+        "{second}"
+    );
+    assert_eq!(marked(&second, "loaded"), "0");
+    assert_eq!(marked(&second, "status-after-stop"), "3");
+    // The dump the status named is there, readable, and the capture's log carries the id.
+    let dir = dump_dir(&prepared);
+    assert_readable_crash_dump(&dir);
+    assert!(
+        capture_cmdline(&dir)
+            .split(' ')
+            .any(|p| p == format!("rkdump.test_id={id}")),
+        "{}",
+        capture_cmdline(&dir)
+    );
 }

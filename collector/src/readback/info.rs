@@ -26,6 +26,8 @@ pub struct Info {
     pub kernel_release: Option<String>,
     /// The dead kernel's version string.
     pub kernel_version: Option<String>,
+    /// The dead kernel's GNU build id (VMCOREINFO `BUILD-ID`), in hex.
+    pub build_id: Option<String>,
     /// The dead machine's host name.
     pub hostname: Option<String>,
     /// Crash time, seconds since the epoch.
@@ -114,6 +116,9 @@ fn describe_kdump(path: &Path, info: &mut Info) -> Result<(), DumpFileError> {
     info.compression = Some(compression_name(dump.header.status));
     info.kernel_release = Some(uts.release);
     info.kernel_version = Some(uts.version);
+    info.build_id = dump
+        .vmcoreinfo()?
+        .and_then(|v| v.get("BUILD-ID").map(str::to_owned));
     info.hostname = Some(uts.nodename);
     with_crash_time(info, Some(dump.header.timestamp_sec));
     info.dump_level = Some(dump.sub.dump_level);
@@ -161,6 +166,7 @@ fn describe_elf(path: &Path, info: &mut Info) -> Result<(), DumpFileError> {
     })?;
     info.format = "elf";
     info.kernel_release = vmcore.info().os_release().map(str::to_owned);
+    info.build_id = vmcore.info().get("BUILD-ID").map(str::to_owned);
     with_crash_time(info, vmcore.info().crash_time().ok().flatten());
     info.cpus = Some(u64::from(vmcore.cpus()));
     info.segments = Some(vmcore.segments().len());
@@ -204,6 +210,7 @@ impl Info {
             "Version:",
             self.kernel_version.clone().filter(|v| !v.is_empty()),
         );
+        line("Build id:", self.build_id.clone());
         line("Host:", self.hostname.clone().filter(|v| !v.is_empty()));
         line("Crash time:", self.crash_time_utc.clone());
         line("Dump level:", self.dump_level.map(|l| l.to_string()));

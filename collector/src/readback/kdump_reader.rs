@@ -128,6 +128,24 @@ impl KdumpFile {
         Utsname::decode(&self.header.utsname).unwrap_or_default()
     }
 
+    /// The dead kernel's VMCOREINFO, as the sub header places it (`None` when it has none).
+    pub fn vmcoreinfo(
+        &self,
+    ) -> Result<Option<crate::format::vmcoreinfo::VmcoreInfo>, DumpFileError> {
+        let (offset, size) = (self.sub.offset_vmcoreinfo, self.sub.size_vmcoreinfo);
+        if offset == 0 || size == 0 {
+            return Ok(None);
+        }
+        if size > 1 << 20 {
+            return Err(DumpFileError::Invalid {
+                path: self.path.clone(),
+                what: format!("a VMCOREINFO of {size} bytes"),
+            });
+        }
+        let raw = self.read(offset, to_usize(size), "VMCOREINFO")?;
+        Ok(Some(crate::format::vmcoreinfo::VmcoreInfo::parse(&raw)))
+    }
+
     /// Whether the header says the dump is incomplete.
     pub fn incomplete_flag(&self) -> bool {
         self.header.status & kdump::DUMP_INCOMPLETE != 0

@@ -4,11 +4,13 @@
 //! first bytes. [`kdump_reader::KdumpFile`] reads a kdump-compressed file (headers, bitmaps, page
 //! descriptors, page data) with every region checked against the file's size, so a file cut
 //! short is reported with what is missing and where. [`reassemble`] replays a flattened stream
-//! into a seekable file.
+//! into a seekable file. [`vmlinux`] tells whether a vmlinux is the dead kernel's (release and
+//! build id).
 
 pub mod info;
 pub mod kdump_reader;
 pub mod reassemble;
+pub mod vmlinux;
 
 use std::io;
 use std::path::PathBuf;
