@@ -99,7 +99,7 @@ pub(crate) fn run(inputs: &Inputs<'_>) -> Vec<Check> {
     ];
     checks.extend(space_and_leftovers(inputs));
     checks.push(other_services(inputs.root));
-    checks.push(squashfs(inputs.root));
+    checks.push(squashfs(inputs.root, &super::service::running_release()));
     checks
 }
 
@@ -627,9 +627,10 @@ fn other_services(root: &Path) -> Check {
     }
 }
 
-fn squashfs(root: &Path) -> Check {
+fn squashfs(root: &Path, release: &str) -> Check {
     let filesystems = std::fs::read_to_string(root.join("proc/filesystems")).unwrap_or_default();
-    let has = filesystems.split_whitespace().any(|w| w == "squashfs");
+    let module_dir = root.join(format!("lib/modules/{release}/kernel/fs/squashfs"));
+    let has = filesystems.split_whitespace().any(|w| w == "squashfs") || module_dir.is_dir();
     check(
         "squashfs",
         Level::Ok,
