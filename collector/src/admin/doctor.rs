@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::estimate;
 use super::initramfs::{self, Initramfs};
+use super::service::{self, Options, ServiceError};
 use super::status::{self, LastDump};
 use crate::config::kdump_conf::{Config, DeviceSpec, Target};
 use crate::config::sysconfig::FirstKernel;
@@ -99,7 +100,7 @@ pub(crate) fn run(inputs: &Inputs<'_>) -> Vec<Check> {
     ];
     checks.extend(space_and_leftovers(inputs));
     checks.push(other_services(inputs.root));
-    checks.push(squashfs(inputs.root, &super::service::running_release()));
+    checks.push(squashfs(inputs.root, &service::running_release()));
     checks
 }
 
@@ -161,7 +162,7 @@ fn estimate_check(inputs: &Inputs<'_>) -> Check {
             None,
         );
     };
-    let cpus = super::service::capture_cpus(inputs.state);
+    let cpus = service::capture_cpus(inputs.state);
     match estimate::estimate_files(kernel, image, cpus) {
         Err(error) => check("estimate", Level::Warn, error.to_string(), None),
         Ok(estimate) => match inputs.state.crash_size {
@@ -303,7 +304,9 @@ fn image_check(inputs: &Inputs<'_>) -> Check {
                 "image",
                 Level::Fail,
                 why.clone(),
-                Some("build the capture image, or pass --initrd"),
+                Some(
+                    "install the kernel image (or pass --kernel) and build the capture image (or pass --initrd)",
+                ),
             );
         }
     };
@@ -643,6 +646,45 @@ fn squashfs(root: &Path, release: &str) -> Check {
         },
         None,
     )
+}
+
+/// Gathers this system's inputs for `options` (kdump.conf, the settings files, the kexec
+/// state, the kernel and image `start` would load, the kernel log) and runs every check.
+pub(crate) fn check_system(options: &Options) -> Result<Vec<Check>, ServiceError> {
+    use crate::config::sysconfig::{KDUMP_TOOLS_FILE, SYSCONFIG_FILE};
+    let release = service::running_release();
+    let (config, _) = service::kdump_conf(&options.config)?;
+    let settings = service::first_kernel_settings(&options.root)?;
+    let state = KexecState::read(&options.root, &release);
+    let files = service::locate(options, &settings, &release).map_err(|e| e.to_string());
+    let mut inputs_of_image = vec![
+        options.config.clone(),
+        PathBuf::from(SYSCONFIG_FILE),
+        PathBuf::from(KDUMP_TOOLS_FILE),
+        PathBuf::from("/etc/fstab"),
+    ];
+    inputs_of_image.extend(
+        [
+            &config.kdump_pre,
+            &config.kdump_post,
+            &config.kdump_emergency,
+        ]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::from),
+    );
+    inputs_of_image.extend(config.extra_bins.iter().map(PathBuf::from));
+    inputs_of_image.extend(std::env::current_exe().ok());
+    let kernel_log = crate::kmsg::kernel_log();
+    Ok(run(&Inputs {
+        root: &options.root,
+        config: &config,
+        settings: &settings,
+        state: &state,
+        files,
+        inputs_of_image,
+        kernel_log: &kernel_log,
+    }))
 }
 
 #[cfg(test)]

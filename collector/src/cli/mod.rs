@@ -5,7 +5,10 @@
 //! an incomplete dump. Errors are printed as one line: what failed and where.
 
 mod capture;
+mod crash_test;
 mod dmesg;
+mod doctor;
+mod estimate;
 mod info;
 mod progress;
 mod propagate;
@@ -78,9 +81,9 @@ enum Command {
     Restart(service::StartArgs),
     Showmem(service::ShowmemArgs),
     Status(status::StatusArgs),
-    Test(service::TestArgs),
-    Estimate(service::EstimateArgs),
-    Doctor(service::DoctorArgs),
+    Test(crash_test::TestArgs),
+    Estimate(estimate::EstimateArgs),
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Entry point of the `rkdump` binary. As PID 1 (the capture kernel's `/init`) it runs the
@@ -115,9 +118,9 @@ pub fn main() -> ExitCode {
         Command::Reload(args) | Command::Restart(args) => service::reload(&args),
         Command::Showmem(args) => service::showmem(&args),
         Command::Status(args) => status::run(&args),
-        Command::Test(args) => service::test(&args),
-        Command::Estimate(args) => service::estimate(&args),
-        Command::Doctor(args) => service::doctor(&args),
+        Command::Test(args) => crash_test::test(&args),
+        Command::Estimate(args) => estimate::estimate(&args),
+        Command::Doctor(args) => doctor::doctor(&args),
     };
     status.into()
 }
