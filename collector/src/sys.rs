@@ -415,7 +415,8 @@ pub const PURGATORY_LEN: usize = 0xa40;
 // and `.fill` there make the distance to `rkdump_purgatory_end` that length), in a section the
 // program only reads and executes; `rkdump_purgatory_sha256` is a SysV function that reads
 // `count` descriptors at `regions`, reads `len` bytes at each `start`, writes 32 bytes at `out`,
-// touches no other memory but its own stack, and preserves the callee-saved registers.
+// touches no other memory but the stack it is called on (at most 600 bytes of it), and
+// preserves the callee-saved registers.
 unsafe extern "C" {
     static rkdump_purgatory_start: [u8; PURGATORY_LEN];
     fn rkdump_purgatory_sha256(regions: *const [u64; 2], count: u64, out: *mut [u8; 32]);

@@ -217,9 +217,20 @@ fn unsafe_code_lives_in_sys_alone_and_every_file_has_an_overview() {
         if name != "sys.rs" {
             let code = code_of(&text);
             assert!(
-                !code.contains("unsafe {") && !code.contains("unsafe fn"),
+                !code.contains("unsafe {")
+                    && !code.contains("unsafe fn")
+                    && !code.contains("unsafe extern")
+                    && !code.contains("unsafe impl"),
                 "{name} has unsafe code outside sys.rs"
             );
+            // The one exception (docs/design.md): the purgatory's `global_asm!`, which the
+            // `unsafe_code` lint counts as unsafe; its bytes are reached through sys.rs only.
+            if name != "loader/native/purgatory.rs" {
+                assert!(
+                    !code.contains("allow(unsafe_code)"),
+                    "{name} allows unsafe code outside sys.rs"
+                );
+            }
         }
     }
 }

@@ -160,7 +160,7 @@ fn start_loads_with_kexec_file_load_and_the_crash_is_captured() {
     for line in [
         "rkdump doctor: ok   crashkernel: 256 MiB reserved",
         "rkdump doctor: ok   lockdown: no lockdown",
-        "rkdump doctor: ok   watchdog: no active watchdog",
+        "rkdump doctor: ok   watchdog: no active watchdog with a loadable driver",
         "rkdump doctor: ok   kexec_load_disabled: kexec loads are allowed",
         "rkdump doctor: ok   target: /dev/disk/by-uuid/5e1f0000-aaaa-bbbb-cccc-000011112222 is \
          present, its drivers (virtio_blk, virtio_pci) in the image",
@@ -422,7 +422,14 @@ fn uefi_file_load_and_kexec_load_are_captured() {
             console.contains(&format!("rkdump: loaded the capture kernel ({syscall})")),
             "{console}"
         );
-        assert_readable_crash_dump(&dump_dir(&prepared));
+        let dir = dump_dir(&prepared);
+        assert_readable_crash_dump(&dir);
+        // Two CPUs in the capture kernel under EFI firmware, whichever loader built it.
+        let log = std::fs::read_to_string(dir.join("kexec-dmesg.log")).unwrap();
+        assert!(
+            log.contains("smp: Brought up 1 node, 2 CPUs"),
+            "{name}:\n{log}"
+        );
     }
 }
 

@@ -31,6 +31,12 @@ pub(crate) enum BootInfoError {
         /// Every path tried.
         tried: Vec<PathBuf>,
     },
+    /// The capture image is empty (an interrupted build).
+    #[error("the capture image {} is empty: rebuild it", path.display())]
+    EmptyImage {
+        /// Where it is.
+        path: PathBuf,
+    },
     /// The capture image is missing.
     #[error("no capture image at {}: pass --initrd FILE (or set KDUMP_INITRD)", path.display())]
     NoImage {
@@ -103,16 +109,15 @@ pub(crate) fn image(
         (None, Some(initrd)) => root.join(initrd.trim_start_matches('/')),
         (None, None) => default_image(root, release),
     };
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(BootInfoError::NoImage { path })
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_file() && meta.len() > 0 => Ok(path),
+        Ok(meta) if meta.is_file() => Err(BootInfoError::EmptyImage { path }),
+        _ => Err(BootInfoError::NoImage { path }),
     }
 }
 
-/// The drivers of the active watchdogs (`/sys/class/watchdog/*/state` = active) that have a
-/// `pretimeout` parameter, as kdumpctl appends `<driver>.pretimeout=0` for them.
-pub(crate) fn pretimeout_watchdogs(root: &Path) -> Vec<String> {
+/// The driver modules of the active watchdogs (`/sys/class/watchdog/*/state` = active), sorted.
+pub(crate) fn active_watchdog_drivers(root: &Path) -> Vec<String> {
     let mut drivers = Vec::new();
     let Ok(entries) = std::fs::read_dir(root.join("sys/class/watchdog")) else {
         return drivers;
@@ -124,11 +129,6 @@ pub(crate) fn pretimeout_watchdogs(root: &Path) -> Vec<String> {
             .ok()
             .and_then(|m| m.file_name().map(|n| n.to_string_lossy().into_owned()));
         if let (true, Some(driver)) = (active, driver)
-            && root
-                .join("sys/module")
-                .join(&driver)
-                .join("parameters/pretimeout")
-                .exists()
             && !drivers.contains(&driver)
         {
             drivers.push(driver);
@@ -136,6 +136,20 @@ pub(crate) fn pretimeout_watchdogs(root: &Path) -> Vec<String> {
     }
     drivers.sort();
     drivers
+}
+
+/// The active watchdogs' drivers that have a `pretimeout` parameter, as kdumpctl appends
+/// `<driver>.pretimeout=0` for them.
+pub(crate) fn pretimeout_watchdogs(root: &Path) -> Vec<String> {
+    active_watchdog_drivers(root)
+        .into_iter()
+        .filter(|driver| {
+            root.join("sys/module")
+                .join(driver)
+                .join("parameters/pretimeout")
+                .exists()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -202,5 +216,8 @@ mod tests {
         );
         let explicit = root.join("mine.img");
         assert!(image(root, &settings, "6.1", Some(&explicit)).is_err());
+        std::fs::write(&explicit, b"").unwrap();
+        let error = image(root, &settings, "6.1", Some(&explicit)).unwrap_err();
+        assert!(error.to_string().contains("is empty"), "{error}");
     }
 }

@@ -19,7 +19,7 @@ use super::estimate;
 use super::initramfs::{self, Initramfs};
 use super::service::{self, Options, ServiceError};
 use super::status::{self, LastDump};
-use crate::config::kdump_conf::{Config, DeviceSpec, Target};
+use crate::config::kdump_conf::{Config, Target};
 use crate::config::sysconfig::FirstKernel;
 use crate::loader::KexecState;
 
@@ -201,7 +201,19 @@ fn signatures(state: &KexecState) -> Check {
     } else {
         "the kernel has CONFIG_KEXEC_SIG_FORCE"
     };
-    if state.locked_down() {
+    if state.secure_boot == Some(true) && !state.locked_down() {
+        return check(
+            "signatures",
+            Level::Warn,
+            format!(
+                "{why}: kexec_file_load loads only images signed by a trusted key, and the IMA architecture policy of Secure Boot refuses kexec_load too (EACCES)"
+            ),
+            Some(
+                "use a kernel signed by your distribution, or sign it and enroll the key (mokutil --import)",
+            ),
+        );
+    }
+    if state.locked_down() || state.lockdown.is_none() {
         check(
             "signatures",
             Level::Warn,
@@ -345,36 +357,54 @@ fn image_check(inputs: &Inputs<'_>) -> Check {
     }
 }
 
-/// The loadable module of a sysfs device's driver, if it has one.
-fn driver_module(device: &Path) -> Option<String> {
+/// The loadable module of a sysfs device's driver, if it has one: a built-in driver has a
+/// `/sys/module/<name>` too, but without `initstate`.
+fn driver_module(root: &Path, device: &Path) -> Option<String> {
     let module = std::fs::read_link(device.join("driver/module")).ok()?;
-    Some(module.file_name()?.to_string_lossy().into_owned())
+    let name = module.file_name()?.to_string_lossy().into_owned();
+    root.join("sys/module")
+        .join(&name)
+        .join("initstate")
+        .exists()
+        .then_some(name)
+}
+
+/// Why the image's modules cannot be checked, when they cannot.
+fn unreadable(image: Option<&Initramfs>) -> Option<String> {
+    match image {
+        None => Some("the capture image could not be read".into()),
+        Some(image) => image.note.clone(),
+    }
 }
 
 fn watchdog(root: &Path, image: Option<&Initramfs>) -> Check {
-    let mut missing = Vec::new();
-    let mut active = Vec::new();
-    for entry in std::fs::read_dir(root.join("sys/class/watchdog"))
+    let active: Vec<String> = super::bootinfo::active_watchdog_drivers(root)
         .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let dir = entry.path();
-        let state = std::fs::read_to_string(dir.join("state")).unwrap_or_default();
-        if state.trim() != "active" {
-            continue;
-        }
-        let Some(module) = driver_module(&dir.join("device")) else {
-            continue;
-        };
-        if image.is_some_and(|image| !image.has_module(&module)) {
-            missing.push(module.clone());
-        }
-        active.push(module);
+        .filter(|m| root.join("sys/module").join(m).join("initstate").exists())
+        .collect();
+    if active.is_empty() {
+        return check(
+            "watchdog",
+            Level::Ok,
+            "no active watchdog with a loadable driver".into(),
+            None,
+        );
     }
-    match (active.is_empty(), missing.is_empty()) {
-        (true, _) => check("watchdog", Level::Ok, "no active watchdog".into(), None),
-        (false, true) => check(
+    let (Some(image), None) = (image, unreadable(image)) else {
+        return check(
+            "watchdog",
+            Level::Warn,
+            format!(
+                "active watchdog driver(s) {}: not checked against the image ({})",
+                active.join(", "),
+                unreadable(image).unwrap_or_default()
+            ),
+            None,
+        );
+    };
+    let missing: Vec<&String> = active.iter().filter(|m| !image.has_module(m)).collect();
+    if missing.is_empty() {
+        check(
             "watchdog",
             Level::Ok,
             format!(
@@ -382,52 +412,64 @@ fn watchdog(root: &Path, image: Option<&Initramfs>) -> Check {
                 active.join(", ")
             ),
             None,
-        ),
-        (false, false) => check(
+        )
+    } else {
+        check(
             "watchdog",
             Level::Fail,
             format!(
                 "an active watchdog's driver ({}) is not in the capture image: it resets the \
                  machine during the dump",
-                missing.join(", ")
+                missing
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Some("rebuild the capture image with the driver (extra_modules in kdump.conf)"),
-        ),
+        )
     }
 }
 
-/// The device a DeviceSpec names, under `root`.
-fn device_path(root: &Path, device: &DeviceSpec) -> PathBuf {
-    match device {
-        DeviceSpec::Path(path) => root.join(path.trim_start_matches('/')),
-        DeviceSpec::Uuid(id) => root.join("dev/disk/by-uuid").join(id),
-        DeviceSpec::Label(id) => root.join("dev/disk/by-label").join(id),
-        DeviceSpec::PartUuid(id) => root.join("dev/disk/by-partuuid").join(id.to_lowercase()),
-        DeviceSpec::PartLabel(id) => root.join("dev/disk/by-partlabel").join(id),
-    }
-}
-
-/// The loadable drivers of a block device and every device above it in sysfs.
+/// The loadable drivers of a block device, every device above it in sysfs, and the same for
+/// the devices under it (`slaves/`: the disks of an LVM, dm or md device).
 fn block_stack_modules(root: &Path, device: &Path) -> Vec<String> {
+    let mut modules = Vec::new();
     let Ok(real) = std::fs::canonicalize(device) else {
-        return Vec::new();
+        return modules;
     };
     let Some(name) = real.file_name() else {
-        return Vec::new();
+        return modules;
     };
-    let Ok(mut dir) = std::fs::canonicalize(root.join("sys/class/block").join(name)) else {
-        return Vec::new();
-    };
-    let mut modules = Vec::new();
-    let sys = root.join("sys");
-    while dir.starts_with(&sys) && dir != sys {
-        if let Some(module) = driver_module(&dir)
-            && !modules.contains(&module)
-        {
-            modules.push(module);
+    let mut pending = vec![name.to_owned()];
+    let mut seen = Vec::new();
+    // Bounded: a stack is a few levels deep; a loop in sysfs would be a kernel bug.
+    while let Some(name) = pending.pop() {
+        if seen.contains(&name) || seen.len() > 64 {
+            continue;
         }
-        if !dir.pop() {
-            break;
+        seen.push(name.clone());
+        let class = root.join("sys/class/block").join(&name);
+        for slave in std::fs::read_dir(class.join("slaves"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            pending.push(slave.file_name());
+        }
+        let Ok(mut dir) = std::fs::canonicalize(&class) else {
+            continue;
+        };
+        let sys = root.join("sys");
+        while dir.starts_with(&sys) && dir != sys {
+            if let Some(module) = driver_module(root, &dir)
+                && !modules.contains(&module)
+            {
+                modules.push(module);
+            }
+            if !dir.pop() {
+                break;
+            }
         }
     }
     modules
@@ -435,7 +477,9 @@ fn block_stack_modules(root: &Path, device: &Path) -> Vec<String> {
 
 fn target(inputs: &Inputs<'_>, image: Option<&Initramfs>) -> Check {
     let device = match &inputs.config.target {
-        Target::Filesystem { device, .. } | Target::Raw(device) => device_path(inputs.root, device),
+        Target::Filesystem { device, .. } | Target::Raw(device) => {
+            status::device_path(inputs.root, device)
+        }
         Target::RootFs => {
             return check(
                 "target",
@@ -471,10 +515,23 @@ fn target(inputs: &Inputs<'_>, image: Option<&Initramfs>) -> Check {
         );
     }
     let modules = block_stack_modules(inputs.root, &device);
-    let missing: Vec<&String> = modules
-        .iter()
-        .filter(|m| image.is_some_and(|image| !image.has_module(m)))
-        .collect();
+    let image = match (image, unreadable(image)) {
+        (Some(image), None) => image,
+        (_, why) => {
+            return check(
+                "target",
+                Level::Warn,
+                format!(
+                    "{} is present; its drivers ({}) not checked against the image ({})",
+                    device.display(),
+                    modules.join(", "),
+                    why.unwrap_or_default()
+                ),
+                None,
+            );
+        }
+    };
+    let missing: Vec<&String> = modules.iter().filter(|m| !image.has_module(m)).collect();
     if missing.is_empty() {
         check(
             "target",
@@ -690,6 +747,7 @@ pub(crate) fn check_system(options: &Options) -> Result<Vec<Check>, ServiceError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::kdump_conf::DeviceSpec;
     use crate::loader::state::Lockdown;
 
     fn write(root: &Path, path: &str, text: &str) {
@@ -762,8 +820,9 @@ mod tests {
         // sysfs as a virtio disk and the i6300esb watchdog show it.
         let pci_disk = "sys/devices/pci0000:00/0000:00:04.0";
         std::fs::create_dir_all(root.join(pci_disk).join("virtio1/block/vdb")).unwrap();
-        std::fs::create_dir_all(root.join("sys/module/virtio_blk")).unwrap();
-        std::fs::create_dir_all(root.join("sys/module/virtio_pci")).unwrap();
+        // Loadable modules have an initstate; built-in ones do not.
+        write(root, "sys/module/virtio_blk/initstate", "live\n");
+        write(root, "sys/module/virtio_pci/initstate", "live\n");
         std::fs::create_dir_all(root.join("sys/bus/virtio/drivers/virtio_blk")).unwrap();
         std::fs::create_dir_all(root.join("sys/bus/pci/drivers/virtio-pci")).unwrap();
         let link = |target: &str, at: &str| {
@@ -796,7 +855,7 @@ mod tests {
         // The watchdog.
         let wdt = "sys/devices/pci0000:00/0000:00:05.0";
         std::fs::create_dir_all(root.join(wdt)).unwrap();
-        std::fs::create_dir_all(root.join("sys/module/i6300esb")).unwrap();
+        write(root, "sys/module/i6300esb/initstate", "live\n");
         std::fs::create_dir_all(root.join("sys/bus/pci/drivers/i6300ESB timer")).unwrap();
         link(
             "sys/module/i6300esb",
@@ -884,5 +943,12 @@ mod tests {
         };
         assert_eq!(signatures(&locked).level, Level::Warn);
         assert_eq!(lockdown(&locked).level, Level::Warn);
+        // Secure Boot without lockdown: the IMA architecture policy refuses kexec_load too.
+        let secure = KexecState {
+            secure_boot: Some(true),
+            lockdown: Some(Lockdown::None),
+            ..KexecState::default()
+        };
+        assert!(signatures(&secure).message.contains("EACCES"));
     }
 }

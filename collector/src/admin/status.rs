@@ -100,16 +100,21 @@ pub(crate) fn operational(state: &KexecState) -> Operational {
     }
 }
 
-/// The mount point of the filesystem on `device`, from `/proc/self/mountinfo` text.
-fn mountpoint_of(root: &Path, device: &DeviceSpec, mountinfo: &str) -> Option<PathBuf> {
-    let path = match device {
+/// The device node a kdump.conf device names, under `root`: the path itself, or udev's
+/// `/dev/disk/by-*` link.
+pub(crate) fn device_path(root: &Path, device: &DeviceSpec) -> PathBuf {
+    match device {
         DeviceSpec::Path(path) => root.join(path.trim_start_matches('/')),
         DeviceSpec::Uuid(id) => root.join("dev/disk/by-uuid").join(id),
         DeviceSpec::Label(id) => root.join("dev/disk/by-label").join(id),
         DeviceSpec::PartUuid(id) => root.join("dev/disk/by-partuuid").join(id.to_lowercase()),
         DeviceSpec::PartLabel(id) => root.join("dev/disk/by-partlabel").join(id),
-    };
-    let device = std::fs::canonicalize(path).ok()?;
+    }
+}
+
+/// The mount point of the filesystem on `device`, from `/proc/self/mountinfo` text.
+fn mountpoint_of(root: &Path, device: &DeviceSpec, mountinfo: &str) -> Option<PathBuf> {
+    let device = std::fs::canonicalize(device_path(root, device)).ok()?;
     mountinfo.lines().find_map(|line| {
         // "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue"
         let (left, right) = line.split_once(" - ")?;

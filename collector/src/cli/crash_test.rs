@@ -44,19 +44,6 @@ pub(crate) fn test(args: &TestArgs) -> ExitStatus {
     let id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let status_file = std::path::Path::new(crate::admin::status::TEST_STATUS_FILE);
-    let record = status_file
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(status_file, format!("pending {id}\n")))
-        .and_then(|()| std::fs::File::open(status_file)?.sync_all());
-    if let Err(error) = record {
-        report_error(&format!(
-            "cannot record the test in {}: {error}",
-            status_file.display()
-        ));
-        return ExitStatus::Failure;
-    }
     let _lock = match service::lock() {
         Ok(lock) => lock,
         Err(error) => return failure(&error),
@@ -69,6 +56,24 @@ pub(crate) fn test(args: &TestArgs) -> ExitStatus {
         crate::admin::status::TEST_ID_PARAMETER
     )]);
     if start_locked(&options) != ExitStatus::Success {
+        // Leave the machine armed as it was, without the test id.
+        eprintln!("rkdump: the test is not run; loading the capture kernel again without it");
+        let _ = start_locked(&args.start.options(Vec::new()));
+        return ExitStatus::Failure;
+    }
+    // Recorded only once the test's kernel is loaded, so that status never waits for a test
+    // that did not crash.
+    let status_file = std::path::Path::new(crate::admin::status::TEST_STATUS_FILE);
+    let record = status_file
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(status_file, format!("pending {id}\n")))
+        .and_then(|()| std::fs::File::open(status_file)?.sync_all());
+    if let Err(error) = record {
+        report_error(&format!(
+            "cannot record the test in {}: {error}",
+            status_file.display()
+        ));
         return ExitStatus::Failure;
     }
     println!("rkdump: kdump test {id}: crashing the machine now");

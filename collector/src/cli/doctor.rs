@@ -20,6 +20,7 @@ pub struct DoctorArgs {
     start: StartArgs,
 }
 
+/// Prints one line per check (`only_problems`: the warnings and failures only).
 pub(super) fn print_checks(checks: &[crate::admin::doctor::Check], only_problems: bool) {
     use crate::admin::doctor::Level;
     for check in checks {

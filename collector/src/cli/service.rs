@@ -53,6 +53,8 @@ pub struct StopArgs {}
 pub struct ShowmemArgs {}
 
 impl StartArgs {
+    /// The service options these arguments ask for, with `extra_cmdline` added to the capture
+    /// kernel's command line.
     pub(crate) fn options(&self, extra_cmdline: Vec<String>) -> Options {
         Options {
             root: PathBuf::from("/"),
@@ -69,6 +71,7 @@ impl StartArgs {
     }
 }
 
+/// Reports `error` in one line and returns its exit status (2 for a bad configuration).
 pub(super) fn failure(error: &ServiceError) -> ExitStatus {
     report_error(&error.to_string());
     match error {
@@ -86,6 +89,7 @@ pub(crate) fn start(options: &Options) -> ExitStatus {
     start_locked(options)
 }
 
+/// `start` with the service lock held; prints the doctor's findings when loading fails.
 pub(super) fn start_locked(options: &Options) -> ExitStatus {
     match service::start(options) {
         Ok(Started::AlreadyLoaded) => {
@@ -112,10 +116,11 @@ pub(super) fn start_locked(options: &Options) -> ExitStatus {
                 );
             }
             println!(
-                "rkdump: loaded the capture kernel ({}): {} with {}, command line: {cmdline}",
+                "rkdump: loaded the capture kernel ({}): {} with {}, command line: {}",
                 loaded.syscall.name(),
                 kernel.display(),
-                initrd.display()
+                initrd.display(),
+                loaded.cmdline.as_deref().unwrap_or(&cmdline)
             );
             ExitStatus::Success
         }
@@ -132,6 +137,7 @@ pub(super) fn start_locked(options: &Options) -> ExitStatus {
     }
 }
 
+/// `stop` with the service lock held.
 pub(super) fn stop_locked() -> ExitStatus {
     match service::stop(std::path::Path::new("/")) {
         Ok(Stopped::NotLoaded) => {

@@ -34,8 +34,8 @@ pub struct FirstKernel {
     pub commandline_remove: Option<String>,
     /// `KDUMP_COMMANDLINE_APPEND` / `KDUMP_CMDLINE_APPEND`: parameters appended.
     pub commandline_append: Option<String>,
-    /// `KEXEC_ARGS`: kexec-tools options; rkdump understands `-s` (file load only), `-c`
-    /// (kexec_load only) and `-a` (either), and warns about the rest.
+    /// `KEXEC_ARGS`: kexec-tools options; rkdump understands `-c` (kexec_load only), and `-s`
+    /// and `-a` (its default: file first, the fallback when it helps), and warns about the rest.
     pub kexec_args: Option<String>,
     /// `KDUMP_COREDIR` (kdump-tools): where dumps go when kdump.conf has no `path`.
     pub coredir: Option<String>,
@@ -113,13 +113,6 @@ impl FirstKernel {
                 diagnostics.push(report(format!("not a variable name: {name:?}")));
                 continue;
             }
-            let value = match value(rest) {
-                Ok(value) => value,
-                Err(why) => {
-                    diagnostics.push(report(format!("{name}: {why}")));
-                    continue;
-                }
-            };
             let slot = match name {
                 "KDUMP_KERNELVER" => &mut self.kernel_version,
                 "KDUMP_KERNEL" => &mut self.kernel,
@@ -129,10 +122,23 @@ impl FirstKernel {
                 "KDUMP_COMMANDLINE_APPEND" | "KDUMP_CMDLINE_APPEND" => &mut self.commandline_append,
                 "KEXEC_ARGS" => &mut self.kexec_args,
                 "KDUMP_COREDIR" => &mut self.coredir,
+                // The other tools' own settings: not read, whatever their value.
                 _ => continue,
             };
-            // An empty value means "unset" in both tools' scripts.
-            *slot = (!value.is_empty()).then_some(value);
+            let value = match value(rest) {
+                Ok(value) => value,
+                Err(why) => {
+                    diagnostics.push(report(format!("{name}: {why}")));
+                    continue;
+                }
+            };
+            // An empty value means "unset" in both tools' scripts, except for the remove and
+            // append lists, where it means "nothing".
+            let list = matches!(
+                name,
+                "KDUMP_COMMANDLINE_REMOVE" | "KDUMP_COMMANDLINE_APPEND" | "KDUMP_CMDLINE_APPEND"
+            );
+            *slot = (list || !value.is_empty()).then_some(value);
         }
         diagnostics
     }
@@ -173,6 +179,20 @@ KDUMP_IMG="vmlinuz"
         assert_eq!(settings.parse_into(SYSCONFIG_FILE, text), []);
         assert_eq!(settings.kernel_version, None);
         assert_eq!(settings.commandline, None);
+        let mut empty = FirstKernel::default();
+        assert_eq!(
+            empty.parse_into(
+                SYSCONFIG_FILE,
+                "KDUMP_COMMANDLINE_APPEND=\"\"\nKDUMP_KERNELVER=\n"
+            ),
+            []
+        );
+        assert_eq!(
+            empty.commandline_append.as_deref(),
+            Some(""),
+            "empty: append nothing"
+        );
+        assert_eq!(empty.kernel_version, None, "empty: the running kernel");
         assert!(
             settings
                 .commandline_remove
@@ -209,7 +229,7 @@ KDUMP_IMG="vmlinuz"
     #[test]
     fn bad_lines_name_file_and_line() {
         let text = "KDUMP_KERNELVER=$(uname -r)\nKDUMP_COMMANDLINE_APPEND=a b\nhello\n\
-                    KDUMP_COMMANDLINE=\"unterminated\nKEXEC_ARGS=\"-s\"\n";
+                    KDUMP_COMMANDLINE=\"unterminated\nKEXEC_ARGS=\"-s\"\nARCH=$(uname -m)\n";
         let mut settings = FirstKernel::default();
         let diagnostics: Vec<String> = settings
             .parse_into("/etc/sysconfig/kdump", text)

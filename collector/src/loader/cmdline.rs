@@ -93,9 +93,12 @@ pub(crate) fn build(inputs: &Inputs) -> String {
         let name = key(parameter);
         ALWAYS_REMOVED.contains(&name) || user_remove.iter().any(|r| r == name)
     };
+    // rkdump's nr_cpus replaces the base's too (kdumpctl's appended one would come last and
+    // win over it).
+    let ours = |p: &str| inputs.nr_cpus.is_some() && key(p) == "nr_cpus";
     let mut parameters: Vec<String> = split(&inputs.base)
         .into_iter()
-        .filter(|p| !removed(p))
+        .filter(|p| !removed(p) && !ours(p))
         .collect();
     for parameter in split(&inputs.append) {
         if inputs.nr_cpus.is_some() && key(&parameter) == "nr_cpus" {
@@ -186,7 +189,7 @@ mod tests {
     #[test]
     fn nr_cpus_replaces_the_default_and_given_values_win() {
         let inputs = Inputs {
-            base: "console=ttyS0 crashkernel=256M".to_owned(),
+            base: "console=ttyS0 crashkernel=256M nr_cpus=64".to_owned(),
             append: "irqpoll nr_cpus=1 disable_cpu_apicid=3".to_owned(),
             boot_cpu_apicid: Some(0),
             nr_cpus: Some(2),

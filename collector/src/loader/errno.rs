@@ -125,6 +125,16 @@ pub(crate) fn explain(syscall: Syscall, errno: i32, context: Context<'_>) -> Exp
                 "add crashkernel= to the kernel command line (`rkdump estimate` gives the size) \
                  and reboot; if the kernel log says the reservation failed, try crashkernel=SIZE,high",
             ),
+            Some(reserved) if context.needed > 0 && context.needed <= reserved => explanation(
+                format!(
+                    "the kernel found no room for the capture kernel in the crash region ({} MiB \
+                     reserved, {} MiB estimated: fragmented, or the estimate is low for this \
+                     kernel)",
+                    mib(reserved),
+                    mib(context.needed)
+                ),
+                "raise crashkernel= by 64M on the kernel command line and reboot",
+            ),
             Some(reserved) => explanation(
                 format!(
                     "the crashkernel= reservation is too small: {} MiB reserved, {} MiB needed \
@@ -176,6 +186,7 @@ pub(crate) fn explain(syscall: Syscall, errno: i32, context: Context<'_>) -> Exp
     }
 }
 
+/// EPERM and EACCES: which of their causes applies here.
 fn explain_permission(syscall: Syscall, errno: i32, state: &KexecState) -> Explanation {
     let explanation = |cause: String, fix: &str| Explanation {
         cause,
@@ -205,6 +216,17 @@ fn explain_permission(syscall: Syscall, errno: i32, state: &KexecState) -> Expla
             cause,
             "load a capture kernel signed by a key the kernel trusts (the distribution's signed \
              kernel, or enroll your key with mokutil), or boot without lockdown",
+        );
+    }
+    if state.lockdown.is_none() {
+        return explanation(
+            format!(
+                "{} was refused, and the lockdown state is unknown (securityfs is not mounted \
+                 on /sys/kernel/security): lockdown, or no CAP_SYS_BOOT",
+                syscall.name()
+            ),
+            "mount -t securityfs securityfs /sys/kernel/security and run rkdump doctor; run \
+             rkdump as root",
         );
     }
     if errno == libc::EACCES {
@@ -255,10 +277,28 @@ mod tests {
         for errno in [libc::ENOSYS, libc::EINVAL, libc::ENOEXEC] {
             assert!(fallback_may_help(errno, &open), "{errno}");
         }
-        // rkdump: the signature refusals too (seed 000: kexec -s -p failed with ENOKEY).
-        for errno in SIGNATURE_ERRNOS {
-            assert!(fallback_may_help(*errno, &open), "{errno}");
+        // rkdump: the signature refusals too (kexec-loading.md's list: ENOKEY, EKEYREJECTED,
+        // EBADMSG, ENODATA, ELIBBAD, ENOPKG, EMSGSIZE, 524; seed 000: kexec -s -p failed with
+        // ENOKEY).
+        for errno in [
+            libc::ENOKEY,
+            libc::EKEYREJECTED,
+            libc::EBADMSG,
+            libc::ENODATA,
+            libc::ELIBBAD,
+            libc::ENOPKG,
+            libc::EMSGSIZE,
+            524,
+        ] {
+            assert!(fallback_may_help(errno, &open), "{errno}");
+            assert!(is_signature_refusal(errno), "{errno}");
         }
+        // kexec_load_disabled refuses both syscalls.
+        let disabled = KexecState {
+            kexec_load_disabled: Some(true),
+            ..state(Lockdown::None)
+        };
+        assert!(!fallback_may_help(libc::ENOKEY, &disabled));
         // Not: memory, permission, busy.
         for errno in [libc::ENOMEM, libc::EADDRNOTAVAIL, libc::EPERM, libc::EBUSY] {
             assert!(!fallback_may_help(errno, &open), "{errno}");
@@ -278,7 +318,29 @@ mod tests {
             needed: 300 << 20,
         };
         let cause = |syscall, errno| explain(syscall, errno, context).cause;
-        assert!(cause(Syscall::File, libc::ENOKEY).contains("CONFIG_KEXEC_SIG_FORCE"));
+        assert!(cause(Syscall::File, libc::ENOKEY).contains("(CONFIG_KEXEC_SIG_FORCE)"));
+        let secure = KexecState {
+            secure_boot: Some(true),
+            ..state(Lockdown::None)
+        };
+        let secure = Context {
+            state: &secure,
+            needed: 0,
+        };
+        assert!(
+            explain(Syscall::File, libc::ENOKEY, secure)
+                .cause
+                .contains("(Secure Boot with the IMA architecture policy)")
+        );
+        let room = Context {
+            state: &open,
+            needed: 100 << 20,
+        };
+        assert!(
+            explain(Syscall::File, libc::ENOMEM, room)
+                .cause
+                .contains("found no room")
+        );
         assert!(cause(Syscall::File, libc::ENOKEY).contains("ENOKEY"));
         assert!(cause(Syscall::File, ENOTSUPP).contains("524"));
         assert!(cause(Syscall::File, libc::ENOMEM).contains("128 MiB reserved, 300 MiB needed"));

@@ -92,6 +92,9 @@ pub(crate) struct Loaded {
     pub syscall: Syscall,
     /// Why `kexec_file_load` was not used, when the fallback loaded it.
     pub fallback_from: Option<Refusal>,
+    /// The capture kernel's whole command line, when rkdump built it (kexec_load: with
+    /// `elfcorehdr=` and `acpi_rsdp=`); `kexec_file_load` adds its own `elfcorehdr=`.
+    pub cmdline: Option<String>,
 }
 
 /// Why nothing was loaded.
@@ -118,13 +121,15 @@ pub(crate) enum LoadError {
         first: Option<Refusal>,
     },
     /// The native segments could not be built.
-    #[error("cannot build the kexec_load segments: {0}")]
-    Native(native::NativeError),
+    #[error("cannot build the kexec_load segments: {error}{}",
+        first.as_ref().map(|f| format!(" (tried after: {f}; to load with kexec_file_load: {})", f.explanation.fix)).unwrap_or_default())]
+    Native {
+        /// Why.
+        error: native::NativeError,
+        /// `kexec_file_load`'s refusal, when this was the fallback.
+        first: Option<Refusal>,
+    },
 }
-
-/// How many times a load is tried while the kexec lock is busy, and how long apart.
-const BUSY_ATTEMPTS: u32 = 5;
-const BUSY_PAUSE: Duration = Duration::from_millis(400);
 
 /// Loads the capture kernel into the crash region.
 pub(crate) fn load(request: &Request<'_>) -> Result<Loaded, LoadError> {
@@ -154,28 +159,31 @@ pub(crate) fn load(request: &Request<'_>) -> Result<Loaded, LoadError> {
             explanation: errno::explain(syscall, errno, context),
         }
     };
+    let native = |first: Option<Refusal>| match load_native(request) {
+        Ok(loaded) => Ok(Loaded {
+            syscall: Syscall::Load,
+            fallback_from: first,
+            cmdline: Some(loaded.cmdline),
+        }),
+        Err(NativeFailure::Syscall(error)) => Err(LoadError::Refused {
+            refusal: refusal(Syscall::Load, error),
+            first,
+        }),
+        Err(NativeFailure::Build(error)) => Err(LoadError::Native { error, first }),
+        Err(NativeFailure::Read(error)) => Err(error),
+    };
     if request.method == Method::Load {
-        return load_native(request)
-            .map(|_| Loaded {
-                syscall: Syscall::Load,
-                fallback_from: None,
-            })
-            .map_err(|error| match error {
-                NativeFailure::Syscall(error) => LoadError::Refused {
-                    refusal: refusal(Syscall::Load, error),
-                    first: None,
-                },
-                NativeFailure::Other(error) => error,
-            });
+        return native(None);
     }
     let cmdline = CString::new(request.cmdline).map_err(|_| LoadError::CommandLine)?;
-    let result = retry_busy(|| {
+    let result = retry_syscall(|| {
         sys::kexec_file_load(&kernel, Some(&initrd), &cmdline, sys::KEXEC_FILE_ON_CRASH)
     });
     let Err(error) = result else {
         return Ok(Loaded {
             syscall: Syscall::File,
             fallback_from: None,
+            cmdline: None,
         });
     };
     let first = refusal(Syscall::File, error);
@@ -185,29 +193,24 @@ pub(crate) fn load(request: &Request<'_>) -> Result<Loaded, LoadError> {
             first: None,
         });
     }
-    match load_native(request) {
-        Ok(_) => Ok(Loaded {
-            syscall: Syscall::Load,
-            fallback_from: Some(first),
-        }),
-        Err(NativeFailure::Syscall(error)) => Err(LoadError::Refused {
-            refusal: refusal(Syscall::Load, error),
-            first: Some(first),
-        }),
-        Err(NativeFailure::Other(error)) => Err(error),
-    }
+    native(Some(first))
 }
 
-/// How the native path failed: the syscall itself, or before it.
+/// How the native path failed.
 enum NativeFailure {
+    /// `kexec_load(2)` itself refused (its errno is explained like kexec_file_load's).
     Syscall(std::io::Error),
-    Other(LoadError),
+    /// The segments could not be built.
+    Build(native::NativeError),
+    /// The kernel or image could not be read.
+    Read(LoadError),
 }
 
+/// Reads the files and loads them with rkdump's own segments, retrying while EBUSY.
 fn load_native(request: &Request<'_>) -> Result<native::Loaded, NativeFailure> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| {
-            NativeFailure::Other(LoadError::Read {
+            NativeFailure::Read(LoadError::Read {
                 path: path.to_owned(),
                 source,
             })
@@ -215,34 +218,47 @@ fn load_native(request: &Request<'_>) -> Result<native::Loaded, NativeFailure> {
     };
     let kernel = read(request.kernel)?;
     let initrd = read(request.initrd)?;
+    if initrd.is_empty() {
+        return Err(NativeFailure::Read(LoadError::Read {
+            path: request.initrd.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the image is empty"),
+        }));
+    }
     let native = native::Request {
         kernel: &kernel,
         initrd: &initrd,
         cmdline: request.cmdline,
     };
-    let mut attempt = 1;
-    loop {
-        match native::load(&native) {
-            Err(native::NativeError::Syscall(error))
-                if attempt < BUSY_ATTEMPTS
-                    && error.raw_os_error().is_some_and(errno::is_transient) =>
-            {
-                attempt += 1;
-                std::thread::sleep(BUSY_PAUSE);
-            }
-            Err(native::NativeError::Syscall(error)) => return Err(NativeFailure::Syscall(error)),
-            Err(other) => return Err(NativeFailure::Other(LoadError::Native(other))),
-            Ok(loaded) => return Ok(loaded),
-        }
-    }
+    retry_busy(|| match native::load(&native) {
+        Err(native::NativeError::Syscall(error)) => Err(Busy::Io(error)),
+        Err(other) => Err(Busy::Other(other)),
+        Ok(loaded) => Ok(loaded),
+    })
+    .map_err(|error| match error {
+        Busy::Io(error) => NativeFailure::Syscall(error),
+        Busy::Other(error) => NativeFailure::Build(error),
+    })
 }
 
-/// Runs `call` again while it fails with EBUSY, a few times.
-fn retry_busy(mut call: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
+/// A failure that may be a busy kexec lock.
+enum Busy<E> {
+    /// A syscall's error; EBUSY is retried.
+    Io(std::io::Error),
+    /// Anything else, never retried.
+    Other(E),
+}
+
+/// How many times a load is tried while the kexec lock is busy, and how long apart.
+const BUSY_ATTEMPTS: u32 = 5;
+/// The pause between two tries.
+const BUSY_PAUSE: Duration = Duration::from_millis(400);
+
+/// Runs `call` again while it fails with EBUSY, [`BUSY_ATTEMPTS`] times at most.
+fn retry_busy<T, E>(mut call: impl FnMut() -> Result<T, Busy<E>>) -> Result<T, Busy<E>> {
     let mut attempt = 1;
     loop {
         match call() {
-            Err(error)
+            Err(Busy::Io(error))
                 if attempt < BUSY_ATTEMPTS
                     && error.raw_os_error().is_some_and(errno::is_transient) =>
             {
@@ -254,12 +270,21 @@ fn retry_busy(mut call: impl FnMut() -> std::io::Result<()>) -> std::io::Result<
     }
 }
 
+/// [`retry_busy`] for a plain syscall.
+fn retry_syscall(mut call: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
+    retry_busy(|| call().map_err(Busy::<std::convert::Infallible>::Io)).map_err(|error| match error
+    {
+        Busy::Io(error) => error,
+        Busy::Other(never) => match never {},
+    })
+}
+
 /// Unloads the capture kernel: `kexec_file_load`'s unload (which lockdown allows), else
 /// `kexec_load` with no segments.
 pub(crate) fn unload() -> Result<(), std::io::Error> {
-    match retry_busy(sys::kexec_file_unload_crash) {
+    match retry_syscall(sys::kexec_file_unload_crash) {
         Err(error) if matches!(error.raw_os_error(), Some(nix::libc::ENOSYS)) => {
-            retry_busy(|| sys::kexec_load(0, &[], sys::KEXEC_ON_CRASH | sys::KEXEC_ARCH_X86_64))
+            retry_syscall(|| sys::kexec_load(0, &[], sys::KEXEC_ON_CRASH | sys::KEXEC_ARCH_X86_64))
         }
         other => other,
     }

@@ -116,8 +116,11 @@ fn describe_kdump(path: &Path, info: &mut Info) -> Result<(), DumpFileError> {
     info.compression = Some(compression_name(dump.header.status));
     info.kernel_release = Some(uts.release);
     info.kernel_version = Some(uts.version);
+    // A damaged VMCOREINFO leaves the build id unknown; the rest is still described.
     info.build_id = dump
-        .vmcoreinfo()?
+        .vmcoreinfo()
+        .ok()
+        .flatten()
         .and_then(|v| v.get("BUILD-ID").map(str::to_owned));
     info.hostname = Some(uts.nodename);
     with_crash_time(info, Some(dump.header.timestamp_sec));

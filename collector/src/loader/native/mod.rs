@@ -130,16 +130,6 @@ pub(crate) struct Loaded {
     pub cmdline: String,
 }
 
-/// `cmdline` with `nr_cpus=1` instead of any `nr_cpus=` it has.
-fn one_cpu(cmdline: &str) -> String {
-    let mut words: Vec<&str> = cmdline
-        .split_whitespace()
-        .filter(|word| !word.starts_with("nr_cpus="))
-        .collect();
-    words.push("nr_cpus=1");
-    words.join(" ")
-}
-
 fn len64(len: usize) -> u64 {
     u64::try_from(len).unwrap_or(u64::MAX)
 }
@@ -170,15 +160,12 @@ pub(crate) fn plan<'a>(inputs: &Inputs, request: &Request<'a>) -> Result<Plan<'a
     };
     // The header goes first (top), so its address is known before the command line's length.
     let core_at = segments::place(region, &[core_need])?[0];
-    // Under EFI firmware the capture kernel boots without EFI (see boot_params.rs), and there
-    // its second CPU resets the machine on OVMF ("x86: Booting SMP configuration:"): one CPU.
-    let user = if inputs.efi {
-        Cow::Owned(one_cpu(request.cmdline))
-    } else {
-        Cow::Borrowed(request.cmdline)
-    };
-    let cmdline =
-        boot_params::crash_cmdline(&user, core_at.mem, inputs.acpi_rsdp, header.cmdline_size)?;
+    let cmdline = boot_params::crash_cmdline(
+        request.cmdline,
+        core_at.mem,
+        inputs.acpi_rsdp,
+        header.cmdline_size,
+    )?;
     let e820 = boot_params::crash_e820(&inputs.iomem, &crash, core_at.range());
     let boot_params_len = boot_params::segment_len(cmdline.len(), e820.len());
     let others = if request.initrd.is_empty() { 3 } else { 4 };

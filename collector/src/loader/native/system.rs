@@ -78,8 +78,6 @@ pub(crate) struct Inputs {
     pub boot_params: Option<Vec<u8>>,
     /// The ACPI RSDP: the running `boot_params.acpi_rsdp_addr`, else the EFI system table's.
     pub acpi_rsdp: Option<u64>,
-    /// Whether the running kernel was booted by EFI (`/sys/firmware/efi` exists).
-    pub efi: bool,
 }
 
 fn read(root: &Path, path: &str) -> Result<Vec<u8>, SystemError> {
@@ -130,7 +128,6 @@ pub(crate) fn gather(root: &Path) -> Result<Inputs, SystemError> {
     };
     let cpu_notes = cpu_notes(root)?;
     let boot_params = read(root, "/sys/kernel/boot_params/data").ok();
-    let efi = root.join("sys/firmware/efi").is_dir();
     let from_boot_params = boot_params
         .as_deref()
         .and_then(|page| bytes::u64_le(page, ACPI_RSDP_ADDR).ok())
@@ -147,7 +144,6 @@ pub(crate) fn gather(root: &Path) -> Result<Inputs, SystemError> {
         cpu_notes,
         boot_params,
         acpi_rsdp,
-        efi,
     })
 }
 
@@ -292,7 +288,6 @@ mod tests {
         );
         // kexec -p --debug: "acpi_rsdp=0xf59d0", from boot_params.
         assert_eq!(inputs.acpi_rsdp, Some(0xf59d0));
-        assert!(!inputs.efi);
         assert_eq!(inputs.kernel_map.text_vaddr, 0xffff_ffff_93a0_0000);
         assert_eq!(inputs.boot_params.map(|b| b.len()), Some(4096));
     }
@@ -300,7 +295,6 @@ mod tests {
     #[test]
     fn gathers_the_ovmf_guest() {
         let inputs = gather(&case("ovmf")).unwrap();
-        assert!(inputs.efi);
         // boot_params.acpi_rsdp_addr is 0 under the EFI stub: the system table's ACPI 2.0 RSDP.
         assert_eq!(inputs.acpi_rsdp, Some(0x3f77_e014));
         assert_eq!(inputs.cpu_notes[1].addr, 0x3c13_9400);
