@@ -1,5 +1,5 @@
 //! Which kernel a `vmlinux` is, to tell whether it belongs to a dump: its release (from the
-//! `linux_banner` string, "Linux version <release> (...") and its GNU build id (the
+//! `linux_banner` string, `"Linux version <release> (..."`) and its GNU build id (the
 //! `NT_GNU_BUILD_ID` note of its `PT_NOTE` segment), the two things the dead kernel's
 //! VMCOREINFO records (`OSRELEASE=`, `BUILD-ID=` since Linux 5.9).
 //!
@@ -103,7 +103,7 @@ pub fn identify(path: &Path) -> Result<VmlinuxId, VmlinuxError> {
     Ok(id)
 }
 
-/// The release in the first "Linux version <release> (" of the file.
+/// The release in the first `"Linux version <release> ("` of the file.
 fn banner_release(file: &File, len: u64) -> std::io::Result<Option<String>> {
     let mut offset = 0u64;
     let mut window = vec![0u8; WINDOW];
