@@ -396,7 +396,8 @@ fn kexec_load_with_kaslr_and_kptr_restrict_2() {
     );
 }
 
-/// The same two loads under UEFI (OVMF): file mode, and the kexec_load fallback after ENOKEY.
+/// The same two loads under UEFI (OVMF): file mode, and the kexec_load fallback after ENOKEY,
+/// whose capture kernel boots with the EFI state rkdump passes (EFI, SMBIOS, no `acpi_rsdp=`).
 #[test]
 fn uefi_file_load_and_kexec_load_are_captured() {
     for (name, commands, syscall) in [
@@ -430,6 +431,22 @@ fn uefi_file_load_and_kexec_load_are_captured() {
             log.contains("smp: Brought up 1 node, 2 CPUs"),
             "{name}:\n{log}"
         );
+        if syscall == "kexec_load" {
+            // rkdump's own loader passes the EFI state (efi_info, the runtime map, SETUP_EFI):
+            // the capture kernel boots with EFI and finds SMBIOS through its configuration
+            // table (without EFI it said "DMI not present or invalid").
+            assert!(log.contains("efi: EFI v"), "{name}: no EFI:\n{log}");
+            assert!(log.contains("SMBIOS 2.8 present."), "{name}:\n{log}");
+            assert!(log.contains("DMI: QEMU Standard PC"), "{name}:\n{log}");
+            assert!(
+                !log.contains("DMI not present or invalid"),
+                "{name}:\n{log}"
+            );
+            assert!(
+                !log.contains("acpi_rsdp="),
+                "{name}: acpi_rsdp= given:\n{log}"
+            );
+        }
     }
 }
 

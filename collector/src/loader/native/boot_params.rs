@@ -1,27 +1,35 @@
 //! The capture kernel's `boot_params` (the "zero page") and command line.
 //!
-//! One segment holds the 4 KiB `boot_params`, then the NUL-terminated command line, then (only
-//! with more than 128 e820 entries) a `SETUP_E820_EXT` setup_data entry with the rest of the
-//! map. The page is built as kexec-tools' `setup_linux_system_parameters` and the kernel's
-//! `bzImage64_load`/`setup_boot_parameters` build it:
+//! One segment holds the 4 KiB `boot_params`, then the NUL-terminated command line, then, each
+//! 16-byte aligned: the EFI runtime map and a `SETUP_EFI` setup_data entry (when EFI state is
+//! passed), and a `SETUP_E820_EXT` entry with the e820 map past its 128th entry (only with more
+//! than 128). The page is built as kexec-tools' `setup_linux_system_parameters` and the
+//! kernel's `bzImage64_load`/`setup_boot_parameters` build it:
 //!
 //! * from the running kernel's `/sys/kernel/boot_params/data`: `screen_info` (memory sizes
 //!   cleared), `hardware_subarch`, the EDD buffers, `acpi_rsdp_addr`;
 //! * the bzImage's setup header at 0x1f1, then `type_of_loader` 0xd0 (kexec), `loadflags` 0,
 //!   `code32_start`, `ramdisk_*`, `cmd_line_ptr` with their `ext_*` high halves;
 //! * the e820 map of [`crash_e820`];
-//! * no EFI: `efi_info` stays zero and the command line gets `acpi_rsdp=` (see
-//!   [`crash_cmdline`]), as kexec-tools does without `/sys/firmware/efi/runtime-map`. Passing
-//!   the EFI runtime (efi_info, the EFI memory map and a `SETUP_EFI` entry with the runtime
-//!   regions' virtual addresses) would let the capture kernel call firmware services of a
-//!   crashed machine, with the first kernel's memory map and mappings as their only
-//!   description; a dump needs only ACPI (interrupt routing, PCI) and the e820 map, which this
-//!   page carries. It is also what kdump does with kexec-tools' `--noefi`.
+//! * EFI, when the running kernel was booted by EFI and exports
+//!   `/sys/firmware/efi/runtime-map` ([`EfiState`]), as the kernel's `setup_efi_state` and
+//!   kexec-tools' `setup_efi_info` pass it: `efi_info` with the running loader signature,
+//!   system table and descriptor version, descriptors of `sizeof(efi_memory_desc_t)` (40, as
+//!   kexec-tools writes them from sysfs) and `efi_memmap` pointing at the runtime map in this
+//!   segment; `secure_boot` copied (the kernel's loader does); a `SETUP_EFI` entry
+//!   (`struct efi_setup_data` of arch/x86/include/asm/efi.h: `fw_vendor`, `__unused` left 0 as
+//!   the kernel's loader leaves it, `tables`, `smbios`). The RSDP then goes only in
+//!   `acpi_rsdp_addr` (the kernel's loader fills it from the EFI tables and never puts
+//!   `acpi_rsdp=` on the command line; the capture kernel also finds it in the EFI
+//!   configuration table);
+//! * without that state, `efi_info` stays zero and the command line gets `acpi_rsdp=` (see
+//!   [`crash_cmdline`]), as kexec-tools does without the runtime map or with `--noefi`.
 //!
 //! Offsets are those of arch/x86/include/uapi/asm/bootparam.h and boot.rst.
 
 use super::bzimage::{HEADER_OFFSET, SetupHeader};
 use super::iomem::{Iomem, Range, subtract};
+use super::system::{EfiMemoryDesc, EfiState};
 
 /// Size of `struct boot_params`.
 pub(crate) const PAGE_SIZE: usize = 4096;
@@ -33,6 +41,14 @@ const E820_ENTRY_SIZE: usize = 20;
 const SETUP_E820_EXT: u32 = 1;
 /// Size of `struct setup_data`'s header (`next`, `type`, `len`).
 const SETUP_DATA_HEADER: usize = 16;
+/// `setup_data` type of `struct efi_setup_data`.
+const SETUP_EFI: u32 = 4;
+/// Size of `struct efi_setup_data` (`fw_vendor`, `__unused`, `tables`, `smbios`,
+/// `reserved[8]`).
+const EFI_SETUP_DATA_LEN: usize = 12 * 8;
+/// Size of one `efi_memory_desc_t` (`type`, pad, `phys_addr`, `virt_addr`, `num_pages`,
+/// `attribute`).
+const EFI_MEMDESC_SIZE: usize = 40;
 /// `type_of_loader` of kexec (boot.rst: 0xD), as the kernel's file loader sets it.
 const LOADER_KEXEC: u8 = 0xd0;
 
@@ -56,6 +72,15 @@ const ACPI_RSDP_ADDR: usize = 0x070;
 const EXT_RAMDISK_IMAGE: usize = 0x0c0;
 const EXT_RAMDISK_SIZE: usize = 0x0c4;
 const EXT_CMD_LINE_PTR: usize = 0x0c8;
+const EFI_LOADER_SIGNATURE: usize = 0x1c0;
+const EFI_SYSTAB: usize = 0x1c4;
+const EFI_MEMDESC_SIZE_AT: usize = 0x1c8;
+const EFI_MEMDESC_VERSION: usize = 0x1cc;
+const EFI_MEMMAP: usize = 0x1d0;
+const EFI_MEMMAP_SIZE: usize = 0x1d4;
+const EFI_SYSTAB_HI: usize = 0x1d8;
+const EFI_MEMMAP_HI: usize = 0x1dc;
+const SECURE_BOOT: usize = 0x1ec;
 const E820_ENTRIES: usize = 0x1e8;
 const EDDBUF_ENTRIES: usize = 0x1e9;
 const EDD_MBR_SIG_BUF_ENTRIES: usize = 0x1ea;
@@ -154,8 +179,8 @@ pub(crate) fn crash_e820(iomem: &Iomem, crash: &[Range], core_header: Range) -> 
 }
 
 /// The capture kernel's command line: `elfcorehdr=0x<addr>` first, as the kernel's own loader
-/// puts it (before any `--` that hands the rest to init), then `acpi_rsdp=0x<addr>` when the
-/// RSDP is known (kexec-tools' `cmdline_add_efi`, since no EFI data is passed), then `user`.
+/// puts it (before any `--` that hands the rest to init), then `acpi_rsdp=0x<addr>` when given
+/// (kexec-tools' `cmdline_add_efi`: the RSDP when no EFI state is passed), then `user`.
 pub(crate) fn crash_cmdline(
     user: &str,
     elfcorehdr: u64,
@@ -180,14 +205,49 @@ pub(crate) fn crash_cmdline(
 /// Offset of the command line in the segment.
 pub(crate) const CMDLINE_OFFSET: usize = PAGE_SIZE;
 
-/// Bytes of the segment for a command line of `cmdline_len` bytes (without NUL) and `entries`
-/// e820 entries.
-pub(crate) fn segment_len(cmdline_len: usize, entries: usize) -> usize {
+/// Where each part of the segment goes: offsets from its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// The EFI runtime map and the `SETUP_EFI` entry, when EFI state is passed.
+    pub efi: Option<EfiLayout>,
+    /// The `SETUP_E820_EXT` entry, with more than 128 e820 entries.
+    pub e820_ext: Option<usize>,
+    /// Bytes of the segment.
+    pub len: usize,
+}
+
+/// Offsets of the EFI parts in the segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EfiLayout {
+    /// The runtime map's descriptors.
+    pub map: usize,
+    /// Bytes of the map.
+    pub map_len: usize,
+    /// The `SETUP_EFI` setup_data entry (its header).
+    pub setup: usize,
+}
+
+/// The segment's layout for a command line of `cmdline_len` bytes (without NUL), `entries`
+/// e820 entries and, with EFI state, `efi_descs` runtime map entries.
+pub(crate) fn layout(cmdline_len: usize, entries: usize, efi_descs: Option<usize>) -> Layout {
     let mut len = (CMDLINE_OFFSET + cmdline_len + 1).next_multiple_of(16);
-    if entries > E820_MAX_ZEROPAGE {
-        len += SETUP_DATA_HEADER + (entries - E820_MAX_ZEROPAGE) * E820_ENTRY_SIZE;
-    }
-    len
+    let efi = efi_descs.map(|descs| {
+        let map = len;
+        let map_len = descs * EFI_MEMDESC_SIZE;
+        let setup = (map + map_len).next_multiple_of(16);
+        len = setup + SETUP_DATA_HEADER + EFI_SETUP_DATA_LEN;
+        EfiLayout {
+            map,
+            map_len,
+            setup,
+        }
+    });
+    let e820_ext = (entries > E820_MAX_ZEROPAGE).then(|| {
+        let at = len.next_multiple_of(16);
+        len = at + SETUP_DATA_HEADER + (entries - E820_MAX_ZEROPAGE) * E820_ENTRY_SIZE;
+        at
+    });
+    Layout { efi, e820_ext, len }
 }
 
 /// Where the other segments went.
@@ -216,6 +276,8 @@ pub(crate) struct BootParamsInput<'a> {
     pub e820: &'a [E820Entry],
     /// The ACPI RSDP's physical address, if known.
     pub acpi_rsdp: Option<u64>,
+    /// The EFI state to pass, if any.
+    pub efi: Option<&'a EfiState>,
     /// The segments' addresses.
     pub placement: Placement,
 }
@@ -235,16 +297,30 @@ fn halves(value: u64) -> (u32, u32) {
     (low, high)
 }
 
+fn put_efi_desc(out: &mut [u8], desc: &EfiMemoryDesc) {
+    put_u32(out, 0, desc.kind);
+    // 4..8: padding.
+    put_u64(out, 8, desc.phys_addr);
+    put_u64(out, 16, desc.virt_addr);
+    put_u64(out, 24, desc.num_pages);
+    put_u64(out, 32, desc.attribute);
+}
+
 fn put_e820(out: &mut [u8], entry: &E820Entry) {
     out[..8].copy_from_slice(&entry.addr.to_le_bytes());
     out[8..16].copy_from_slice(&entry.size.to_le_bytes());
     out[16..20].copy_from_slice(&entry.kind.to_le_bytes());
 }
 
-/// Builds the segment: `boot_params`, the command line, and the extended e820 entries.
+/// Builds the segment: `boot_params`, the command line, the EFI runtime map and `SETUP_EFI`,
+/// and the extended e820 entries.
 pub(crate) fn build(input: &BootParamsInput<'_>) -> Result<Vec<u8>, BootParamsError> {
-    let len = segment_len(input.cmdline.len(), input.e820.len());
-    let mut out = vec![0u8; len];
+    let layout = layout(
+        input.cmdline.len(),
+        input.e820.len(),
+        input.efi.map(|efi| efi.runtime_map.len()),
+    );
+    let mut out = vec![0u8; layout.len];
     let page = &mut out[..PAGE_SIZE];
 
     if let Some(running) = input.running {
@@ -301,18 +377,59 @@ pub(crate) fn build(input: &BootParamsInput<'_>) -> Result<Vec<u8>, BootParamsEr
     out[CMDLINE_OFFSET..cmdline_end].copy_from_slice(input.cmdline.as_bytes());
     // out[cmdline_end] is the NUL.
 
-    if input.e820.len() > E820_MAX_ZEROPAGE {
-        let at = (cmdline_end + 1).next_multiple_of(16);
+    // The setup_data entries, linked in segment order from hdr.setup_data.
+    let mut setup_data = Vec::new();
+    if let (Some(efi), Some(at)) = (input.efi, layout.efi) {
+        let page = &mut out[..PAGE_SIZE];
+        let (systab_low, systab_high) = halves(efi.systab);
+        put_u32(page, EFI_LOADER_SIGNATURE, efi.loader_signature);
+        put_u32(page, EFI_SYSTAB, systab_low);
+        put_u32(page, EFI_SYSTAB_HI, systab_high);
+        put_u32(
+            page,
+            EFI_MEMDESC_SIZE_AT,
+            u32::try_from(EFI_MEMDESC_SIZE).unwrap_or(u32::MAX),
+        );
+        put_u32(page, EFI_MEMDESC_VERSION, efi.memdesc_version);
+        let (map_low, map_high) = halves(placement.boot_params + at.map as u64);
+        put_u32(page, EFI_MEMMAP, map_low);
+        put_u32(page, EFI_MEMMAP_HI, map_high);
+        put_u32(
+            page,
+            EFI_MEMMAP_SIZE,
+            u32::try_from(at.map_len).unwrap_or(u32::MAX),
+        );
+        page[SECURE_BOOT] = efi.secure_boot;
+        for (i, desc) in efi.runtime_map.iter().enumerate() {
+            let d = at.map + i * EFI_MEMDESC_SIZE;
+            put_efi_desc(&mut out[d..d + EFI_MEMDESC_SIZE], desc);
+        }
+        let data = at.setup + SETUP_DATA_HEADER;
+        put_u64(&mut out, data, efi.fw_vendor);
+        // data + 8: __unused.
+        put_u64(&mut out, data + 16, efi.config_table);
+        put_u64(&mut out, data + 24, efi.smbios);
+        setup_data.push((at.setup, SETUP_EFI, EFI_SETUP_DATA_LEN));
+    }
+    if let Some(at) = layout.e820_ext {
         let rest = &input.e820[E820_MAX_ZEROPAGE..];
-        let data_len = u32::try_from(rest.len() * E820_ENTRY_SIZE).unwrap_or(u32::MAX);
-        // next = 0, type, len.
-        put_u32(&mut out, at + 8, SETUP_E820_EXT);
-        put_u32(&mut out, at + 12, data_len);
         for (i, entry) in rest.iter().enumerate() {
             let e = at + SETUP_DATA_HEADER + i * E820_ENTRY_SIZE;
             put_e820(&mut out[e..e + E820_ENTRY_SIZE], entry);
         }
-        put_u64(&mut out, SETUP_DATA, placement.boot_params + at as u64);
+        setup_data.push((at, SETUP_E820_EXT, rest.len() * E820_ENTRY_SIZE));
+    }
+    let mut link = SETUP_DATA;
+    for (at, kind, data_len) in setup_data {
+        put_u64(&mut out, link, placement.boot_params + at as u64);
+        // next (0 until linked), type, len.
+        put_u32(&mut out, at + 8, kind);
+        put_u32(
+            &mut out,
+            at + 12,
+            u32::try_from(data_len).unwrap_or(u32::MAX),
+        );
+        link = at;
     }
     Ok(out)
 }
@@ -431,10 +548,11 @@ mod tests {
             cmdline: "elfcorehdr=0x3dffc000",
             e820: &e820,
             acpi_rsdp: Some(0xf59d0),
+            efi: None,
             placement,
         })
         .unwrap();
-        assert_eq!(out.len(), segment_len(21, 1));
+        assert_eq!(out.len(), layout(21, 1, None).len);
         let u32_at = |o| bytes::u32_le(&out, o).unwrap();
         assert_eq!(&out[0x202..0x206], b"HdrS");
         assert_eq!(out[0x1f1], 39, "setup_sects as in the image");
@@ -456,6 +574,133 @@ mod tests {
         assert_eq!(&out[0x1c0..0x1e0], &[0; 32], "no EFI");
     }
 
+    /// The recorded OVMF guest's EFI state (see system.rs's tests for its sysfs files).
+    fn ovmf_efi() -> EfiState {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/loader/native/testdata/ovmf");
+        crate::loader::native::system::gather(&root)
+            .unwrap()
+            .efi
+            .unwrap()
+    }
+
+    /// `efi_info` and the `SETUP_EFI` entry at bootparam.h's offsets hold the recorded
+    /// `/sys/firmware/efi` values and the running `efi_info`.
+    #[test]
+    fn efi_state_goes_to_efi_info_and_setup_efi() {
+        let running = include_bytes!("testdata/ovmf/sys/kernel/boot_params/data");
+        let image = image();
+        let header = bzimage::parse(&image, false).unwrap();
+        let efi = ovmf_efi();
+        let e820 = [E820Entry {
+            addr: 0x1000,
+            size: 0x9f000,
+            kind: E820_RAM,
+        }];
+        let base = 0x37ff_a000_u64;
+        let cmdline = "elfcorehdr=0x37ffc000";
+        let out = build(&BootParamsInput {
+            running: Some(running),
+            image: &image,
+            header: &header,
+            cmdline,
+            e820: &e820,
+            acpi_rsdp: Some(0x3f77_e014),
+            efi: Some(&efi),
+            placement: Placement {
+                boot_params: base,
+                kernel: 0x3000_0000,
+                initrd: None,
+            },
+        })
+        .unwrap();
+        let u32_at = |o| bytes::u32_le(&out, o).unwrap();
+        let u64_at = |o| bytes::u64_le(&out, o).unwrap();
+        // struct efi_info at 0x1c0.
+        assert_eq!(&out[0x1c0..0x1c4], b"EL64", "efi_loader_signature");
+        assert_eq!(u32_at(0x1c4), 0x3f5e_c018, "efi_systab");
+        assert_eq!(u32_at(0x1d8), 0, "efi_systab_hi");
+        assert_eq!(u32_at(0x1c8), 40, "efi_memdesc_size");
+        assert_eq!(u32_at(0x1cc), 1, "efi_memdesc_version");
+        assert_eq!(u32_at(0x1d4), 5 * 40, "efi_memmap_size");
+        let memmap = u64::from(u32_at(0x1d0)) | u64::from(u32_at(0x1dc)) << 32;
+        // After the command line and its NUL, 16-byte aligned.
+        let map_at = 0x1000 + (cmdline.len() + 1).next_multiple_of(16);
+        assert_eq!(memmap, base + map_at as u64);
+        assert_eq!(out[0x1ec], 2, "secure_boot as the running kernel's");
+        assert_eq!(u64_at(0x70), 0x3f77_e014, "acpi_rsdp_addr");
+        // The runtime map as /sys/firmware/efi/runtime-map/<N> has it: efi_memory_desc_t.
+        let recorded = [
+            (6, 0x3ff5_0000, 0xffff_fffe_fff5_0000_u64, 0x20),
+            (5, 0x3f5e_d000, 0xffff_fffe_ff5e_d000, 0x100),
+            (6, 0x3f4e_d000, 0xffff_fffe_ff4e_d000, 0x100),
+            (6, 0x3eaa_5000, 0xffff_fffe_feaa_5000, 0xc1),
+            (4, 0x3de2_1000, 0xffff_fffe_fde2_1000, 0x1),
+        ];
+        for (i, (kind, phys, virt, pages)) in recorded.into_iter().enumerate() {
+            let d = map_at + i * 40;
+            assert_eq!(u32_at(d), kind);
+            assert_eq!(u32_at(d + 4), 0, "padding");
+            assert_eq!(u64_at(d + 8), phys);
+            assert_eq!(u64_at(d + 16), virt);
+            assert_eq!(u64_at(d + 24), pages);
+            assert_eq!(u64_at(d + 32), 0x8000_0000_0000_000f);
+        }
+        // hdr.setup_data (0x250) -> struct setup_data { next, type, len } + efi_setup_data.
+        let sd = usize::try_from(u64_at(0x250) - base).unwrap();
+        assert_eq!(sd, (map_at + 200).next_multiple_of(16));
+        assert_eq!(u64_at(sd), 0, "next: the only entry");
+        assert_eq!(u32_at(sd + 8), 4, "SETUP_EFI");
+        assert_eq!(u32_at(sd + 12), 96, "sizeof(struct efi_setup_data)");
+        assert_eq!(u64_at(sd + 16), 0x3f51_c818, "fw_vendor");
+        assert_eq!(u64_at(sd + 24), 0, "__unused");
+        assert_eq!(u64_at(sd + 32), 0x3f5e_cc98, "tables");
+        assert_eq!(u64_at(sd + 40), 0x3f51_8000, "smbios");
+        assert_eq!(&out[sd + 48..sd + 112], &[0; 64], "reserved[8]");
+        assert_eq!(out.len(), sd + 112);
+    }
+
+    #[test]
+    fn efi_and_extended_e820_are_chained() {
+        let image = image();
+        let header = bzimage::parse(&image, false).unwrap();
+        let efi = ovmf_efi();
+        let e820: Vec<E820Entry> = (0..129)
+            .map(|i| E820Entry {
+                addr: i << 20,
+                size: 4096,
+                kind: E820_RAM,
+            })
+            .collect();
+        let base = 0x1000_0000_u64;
+        let out = build(&BootParamsInput {
+            running: None,
+            image: &image,
+            header: &header,
+            cmdline: "x",
+            e820: &e820,
+            acpi_rsdp: None,
+            efi: Some(&efi),
+            placement: Placement {
+                boot_params: base,
+                kernel: 0x2000_0000,
+                initrd: None,
+            },
+        })
+        .unwrap();
+        let u64_at = |o| bytes::u64_le(&out, o).unwrap();
+        let first = usize::try_from(u64_at(0x250) - base).unwrap();
+        assert_eq!(bytes::u32_le(&out, first + 8).unwrap(), SETUP_EFI);
+        let second = usize::try_from(u64_at(first) - base).unwrap();
+        assert_eq!(second, first + 16 + 96);
+        assert_eq!(bytes::u32_le(&out, second + 8).unwrap(), SETUP_E820_EXT);
+        assert_eq!(bytes::u32_le(&out, second + 12).unwrap(), 20);
+        assert_eq!(u64_at(second), 0);
+        assert_eq!(u64_at(second + 16), 128 << 20);
+        assert_eq!(out.len(), second + 16 + 20);
+        assert_eq!(out.len(), layout(1, 129, Some(5)).len);
+    }
+
     #[test]
     fn more_than_128_entries_go_to_setup_data() {
         let image = image();
@@ -474,6 +719,7 @@ mod tests {
             cmdline: "x",
             e820: &e820,
             acpi_rsdp: None,
+            efi: None,
             placement: Placement {
                 boot_params: 0x1000_0000,
                 kernel: 0x2000_0000,

@@ -6,7 +6,7 @@
 //! system.rs ─► Inputs ─┬─► bzimage.rs      setup header: checks, init_size, alignment
 //! (/proc/iomem,        ├─► core_header.rs  ELF64 core header: notes, text, RAM
 //!  /proc/kcore phdrs,  ├─► segments.rs     top-down placement in the highest crash range
-//!  sysfs notes,        ├─► boot_params.rs  zero page, e820, command line with elfcorehdr=
+//!  sysfs notes,        ├─► boot_params.rs  zero page, e820, EFI state, command line
 //!  boot_params, EFI)   └─► purgatory.rs    trampoline over the other segments' digest
 //!                             │
 //!                          plan() ─► Plan ─► load(): sys::kexec_load(entry, segments,
@@ -160,14 +160,21 @@ pub(crate) fn plan<'a>(inputs: &Inputs, request: &Request<'a>) -> Result<Plan<'a
     };
     // The header goes first (top), so its address is known before the command line's length.
     let core_at = segments::place(region, &[core_need])?[0];
+    // With EFI state passed, the RSDP goes only in boot_params (as the kernel's loader does).
+    let cmdline_rsdp = inputs.acpi_rsdp.filter(|_| inputs.efi.is_none());
     let cmdline = boot_params::crash_cmdline(
         request.cmdline,
         core_at.mem,
-        inputs.acpi_rsdp,
+        cmdline_rsdp,
         header.cmdline_size,
     )?;
     let e820 = boot_params::crash_e820(&inputs.iomem, &crash, core_at.range());
-    let boot_params_len = boot_params::segment_len(cmdline.len(), e820.len());
+    let boot_params_len = boot_params::layout(
+        cmdline.len(),
+        e820.len(),
+        inputs.efi.as_ref().map(|efi| efi.runtime_map.len()),
+    )
+    .len;
     let others = if request.initrd.is_empty() { 3 } else { 4 };
     let purgatory_len = purgatory::image(&purgatory::Params {
         entry: 0,
@@ -220,6 +227,7 @@ pub(crate) fn plan<'a>(inputs: &Inputs, request: &Request<'a>) -> Result<Plan<'a
         cmdline: &cmdline,
         e820: &e820,
         acpi_rsdp: inputs.acpi_rsdp,
+        efi: inputs.efi.as_ref(),
         placement: Placement {
             boot_params: params_at.mem,
             kernel: kernel_at.mem,
@@ -337,6 +345,7 @@ mod tests {
     //! at 0x3aa00000 in the same region, 2 MiB lower for its larger segments above), and the command line starting with
     //! elfcorehdr= the header's address.
     use super::*;
+    use crate::format::bytes;
 
     fn image() -> Vec<u8> {
         let mut image = include_bytes!("testdata/vmlinuz-6.1.0-57-cloud-amd64.head").to_vec();
@@ -425,7 +434,36 @@ mod tests {
                 end: 0x3800_0000,
             },
         );
-        // No EFI passed: the RSDP from /sys/firmware/efi/systab.
+        // EFI state passed (the recorded runtime map): the RSDP only in boot_params, from
+        // /sys/firmware/efi/systab, as the kernel's loader puts it.
+        assert!(!plan.cmdline.contains("acpi_rsdp="), "{}", plan.cmdline);
+        let params = plan
+            .segments
+            .iter()
+            .find(|s| s.kind == Kind::BootParams)
+            .unwrap();
+        assert_eq!(bytes::u64_le(&params.buf, 0x70).unwrap(), 0x3f77_e014);
+        assert_eq!(&params.buf[0x1c0..0x1c4], b"EL64");
+        let memmap = u64::from(bytes::u32_le(&params.buf, 0x1d0).unwrap());
+        assert!(memmap > params.mem && memmap < params.mem + len64(params.buf.len()));
+        assert_eq!(bytes::u32_le(&params.buf, 0x1d4).unwrap(), 5 * 40);
+    }
+
+    #[test]
+    fn plans_the_ovmf_guest_without_a_runtime_map() {
+        let kernel: &'static [u8] = image().leak();
+        let mut inputs = inputs("ovmf");
+        inputs.efi = None;
+        let plan = plan(
+            &inputs,
+            &Request {
+                kernel,
+                initrd: &[],
+                cmdline: "console=ttyS0",
+            },
+        )
+        .unwrap();
+        // No EFI passed: the RSDP from /sys/firmware/efi/systab on the command line too.
         assert!(plan.cmdline.contains(" acpi_rsdp=0x3f77e014 "));
         let params = plan
             .segments
@@ -433,6 +471,7 @@ mod tests {
             .find(|s| s.kind == Kind::BootParams)
             .unwrap();
         assert_eq!(&params.buf[0x1c0..0x1e0], &[0; 32]);
+        assert_eq!(bytes::u64_le(&params.buf, 0x250).unwrap(), 0);
     }
 
     #[test]

@@ -7,7 +7,12 @@
 //! * `/sys/kernel/vmcoreinfo` (`<hex address> <hex size>`), each possible CPU's
 //!   `/sys/devices/system/cpu/cpuN/crash_notes` (hex address) and `crash_notes_size` (decimal);
 //! * `/sys/kernel/boot_params/data`: the running kernel's zero page;
-//! * `/sys/firmware/efi/systab`: the ACPI RSDP under EFI (`ACPI20=` before `ACPI=`).
+//! * `/sys/firmware/efi/systab`: the ACPI RSDP under EFI (`ACPI20=` before `ACPI=`) and the
+//!   SMBIOS entry point (`SMBIOS=`);
+//! * with `/sys/firmware/efi/runtime-map` (`CONFIG_EFI_RUNTIME_MAP`): its entries
+//!   (`<N>/{type,phys_addr,virt_addr,num_pages,attribute}`, `0x`-prefixed hex) and
+//!   `/sys/firmware/efi/{fw_vendor,config_table}` (hex physical addresses), the EFI state the
+//!   capture kernel gets (see [`EfiState`]).
 //!
 //! All paths are taken below a root directory (`/` on a real system), so tests read recorded
 //! trees.
@@ -25,6 +30,12 @@ use super::iomem::{self, Iomem, IomemError};
 const KCORE_HEADERS_MAX: usize = 64 << 10;
 /// Offset of `acpi_rsdp_addr` in `boot_params`.
 const ACPI_RSDP_ADDR: usize = 0x070;
+/// Offset of `efi_info` in `boot_params`.
+const EFI_INFO: usize = 0x1c0;
+/// Offset of `secure_boot` in `boot_params`.
+const SECURE_BOOT: usize = 0x1ec;
+/// The runtime map's directory.
+const RUNTIME_MAP: &str = "/sys/firmware/efi/runtime-map";
 
 /// Why the running kernel's description cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +89,46 @@ pub(crate) struct Inputs {
     pub boot_params: Option<Vec<u8>>,
     /// The ACPI RSDP: the running `boot_params.acpi_rsdp_addr`, else the EFI system table's.
     pub acpi_rsdp: Option<u64>,
+    /// The EFI state to pass on, when the running kernel was booted by EFI and exports its
+    /// runtime map.
+    pub efi: Option<EfiState>,
+}
+
+/// One `efi_memory_desc_t` of the runtime map (include/linux/efi.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EfiMemoryDesc {
+    /// `EFI_*` memory type.
+    pub kind: u32,
+    /// Physical start.
+    pub phys_addr: u64,
+    /// The virtual address the running kernel mapped it at (`SetVirtualAddressMap`).
+    pub virt_addr: u64,
+    /// 4 KiB pages.
+    pub num_pages: u64,
+    /// `EFI_MEMORY_*` attributes.
+    pub attribute: u64,
+}
+
+/// What kexec-tools' `setup_efi_info`/`setup_efi_data` and the kernel's `setup_efi_state`
+/// pass to the next kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EfiState {
+    /// The running `efi_info.efi_loader_signature` (`"EL64"`).
+    pub loader_signature: u32,
+    /// The running `efi_info.efi_systab` with `efi_systab_hi`: the system table's address.
+    pub systab: u64,
+    /// The running `efi_info.efi_memdesc_version` (1).
+    pub memdesc_version: u32,
+    /// The running `boot_params.secure_boot` (the kernel's loader copies it).
+    pub secure_boot: u8,
+    /// `/sys/firmware/efi/runtime-map`, in entry order.
+    pub runtime_map: Vec<EfiMemoryDesc>,
+    /// `/sys/firmware/efi/fw_vendor`: the firmware vendor string's physical address.
+    pub fw_vendor: u64,
+    /// `/sys/firmware/efi/config_table`: the configuration table's physical address.
+    pub config_table: u64,
+    /// `SMBIOS=` of `/sys/firmware/efi/systab`, 0 without one (as kexec-tools leaves it).
+    pub smbios: u64,
 }
 
 fn read(root: &Path, path: &str) -> Result<Vec<u8>, SystemError> {
@@ -137,6 +188,10 @@ pub(crate) fn gather(root: &Path) -> Result<Inputs, SystemError> {
             .ok()
             .and_then(|text| parse_systab_rsdp(&text))
     });
+    let efi = match boot_params.as_deref() {
+        Some(page) => efi_state(root, page)?,
+        None => None,
+    };
     Ok(Inputs {
         iomem,
         kernel_map,
@@ -144,7 +199,106 @@ pub(crate) fn gather(root: &Path) -> Result<Inputs, SystemError> {
         cpu_notes,
         boot_params,
         acpi_rsdp,
+        efi,
     })
+}
+
+/// The EFI state of a kernel booted by EFI (non-zero `efi_info.efi_memmap_size` in its
+/// `boot_params`, memory descriptor version 1, as kexec-tools' `setup_efi_info` requires) that
+/// exports its runtime map; `None` otherwise, and the capture kernel boots without EFI.
+fn efi_state(root: &Path, page: &[u8]) -> Result<Option<EfiState>, SystemError> {
+    let word = |at: usize| bytes::u32_le(page, EFI_INFO + at).unwrap_or(0);
+    let memmap_size = word(0x14);
+    let memdesc_version = word(0x0c);
+    if memmap_size == 0 || memdesc_version != 1 {
+        return Ok(None);
+    }
+    let Some(runtime_map) = runtime_map(root)? else {
+        return Ok(None);
+    };
+    let address = |path: &str| -> Result<u64, SystemError> {
+        let text = read_text(root, path)?;
+        hex(&text).ok_or_else(|| malformed(root, path, format!("not a hex address: {text:?}")))
+    };
+    let fw_vendor = address("/sys/firmware/efi/fw_vendor")?;
+    let config_table = address("/sys/firmware/efi/config_table")?;
+    let systab_path = "/sys/firmware/efi/systab";
+    let systab = read_text(root, systab_path)?;
+    let smbios = match systab_value(&systab, "SMBIOS=") {
+        Some(Some(addr)) => addr,
+        Some(None) => {
+            return Err(malformed(
+                root,
+                systab_path,
+                format!("SMBIOS= is not a hex address: {systab:?}"),
+            ));
+        }
+        None => 0,
+    };
+    Ok(Some(EfiState {
+        loader_signature: word(0x00),
+        systab: u64::from(word(0x04)) | u64::from(word(0x18)) << 32,
+        memdesc_version,
+        secure_boot: page.get(SECURE_BOOT).copied().unwrap_or(0),
+        runtime_map,
+        fw_vendor,
+        config_table,
+        smbios,
+    }))
+}
+
+/// `/sys/firmware/efi/runtime-map/<N>/`, in `N` order (the order of the kernel's
+/// `efi.memmap`, which the kernel's own loader copies as it is); `None` without the directory.
+fn runtime_map(root: &Path) -> Result<Option<Vec<EfiMemoryDesc>>, SystemError> {
+    let dir = root.join(RUNTIME_MAP.trim_start_matches('/'));
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(SystemError::Read { path: dir, source }),
+    };
+    let mut indices = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| SystemError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let index = name.parse::<u32>().map_err(|_| {
+            malformed(
+                root,
+                RUNTIME_MAP,
+                format!("{name:?} is not an entry number"),
+            )
+        })?;
+        indices.push(index);
+    }
+    indices.sort_unstable();
+    let mut map = Vec::with_capacity(indices.len());
+    for index in indices {
+        let field = |name: &str| -> Result<u64, SystemError> {
+            let path = format!("{RUNTIME_MAP}/{index}/{name}");
+            let text = read_text(root, &path)?;
+            text.trim()
+                .strip_prefix("0x")
+                .and_then(|digits| u64::from_str_radix(digits, 16).ok())
+                .ok_or_else(|| malformed(root, &path, format!("not 0x-prefixed hex: {text:?}")))
+        };
+        let kind = field("type")?;
+        map.push(EfiMemoryDesc {
+            kind: u32::try_from(kind).map_err(|_| {
+                malformed(
+                    root,
+                    &format!("{RUNTIME_MAP}/{index}/type"),
+                    format!("{kind:#x} is not a 32-bit type"),
+                )
+            })?,
+            phys_addr: field("phys_addr")?,
+            virt_addr: field("virt_addr")?,
+            num_pages: field("num_pages")?,
+            attribute: field("attribute")?,
+        });
+    }
+    Ok(Some(map))
 }
 
 /// Reads the ELF header and program header table at the start of `/proc/kcore`.
@@ -237,14 +391,19 @@ fn cpu_notes(root: &Path) -> Result<Vec<NoteBuffer>, SystemError> {
     Ok(notes)
 }
 
+/// The value of the `key` line of `/sys/firmware/efi/systab`: `None` without that line,
+/// `Some(None)` when it is not hex.
+fn systab_value(text: &str, key: &str) -> Option<Option<u64>> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(key))
+        .map(hex)
+}
+
 /// The RSDP of `/sys/firmware/efi/systab`: `ACPI20=` (printed before `ACPI=`), else `ACPI=`.
 fn parse_systab_rsdp(text: &str) -> Option<u64> {
-    let value = |key: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix(key))
-            .and_then(hex)
-    };
-    value("ACPI20=").or_else(|| value("ACPI="))
+    systab_value(text, "ACPI20=")
+        .flatten()
+        .or_else(|| systab_value(text, "ACPI=").flatten())
 }
 
 #[cfg(test)]
@@ -290,6 +449,7 @@ mod tests {
         assert_eq!(inputs.acpi_rsdp, Some(0xf59d0));
         assert_eq!(inputs.kernel_map.text_vaddr, 0xffff_ffff_93a0_0000);
         assert_eq!(inputs.boot_params.map(|b| b.len()), Some(4096));
+        assert_eq!(inputs.efi, None, "not booted by EFI");
     }
 
     #[test]
@@ -298,6 +458,68 @@ mod tests {
         // boot_params.acpi_rsdp_addr is 0 under the EFI stub: the system table's ACPI 2.0 RSDP.
         assert_eq!(inputs.acpi_rsdp, Some(0x3f77_e014));
         assert_eq!(inputs.cpu_notes[1].addr, 0x3c13_9400);
+    }
+
+    /// `/sys/firmware/efi/{fw_vendor,config_table,runtime-map}` recorded from an OVMF boot of
+    /// the lab's kernel whose `efi_info` (`boot_params.efi_info`, 0x1c0) is the recorded
+    /// `boot_params`' byte for byte, as are `systab` and the capture log's "efi: SMBIOS=".
+    #[test]
+    fn gathers_the_ovmf_guests_efi_state() {
+        let efi = gather(&case("ovmf")).unwrap().efi.unwrap();
+        let desc = |kind, phys_addr, virt_addr, num_pages| EfiMemoryDesc {
+            kind,
+            phys_addr,
+            virt_addr,
+            num_pages,
+            attribute: 0x8000_0000_0000_000f,
+        };
+        assert_eq!(
+            efi,
+            EfiState {
+                loader_signature: u32::from_le_bytes(*b"EL64"),
+                systab: 0x3f5e_c018,
+                memdesc_version: 1,
+                secure_boot: 2,
+                runtime_map: vec![
+                    desc(6, 0x3ff5_0000, 0xffff_fffe_fff5_0000, 0x20),
+                    desc(5, 0x3f5e_d000, 0xffff_fffe_ff5e_d000, 0x100),
+                    desc(6, 0x3f4e_d000, 0xffff_fffe_ff4e_d000, 0x100),
+                    desc(6, 0x3eaa_5000, 0xffff_fffe_feaa_5000, 0xc1),
+                    desc(4, 0x3de2_1000, 0xffff_fffe_fde2_1000, 0x1),
+                ],
+                fw_vendor: 0x3f51_c818,
+                config_table: 0x3f5e_cc98,
+                smbios: 0x3f51_8000,
+            }
+        );
+    }
+
+    #[test]
+    fn runtime_map_entries_are_in_number_order_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let map = dir.path().join("sys/firmware/efi/runtime-map");
+        for (n, phys) in [(10, "0xa000"), (2, "0x2000")] {
+            let entry = map.join(n.to_string());
+            std::fs::create_dir_all(&entry).unwrap();
+            for (name, value) in [
+                ("type", "0xb"),
+                ("phys_addr", phys),
+                ("virt_addr", "0x0"),
+                ("num_pages", "0x1"),
+                ("attribute", "0x1"),
+            ] {
+                std::fs::write(entry.join(name), format!("{value}\n")).unwrap();
+            }
+        }
+        let got = runtime_map(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            got.iter().map(|d| d.phys_addr).collect::<Vec<_>>(),
+            [0x2000, 0xa000]
+        );
+        std::fs::write(map.join("2/num_pages"), "12\n").unwrap();
+        let err = runtime_map(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("runtime-map/2/num_pages"), "{err}");
+        assert_eq!(runtime_map(Path::new("/nonexistent-root")).unwrap(), None);
     }
 
     #[test]
@@ -311,5 +533,7 @@ mod tests {
         assert_eq!(parse_cpu_list("3-1"), None);
         assert_eq!(parse_vmcoreinfo("zz 10"), None);
         assert_eq!(parse_systab_rsdp("SMBIOS=0x1\nACPI=0x20\n"), Some(0x20));
+        assert_eq!(systab_value("SMBIOS3=0x1\n", "SMBIOS="), None);
+        assert_eq!(systab_value("SMBIOS=zz\n", "SMBIOS="), Some(None));
     }
 }
