@@ -312,35 +312,22 @@ mod tests {
 
     #[test]
     fn each_errno_gets_its_cause() {
+        // The cause `explain` gives for `errno` from `syscall` on a machine in `state`.
+        fn cause_in(state: &KexecState, needed: u64, syscall: Syscall, errno: i32) -> String {
+            explain(syscall, errno, Context { state, needed }).cause
+        }
         let open = state(Lockdown::None);
-        let context = Context {
-            state: &open,
-            needed: 300 << 20,
-        };
-        let cause = |syscall, errno| explain(syscall, errno, context).cause;
+        let cause = |syscall, errno| cause_in(&open, 300 << 20, syscall, errno);
         assert!(cause(Syscall::File, libc::ENOKEY).contains("(CONFIG_KEXEC_SIG_FORCE)"));
         let secure = KexecState {
             secure_boot: Some(true),
             ..state(Lockdown::None)
         };
-        let secure = Context {
-            state: &secure,
-            needed: 0,
-        };
         assert!(
-            explain(Syscall::File, libc::ENOKEY, secure)
-                .cause
+            cause_in(&secure, 0, Syscall::File, libc::ENOKEY)
                 .contains("(Secure Boot with the IMA architecture policy)")
         );
-        let room = Context {
-            state: &open,
-            needed: 100 << 20,
-        };
-        assert!(
-            explain(Syscall::File, libc::ENOMEM, room)
-                .cause
-                .contains("found no room")
-        );
+        assert!(cause_in(&open, 100 << 20, Syscall::File, libc::ENOMEM).contains("found no room"));
         assert!(cause(Syscall::File, libc::ENOKEY).contains("ENOKEY"));
         assert!(cause(Syscall::File, ENOTSUPP).contains("524"));
         assert!(cause(Syscall::File, libc::ENOMEM).contains("128 MiB reserved, 300 MiB needed"));
@@ -349,44 +336,26 @@ mod tests {
         assert!(cause(Syscall::File, libc::EBUSY).contains("in progress"));
         assert!(cause(Syscall::File, libc::EPERM).contains("CAP_SYS_BOOT"));
         let locked = state(Lockdown::Integrity);
-        let locked = Context {
-            state: &locked,
-            needed: 0,
-        };
         assert!(
-            explain(Syscall::File, libc::EPERM, locked)
-                .cause
-                .contains("locked down (integrity")
+            cause_in(&locked, 0, Syscall::File, libc::EPERM).contains("locked down (integrity")
         );
         assert!(
-            explain(Syscall::Load, libc::EPERM, locked)
-                .cause
+            cause_in(&locked, 0, Syscall::Load, libc::EPERM)
                 .contains("refuses kexec_load entirely")
         );
         let disabled = KexecState {
             kexec_load_disabled: Some(true),
             ..state(Lockdown::None)
         };
-        let disabled = Context {
-            state: &disabled,
-            needed: 0,
-        };
         assert!(
-            explain(Syscall::File, libc::EPERM, disabled)
-                .cause
-                .contains("kexec_load_disabled is 1")
+            cause_in(&disabled, 0, Syscall::File, libc::EPERM).contains("kexec_load_disabled is 1")
         );
         let unreserved = KexecState {
             crash_size: Some(0),
             ..state(Lockdown::None)
         };
-        let unreserved = Context {
-            state: &unreserved,
-            needed: 0,
-        };
         assert!(
-            explain(Syscall::File, libc::EADDRNOTAVAIL, unreserved)
-                .cause
+            cause_in(&unreserved, 0, Syscall::File, libc::EADDRNOTAVAIL)
                 .contains("no memory is reserved")
         );
     }
