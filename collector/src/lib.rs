@@ -30,7 +30,9 @@
 //!   actions.
 //! * [`transport`] is the capture's ssh client (session, `ssh_config`, SFTP, upload with
 //!   resumption and a CRC manifest); [`server`] is the dump server's side (`rkdump receive`,
-//!   `rkdump verify`); [`admin`] is first-kernel administration (`rkdump propagate`).
+//!   `rkdump verify`); [`admin`] is first-kernel administration (`start`, `status`, `doctor`,
+//!   `propagate`...), which builds the capture image with [`image`] (`rkdump mkinitrd`) and
+//!   loads it with [`loader`].
 //! * [`cli`] parses the command line and reports errors with documented exit codes; the
 //!   binary is a thin shell around it.
 //!
@@ -45,6 +47,7 @@ pub(crate) mod dmesg;
 pub(crate) mod dump;
 pub(crate) mod filter;
 pub mod format;
+pub(crate) mod image;
 pub mod kmod;
 pub(crate) mod kmsg;
 pub(crate) mod loader;

@@ -166,9 +166,10 @@ fn each_module_imports_only_what_the_design_allows() {
         ("transport", &["format", "output", "config"][..]),
         ("server", &["format"][..]),
         ("loader", &["format", "sys"][..]),
+        ("image", &["format", "config", "kmod", "transport"][..]),
         (
             "admin",
-            &["transport", "loader", "config", "readback", "kmsg"][..],
+            &["transport", "image", "loader", "config", "readback", "kmsg"][..],
         ),
         (
             "runtime",

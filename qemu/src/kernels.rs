@@ -79,6 +79,30 @@ impl Kernel {
         self.dir.join("vmlinux")
     }
 
+    /// The Debian image package (`linux-image-<release>_<version>_amd64.deb`, not the `-dbg`)
+    /// that fetch-kernel downloaded and kept, which the installed Debian guest installs.
+    pub fn image_deb(&self) -> Result<PathBuf> {
+        let mut debs = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)
+            .with_context(|| format!("reading {}", self.dir.display()))?
+        {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name.starts_with("linux-image-") && name.ends_with(".deb") && !name.contains("-dbg_")
+            {
+                debs.push(self.dir.join(name));
+            }
+        }
+        match debs.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => bail!(
+                "{} holds {} kernel image packages, not one: {debs:?} (run qemu/fetch-kernel {})",
+                self.dir.display(),
+                debs.len(),
+                self.flavor.meta_package()
+            ),
+        }
+    }
+
     /// The kernel's `.config`.
     pub fn config(&self) -> PathBuf {
         self.dir.join("config")

@@ -9,12 +9,14 @@
 //! capture kernel wrote; [`reference`](mod@reference) runs the tools rkdump is compared with (makedumpfile,
 //! crash, drgn). [`build`] produces the static binaries the images carry; [`sshd`] and [`nfsd`]
 //! run a real OpenSSH server and a real NFS server (nfs-ganesha) on the loopback for the network
-//! targets.
+//! targets. [`debian`] is a real installed Debian 12 system (systemd, the lab's cloud kernel) for
+//! testing rkdump's first-kernel side: its image builder and `rkdump start` under systemd.
 
 pub mod bench;
 pub mod build;
 pub mod cache;
 pub mod crash;
+pub mod debian;
 pub mod images;
 pub mod kernels;
 pub mod nfsd;

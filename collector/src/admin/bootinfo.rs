@@ -11,14 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::config::sysconfig::FirstKernel;
 use crate::loader::cmdline;
 
-/// Where rkdump keeps its capture images.
-pub(crate) const IMAGE_DIR: &str = "/var/lib/rkdump";
-
-/// The capture image rkdump builds for `release`.
-pub(crate) fn default_image(root: &Path, release: &str) -> PathBuf {
-    root.join(IMAGE_DIR.trim_start_matches('/'))
-        .join(format!("initrd-{release}.img"))
-}
+pub(crate) use crate::image::default_image;
 
 /// Why the kernel was not found.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +31,7 @@ pub(crate) enum BootInfoError {
         path: PathBuf,
     },
     /// The capture image is missing.
-    #[error("no capture image at {}: pass --initrd FILE (or set KDUMP_INITRD)", path.display())]
+    #[error("no capture image at {}: build it with `rkdump mkinitrd`, or pass --initrd FILE (or set KDUMP_INITRD)", path.display())]
     NoImage {
         /// Where it was expected.
         path: PathBuf,
@@ -116,27 +109,7 @@ pub(crate) fn image(
     }
 }
 
-/// The driver modules of the active watchdogs (`/sys/class/watchdog/*/state` = active), sorted.
-pub(crate) fn active_watchdog_drivers(root: &Path) -> Vec<String> {
-    let mut drivers = Vec::new();
-    let Ok(entries) = std::fs::read_dir(root.join("sys/class/watchdog")) else {
-        return drivers;
-    };
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        let active = std::fs::read_to_string(dir.join("state")).is_ok_and(|s| s.trim() == "active");
-        let driver = std::fs::read_link(dir.join("device/driver/module"))
-            .ok()
-            .and_then(|m| m.file_name().map(|n| n.to_string_lossy().into_owned()));
-        if let (true, Some(driver)) = (active, driver)
-            && !drivers.contains(&driver)
-        {
-            drivers.push(driver);
-        }
-    }
-    drivers.sort();
-    drivers
-}
+pub(crate) use crate::image::active_watchdog_drivers;
 
 /// The active watchdogs' drivers that have a `pretimeout` parameter, as kdumpctl appends
 /// `<driver>.pretimeout=0` for them.

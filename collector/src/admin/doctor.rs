@@ -21,6 +21,7 @@ use super::service::{self, Options, ServiceError};
 use super::status::{self, LastDump};
 use crate::config::kdump_conf::{Config, Target};
 use crate::config::sysconfig::FirstKernel;
+use crate::image::sysfs;
 use crate::loader::KexecState;
 
 /// A check's verdict.
@@ -357,18 +358,6 @@ fn image_check(inputs: &Inputs<'_>) -> Check {
     }
 }
 
-/// The loadable module of a sysfs device's driver, if it has one: a built-in driver has a
-/// `/sys/module/<name>` too, but without `initstate`.
-fn driver_module(root: &Path, device: &Path) -> Option<String> {
-    let module = std::fs::read_link(device.join("driver/module")).ok()?;
-    let name = module.file_name()?.to_string_lossy().into_owned();
-    root.join("sys/module")
-        .join(&name)
-        .join("initstate")
-        .exists()
-        .then_some(name)
-}
-
 /// Why the image's modules cannot be checked, when they cannot.
 fn unreadable(image: Option<&Initramfs>) -> Option<String> {
     match image {
@@ -431,48 +420,11 @@ fn watchdog(root: &Path, image: Option<&Initramfs>) -> Check {
     }
 }
 
-/// The loadable drivers of a block device, every device above it in sysfs, and the same for
-/// the devices under it (`slaves/`: the disks of an LVM, dm or md device).
+/// The loadable drivers of a block device node's stack.
 fn block_stack_modules(root: &Path, device: &Path) -> Vec<String> {
-    let mut modules = Vec::new();
-    let Ok(real) = std::fs::canonicalize(device) else {
-        return modules;
-    };
-    let Some(name) = real.file_name() else {
-        return modules;
-    };
-    let mut pending = vec![name.to_owned()];
-    let mut seen = Vec::new();
-    // Bounded: a stack is a few levels deep; a loop in sysfs would be a kernel bug.
-    while let Some(name) = pending.pop() {
-        if seen.contains(&name) || seen.len() > 64 {
-            continue;
-        }
-        seen.push(name.clone());
-        let class = root.join("sys/class/block").join(&name);
-        for slave in std::fs::read_dir(class.join("slaves"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            pending.push(slave.file_name());
-        }
-        let Ok(mut dir) = std::fs::canonicalize(&class) else {
-            continue;
-        };
-        let sys = root.join("sys");
-        while dir.starts_with(&sys) && dir != sys {
-            if let Some(module) = driver_module(root, &dir)
-                && !modules.contains(&module)
-            {
-                modules.push(module);
-            }
-            if !dir.pop() {
-                break;
-            }
-        }
-    }
-    modules
+    sysfs::block_name(device)
+        .map(|name| sysfs::block_stack_modules(root, &name))
+        .unwrap_or_default()
 }
 
 fn target(inputs: &Inputs<'_>, image: Option<&Initramfs>) -> Check {

@@ -12,11 +12,13 @@
 //!   server's host key pinned after a person confirms it, the key authorized on the server, and
 //!   the capture's own login tried.
 //!
-//! The capture image builder gets a room beside them.
+//! * [`image`] is `rkdump mkinitrd` and `rkdump rebuild`, and `start`'s check that rkdump's own
+//!   image still matches the system (built by [`crate::image`]).
 
 pub(crate) mod bootinfo;
 pub(crate) mod doctor;
 pub(crate) mod estimate;
+pub(crate) mod image;
 pub(crate) mod initramfs;
 pub mod propagate;
 pub(crate) mod service;

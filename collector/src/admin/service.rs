@@ -31,6 +31,9 @@ pub(crate) struct Options {
     pub method: Option<Method>,
     /// Parameters added to the capture kernel's command line (`rkdump.test_id=`).
     pub extra_cmdline: Vec<String>,
+    /// Rebuild rkdump's own image first when it no longer matches the system (`start`,
+    /// `restart`; not `reload`, as kdumpctl).
+    pub check_image: bool,
 }
 
 /// Why a verb failed.
@@ -71,6 +74,9 @@ pub(crate) enum ServiceError {
     /// The unload failed.
     #[error("cannot unload the capture kernel: {0}")]
     Unload(std::io::Error),
+    /// The capture image cannot be built or checked.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
     /// The estimate cannot be made.
     #[error("cannot estimate the reservation: {0}")]
     Estimate(super::estimate::EstimateError),
@@ -96,6 +102,8 @@ pub(crate) enum Started {
         cmdline: String,
         /// Warnings about the configuration.
         warnings: Vec<String>,
+        /// Why rkdump's image was rebuilt first, and what was built.
+        rebuilt: Option<Box<(Vec<String>, crate::image::Built)>>,
     },
 }
 
@@ -220,6 +228,26 @@ pub(crate) fn start(options: &Options) -> Result<Started, ServiceError> {
     if state.crash_loaded == Some(true) {
         return Ok(Started::AlreadyLoaded);
     }
+    let rebuilt = match found {
+        // The kernel is missing: nothing to build an image for.
+        Err(ServiceError::BootInfo(BootInfoError::NoKernel { .. })) => None,
+        _ if !options.check_image => None,
+        _ => {
+            let explicit = options.initrd.is_some() || settings.initrd.is_some();
+            let kernel_release = settings.kernel_version.as_deref().unwrap_or(&release);
+            match super::image::prepare(options, explicit, kernel_release)? {
+                super::image::Prepared::AsIs => None,
+                super::image::Prepared::Rebuilt(reasons, built) => {
+                    Some(Box::new((reasons, *built)))
+                }
+            }
+        }
+    };
+    let found = if rebuilt.is_some() {
+        locate(options, &settings, &release)
+    } else {
+        found
+    };
     let (kernel, initrd) = found?;
     let proc_cmdline = std::fs::read_to_string(root.join("proc/cmdline")).unwrap_or_default();
     // The reservation the capture needs, for the message when it is too small.
@@ -252,6 +280,7 @@ pub(crate) fn start(options: &Options) -> Result<Started, ServiceError> {
         initrd,
         cmdline,
         warnings,
+        rebuilt,
     })
 }
 

@@ -103,13 +103,7 @@ pub(crate) fn operational(state: &KexecState) -> Operational {
 /// The device node a kdump.conf device names, under `root`: the path itself, or udev's
 /// `/dev/disk/by-*` link.
 pub(crate) fn device_path(root: &Path, device: &DeviceSpec) -> PathBuf {
-    match device {
-        DeviceSpec::Path(path) => root.join(path.trim_start_matches('/')),
-        DeviceSpec::Uuid(id) => root.join("dev/disk/by-uuid").join(id),
-        DeviceSpec::Label(id) => root.join("dev/disk/by-label").join(id),
-        DeviceSpec::PartUuid(id) => root.join("dev/disk/by-partuuid").join(id.to_lowercase()),
-        DeviceSpec::PartLabel(id) => root.join("dev/disk/by-partlabel").join(id),
-    }
+    device.node(root)
 }
 
 /// The mount point of the filesystem on `device`, from `/proc/self/mountinfo` text.

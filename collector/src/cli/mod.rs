@@ -10,6 +10,7 @@ mod dmesg;
 mod doctor;
 mod estimate;
 mod info;
+mod mkinitrd;
 mod progress;
 mod propagate;
 mod reassemble;
@@ -84,6 +85,8 @@ enum Command {
     Test(crash_test::TestArgs),
     Estimate(estimate::EstimateArgs),
     Doctor(doctor::DoctorArgs),
+    Mkinitrd(mkinitrd::MkinitrdArgs),
+    Rebuild(mkinitrd::RebuildArgs),
 }
 
 /// Entry point of the `rkdump` binary. As PID 1 (the capture kernel's `/init`) it runs the
@@ -115,12 +118,15 @@ pub fn main() -> ExitCode {
         Command::Propagate(args) => propagate::run(&args),
         Command::Start(args) => service::start(&args.options(Vec::new())),
         Command::Stop(args) => service::stop(&args),
-        Command::Reload(args) | Command::Restart(args) => service::reload(&args),
+        Command::Reload(args) => service::reload(&args, false),
+        Command::Restart(args) => service::reload(&args, true),
         Command::Showmem(args) => service::showmem(&args),
         Command::Status(args) => status::run(&args),
         Command::Test(args) => crash_test::test(&args),
         Command::Estimate(args) => estimate::estimate(&args),
         Command::Doctor(args) => doctor::doctor(&args),
+        Command::Mkinitrd(args) => mkinitrd::mkinitrd(&args),
+        Command::Rebuild(args) => mkinitrd::rebuild(&args),
     };
     status.into()
 }

@@ -56,6 +56,11 @@ impl StartArgs {
     /// The service options these arguments ask for, with `extra_cmdline` added to the capture
     /// kernel's command line.
     pub(crate) fn options(&self, extra_cmdline: Vec<String>) -> Options {
+        self.options_checked(extra_cmdline, true)
+    }
+
+    /// As [`Self::options`], with or without the image rebuild check.
+    pub(crate) fn options_checked(&self, extra_cmdline: Vec<String>, check_image: bool) -> Options {
         Options {
             root: PathBuf::from("/"),
             config: self.config.clone(),
@@ -67,6 +72,7 @@ impl StartArgs {
                 SyscallArg::Load => Method::Load,
             }),
             extra_cmdline,
+            check_image,
         }
     }
 }
@@ -104,9 +110,18 @@ pub(super) fn start_locked(options: &Options) -> ExitStatus {
             initrd,
             cmdline,
             warnings,
+            rebuilt,
         }) => {
             for warning in warnings {
                 eprintln!("rkdump: warning: {warning}");
+            }
+            if let Some(rebuilt) = rebuilt {
+                let (reasons, built) = &*rebuilt;
+                println!(
+                    "rkdump: rebuilding the capture image: {}",
+                    reasons.join("; ")
+                );
+                super::mkinitrd::print_built(built);
             }
             if let Some(refusal) = &loaded.fallback_from {
                 eprintln!(
@@ -161,14 +176,14 @@ pub(crate) fn stop(_args: &StopArgs) -> ExitStatus {
     stop_locked()
 }
 
-/// `reload` and `restart`: unload, then load (no rebuild check for reload).
-pub(crate) fn reload(args: &StartArgs) -> ExitStatus {
+/// `reload` (no rebuild check, as kdumpctl) and `restart` (with it): unload, then load.
+pub(crate) fn reload(args: &StartArgs, check_image: bool) -> ExitStatus {
     let _lock = match service::lock() {
         Ok(lock) => lock,
         Err(error) => return failure(&error),
     };
     match stop_locked() {
-        ExitStatus::Success => start_locked(&args.options(Vec::new())),
+        ExitStatus::Success => start_locked(&args.options_checked(Vec::new(), check_image)),
         other => other,
     }
 }

@@ -79,6 +79,35 @@ impl DeviceSpec {
     }
 }
 
+impl DeviceSpec {
+    /// The device node it names under `root`: the path itself, or udev's `/dev/disk/by-*` link.
+    pub fn node(&self, root: &std::path::Path) -> std::path::PathBuf {
+        match self {
+            Self::Path(path) => root.join(path.trim_start_matches('/')),
+            Self::Uuid(id) => root.join("dev/disk/by-uuid").join(id),
+            Self::Label(id) => root.join("dev/disk/by-label").join(udev_escape(id)),
+            Self::PartUuid(id) => root.join("dev/disk/by-partuuid").join(id.to_lowercase()),
+            Self::PartLabel(id) => root.join("dev/disk/by-partlabel").join(udev_escape(id)),
+        }
+    }
+}
+
+/// A label as udev names its link: slashes, backslashes and blanks as `\xNN` (udev's
+/// `encode_devnode_name`).
+fn udev_escape(label: &str) -> String {
+    let mut out = String::new();
+    for c in label.chars() {
+        if c == '/' || c == '\\' || c.is_whitespace() {
+            for byte in c.to_string().bytes() {
+                out.push_str(&format!("\\x{byte:02x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl fmt::Display for DeviceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -287,6 +316,35 @@ fn unquote(value: &str) -> &str {
 }
 
 const FILESYSTEMS: &[&str] = &["ext2", "ext3", "ext4", "xfs", "btrfs", "minix", "virtiofs"];
+
+/// The directive and value of one kdump.conf line, comments removed; `None` for blank lines.
+pub fn split_line(raw: &str) -> Option<(&str, &str)> {
+    let content = clean(raw);
+    if content.is_empty() {
+        return None;
+    }
+    Some(match content.split_once(char::is_whitespace) {
+        Some((d, v)) => (d, unquote(v.trim())),
+        None => (content, ""),
+    })
+}
+
+/// Whether `directive` matters only in the first kernel (`force_rebuild`, ...).
+pub fn is_first_kernel_directive(directive: &str) -> bool {
+    FIRST_KERNEL_ONLY.contains(&directive)
+}
+
+/// Whether `directive` names the dump target (a filesystem type, `raw`, `nfs`, `nfs4`, `ssh`).
+pub fn is_target_directive(directive: &str) -> bool {
+    FILESYSTEMS.contains(&directive) || matches!(directive, "raw" | "nfs" | "nfs4" | "ssh")
+}
+
+/// Whether a first-kernel switch (`force_rebuild`, `force_no_rebuild`) is set to 1 in `text`.
+pub fn switch_on(text: &str, directive: &str) -> bool {
+    text.lines()
+        .filter_map(split_line)
+        .any(|(d, v)| d == directive && v == "1")
+}
 const FIRST_KERNEL_ONLY: &[&str] = &[
     "force_rebuild",
     "force_no_rebuild",
@@ -318,13 +376,8 @@ impl Config {
                     message,
                 });
             };
-            let content = clean(raw);
-            if content.is_empty() {
+            let Some((directive, value)) = split_line(raw) else {
                 continue;
-            }
-            let (directive, value) = match content.split_once(char::is_whitespace) {
-                Some((d, v)) => (d, unquote(v.trim())),
-                None => (content, ""),
             };
             if let Some((_, first)) = seen.iter().find(|(d, _)| d == directive) {
                 report(
@@ -334,9 +387,7 @@ impl Config {
             } else {
                 seen.push((directive.to_owned(), line));
             }
-            let is_target = FILESYSTEMS.contains(&directive)
-                || matches!(directive, "raw" | "nfs" | "nfs4" | "ssh");
-            if is_target {
+            if is_target_directive(directive) {
                 if let Some((first, other)) = &target_line
                     && other != directive
                 {
@@ -494,11 +545,12 @@ impl Config {
                         format!("{directive}: fence_kdump is not supported by rkdump; ignored"),
                     );
                 }
+                // Read by the image builder and `start`; `auto_reset_crashkernel` is kdumpctl's
+                // business and means nothing to rkdump.
                 d if FIRST_KERNEL_ONLY.contains(&d) => {
-                    report(
-                        Severity::Warning,
-                        format!("{d} only matters in the first kernel; ignored here"),
-                    );
+                    if d != "auto_reset_crashkernel" && !matches!(value, "0" | "1") {
+                        report(Severity::Error, format!("{d} {value:?} is not 0 or 1"));
+                    }
                 }
                 d if DEPRECATED.contains(&d) => {
                     report(Severity::Warning, format!("{d} is deprecated and ignored"));
@@ -552,10 +604,16 @@ force_rebuild 1
             (Action::Shell, Action::Poweroff)
         );
         assert_eq!(config.extra_modules, ["i6300esb", "xfs"]);
-        assert_eq!(diagnostics.len(), 1);
+        // force_rebuild is the first kernel's, read by `start`: no diagnostic.
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let (_, diagnostics) = Config::parse(
+            "kdump.conf",
+            "force_no_rebuild yes
+",
+        );
         assert_eq!(
             diagnostics[0].to_string(),
-            "kdump.conf:9: warning: force_rebuild only matters in the first kernel; ignored here"
+            "kdump.conf:1: error: force_no_rebuild \"yes\" is not 0 or 1"
         );
     }
 

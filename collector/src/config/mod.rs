@@ -22,3 +22,7 @@ pub use settings::{Settings, WatchdogMode, cmdline_value};
 
 /// Where the configuration is.
 pub const CONFIG_FILE: &str = "/etc/kdump.conf";
+/// Directory of hooks run before the dump (kdump-utils').
+pub const PRE_HOOK_DIR: &str = "/etc/kdump/pre.d";
+/// Directory of hooks run after the dump.
+pub const POST_HOOK_DIR: &str = "/etc/kdump/post.d";

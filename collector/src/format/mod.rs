@@ -14,10 +14,13 @@
 //! * [`sftp`]: SFTP version 3 packets, for the ssh target and `rkdump receive`.
 //! * [`time`]: UTC calendar dates from Unix time.
 //! * [`cpio`]: the `newc` archives that initramfs images are made of.
+//! * [`executable`]: what a program or kernel module needs beside itself (ELF interpreter,
+//!   `DT_NEEDED`, `#!`, `.modinfo`).
 
 pub mod bytes;
 pub mod cpio;
 pub mod elf;
+pub mod executable;
 pub(crate) mod flat;
 pub(crate) mod kdump;
 pub(crate) mod manifest;

@@ -14,9 +14,9 @@ use super::log::Log;
 use crate::config::Config;
 
 /// Directory of hooks run before the dump.
-pub const PRE_DIR: &str = "/etc/kdump/pre.d";
+pub const PRE_DIR: &str = crate::config::PRE_HOOK_DIR;
 /// Directory of hooks run after the dump.
-pub const POST_DIR: &str = "/etc/kdump/post.d";
+pub const POST_DIR: &str = crate::config::POST_HOOK_DIR;
 
 /// How a hook ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,9 +36,17 @@ pub fn mount(device: &Path, target: &Path, fstype: &str, options: &str) -> std::
     let mut data = Vec::new();
     for option in options.split(',').filter(|o| !o.is_empty()) {
         match option {
-            "defaults" | "rw" | "nofail" | "noauto" | "auto" | "nobootwait" | "_netdev" => {}
+            // mount(8)'s own options, and the defaults of the flags below.
+            "defaults" | "rw" | "nofail" | "noauto" | "auto" | "nobootwait" | "_netdev"
+            | "async" | "atime" | "diratime" | "exec" | "suid" | "dev" | "user" | "nouser"
+            | "users" | "owner" | "group" | "norelatime" | "nostrictatime" => {}
             "ro" => flags |= MountFlags::RDONLY,
             "noatime" => flags |= MountFlags::NOATIME,
+            "relatime" => flags |= MountFlags::RELATIME,
+            "strictatime" => flags |= MountFlags::STRICTATIME,
+            "nodiratime" => flags |= MountFlags::NODIRATIME,
+            "sync" => flags |= MountFlags::SYNCHRONOUS,
+            "dirsync" => flags |= MountFlags::DIRSYNC,
             "nodev" => flags |= MountFlags::NODEV,
             "nosuid" => flags |= MountFlags::NOSUID,
             "noexec" => flags |= MountFlags::NOEXEC,

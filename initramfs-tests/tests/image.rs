@@ -1,0 +1,215 @@
+//! The capture image built by rkdump itself, inside a real installed Debian 12 (systemd, Debian's
+//! cloud kernel package, root on ext4, udev): `rkdump start` finds no image and builds one with
+//! `rkdump mkinitrd`'s builder, rebuilds it when kdump.conf changes or a hook appears (and says
+//! why), not when nothing changed; then a real sysrq crash boots the capture kernel with that
+//! image, which dumps to /var/crash on the root filesystem with no target line in kdump.conf.
+//! The dump is read from the disk image afterwards and opened with crash and the kernel's
+//! debug vmlinux.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use initramfs_tests::{crash, rkdump, run_ok, sorted_names};
+use rkdump_lab::debian::{BootOptions, DebianSystem};
+use rkdump_lab::kernels::Kernel;
+use rkdump_lab::scenario;
+use rkdump_lab::vm::Vm;
+
+const UUID: &str = "0dd5e111-2222-4333-8444-555566667777";
+
+/// The first kernel's steps, each command's output in the log on the disk; the stage lines on
+/// the console let the test follow.
+const SCRIPT: &str = r#"#!/bin/sh
+log=/var/lib/lab/image.log
+mkdir -p /var/lib/lab
+stage() { echo "RKDUMP-LAB: $*" > /dev/console; }
+step() {
+  name=$1; shift
+  { echo "== $name: $*"; "$@"; echo "== $name: exit $?"; } >> $log 2>&1
+  stage "$name"
+}
+step start-missing rkdump start
+step stop-1 rkdump stop
+step start-unchanged rkdump start
+step stop-2 rkdump stop
+echo '# edited by the test' >> /etc/kdump.conf
+step start-edited rkdump start
+step stop-3 rkdump stop
+mkdir -p /etc/kdump/post.d
+printf '#!/bin/sh\necho "rkdump-lab post.d hook ran with status $1"\n' > /etc/kdump/post.d/10-mark
+chmod 755 /etc/kdump/post.d/10-mark
+step start-hook rkdump start
+step status rkdump status
+sync
+stage crashing
+echo c > /proc/sysrq-trigger
+"#;
+
+const UNIT: &str = "\
+[Unit]
+Description=rkdump lab: build the capture image, arm, crash
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/lab-image
+TimeoutStartSec=infinity
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// What kdump.conf says: kdump-utils' default collector, no target line (the root filesystem).
+const KDUMP_CONF: &str = "core_collector makedumpfile -l --message-level 7 -d 31\n";
+
+/// The modules of a virtio disk on the cloud kernel, as measured for the lab's own images
+/// (`../shared/reference/qemu-lab.md`: `virtio_ring virtio virtio_pci_modern_dev
+/// virtio_pci_legacy_dev virtio_pci virtio_blk`); ext4 is built in.
+const VIRTIO_DISK_MODULES: &[&str] = &[
+    "virtio",
+    "virtio_blk",
+    "virtio_pci",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_ring",
+];
+
+fn dir(name: &str) -> PathBuf {
+    rkdump_lab::cache::root().join("lab/image").join(name)
+}
+
+/// The output of one step of the log.
+fn step<'a>(log: &'a str, name: &str) -> &'a str {
+    let start = format!("== {name}: ");
+    let from = log
+        .find(&start)
+        .unwrap_or_else(|| panic!("no step {name} in the log:\n{log}"));
+    let rest = &log[from..];
+    let end = rest
+        .find(&format!("== {name}: exit"))
+        .unwrap_or_else(|| panic!("step {name} did not finish:\n{rest}"));
+    &rest[..end + rest[end..].find('\n').unwrap_or(rest.len() - end)]
+}
+
+fn exit_status(output: &str) -> &str {
+    output
+        .rsplit(": exit ")
+        .next()
+        .map(str::trim)
+        .unwrap_or_default()
+}
+
+fn module_list(output: &str) -> Vec<String> {
+    let line = output
+        .lines()
+        .find_map(|l| l.strip_prefix("rkdump: modules: "))
+        .unwrap_or_else(|| panic!("no module list in:\n{output}"));
+    let mut modules: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+    modules.sort();
+    modules
+}
+
+#[test]
+fn start_builds_and_rebuilds_the_image_and_it_captures_a_crash_to_the_root_filesystem() {
+    let system = DebianSystem::get().expect("the Debian 12 tree");
+    let kernel = Kernel::fetch(rkdump_lab::debian::FLAVOR).unwrap();
+    let rkdump_static = rkdump_lab::build::rkdump().unwrap();
+    let dir = dir("root-fs");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = system
+        .disk()
+        .uuid(UUID)
+        .host_file("/usr/sbin/rkdump", 0o755, &rkdump_static)
+        .unwrap()
+        .file("/etc/kdump.conf", 0o644, KDUMP_CONF.as_bytes())
+        .dir("/var/crash", 0o755)
+        .file("/usr/local/sbin/lab-image", 0o755, SCRIPT.as_bytes())
+        .unit("lab-image.service", UNIT)
+        .create(&dir.join("root.img"))
+        .unwrap();
+    // A NIC the local target must not bring into the image.
+    let options = BootOptions {
+        qemu_args: vec![
+            "-nic".into(),
+            "user,model=virtio-net-pci,restrict=on".into(),
+        ],
+        ..BootOptions::default()
+    };
+    let config = disk.vm_config(&options);
+    let mut vm = Vm::start(&config, &dir.join("serial.log")).unwrap();
+    vm.wait_for("start-missing", Duration::from_secs(420))
+        .unwrap();
+    vm.wait_for("crashing", Duration::from_secs(300)).unwrap();
+    let (status, _) = vm.wait_exit(Duration::from_secs(600)).unwrap();
+    assert!(status.success(), "QEMU: {status}");
+    disk.replay_journal().unwrap();
+    let log = String::from_utf8(disk.read_file("/var/lib/lab/image.log").unwrap()).unwrap();
+
+    // No image yet: start builds it, names why, and loads it.
+    let missing = step(&log, "start-missing");
+    assert_eq!(exit_status(missing), "0", "{missing}");
+    assert!(
+        missing.contains(&format!(
+            "rebuilding the capture image: no capture image at /var/lib/rkdump/initrd-{}.img",
+            kernel.release
+        )),
+        "{missing}"
+    );
+    assert!(missing.contains("loaded the capture kernel"), "{missing}");
+    // Hostonly: exactly the root disk's stack, no NIC driver, no filesystem module (built in).
+    assert_eq!(module_list(missing), VIRTIO_DISK_MODULES, "{missing}");
+    assert!(
+        missing.contains("dump target: ext4 UUID=0dd5e111-2222-4333-8444-555566667777 (mounted on / here), directory /var/crash"),
+        "{missing}"
+    );
+    // Nothing changed: no rebuild.
+    let unchanged = step(&log, "start-unchanged");
+    assert_eq!(exit_status(unchanged), "0", "{unchanged}");
+    assert!(!unchanged.contains("rebuilding"), "{unchanged}");
+    // kdump.conf edited: a rebuild, saying so.
+    let edited = step(&log, "start-edited");
+    assert!(
+        edited.contains("rebuilding the capture image: /etc/kdump.conf changed"),
+        "{edited}"
+    );
+    // A post.d hook: the directory appeared and the hook is new; the shell came with it.
+    let hook = step(&log, "start-hook");
+    assert!(hook.contains("/etc/kdump/post.d appeared"), "{hook}");
+    assert!(hook.contains("/etc/kdump/post.d/10-mark is new"), "{hook}");
+    assert!(
+        hook.contains("program (post.d hook): /etc/kdump/post.d/10-mark"),
+        "{hook}"
+    );
+    assert_eq!(exit_status(hook), "0", "{hook}");
+    let status = step(&log, "status");
+    assert!(status.contains("operational"), "{status}");
+
+    // The dump, on the first kernel's root filesystem.
+    let out = dir.join("out");
+    let base = disk.read_dir("/var/crash", &out).unwrap();
+    let dump = scenario::dump_dir(&base).unwrap();
+    assert_eq!(
+        sorted_names(&dump),
+        ["kexec-dmesg.log", "vmcore", "vmcore-dmesg.txt"]
+    );
+    let capture_log = std::fs::read_to_string(dump.join("kexec-dmesg.log")).unwrap();
+    assert!(
+        capture_log.contains("rkdump-lab post.d hook ran with status 0"),
+        "{capture_log}"
+    );
+    assert_readable(&kernel, &dump.join("vmcore"));
+}
+
+/// `rkdump info` says complete; crash with the kernel's debug vmlinux finds the sysrq panic.
+fn assert_readable(kernel: &Kernel, vmcore: &Path) {
+    let info = run_ok(Command::new(rkdump()).arg("info").arg(vmcore));
+    assert!(
+        info.lines()
+            .any(|l| l.split_whitespace().eq(["Complete:", "yes"])),
+        "{info}"
+    );
+    let bt = crash(&kernel.vmlinux(), vmcore, &["bt"]);
+    assert!(bt.contains("sysrq_handle_crash"), "crash's bt:\n{bt}");
+}
