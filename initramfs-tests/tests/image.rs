@@ -20,7 +20,7 @@ const UUID: &str = "0dd5e111-2222-4333-8444-555566667777";
 
 /// The first kernel's steps, each command's output in the log on the disk; the stage lines on
 /// the console let the test follow.
-const SCRIPT: &str = r#"#!/bin/sh
+const SCRIPT_HEAD: &str = r#"#!/bin/sh
 log=/var/lib/lab/image.log
 mkdir -p /var/lib/lab
 stage() { echo "RKDUMP-LAB: $*" > /dev/console; }
@@ -29,7 +29,14 @@ step() {
   { echo "== $name: $*"; "$@"; echo "== $name: exit $?"; } >> $log 2>&1
   stage "$name"
 }
-step start-missing rkdump start
+stage steps
+"#;
+
+/// Crashes the system once the steps are done.
+const SCRIPT_TAIL: &str = "sync\nstage crashing\necho c > /proc/sysrq-trigger\n";
+
+/// The steps of the first test: build, keep, rebuild twice, then arm.
+const REBUILDS: &str = r#"step start-missing rkdump start
 step stop-1 rkdump stop
 step start-unchanged rkdump start
 step stop-2 rkdump stop
@@ -41,9 +48,6 @@ printf '#!/bin/sh\necho "rkdump-lab post.d hook ran with status $1"\n' > /etc/kd
 chmod 755 /etc/kdump/post.d/10-mark
 step start-hook rkdump start
 step status rkdump status
-sync
-stage crashing
-echo c > /proc/sysrq-trigger
 "#;
 
 const UNIT: &str = "\
@@ -110,45 +114,89 @@ fn module_list(output: &str) -> Vec<String> {
     modules
 }
 
-#[test]
-fn start_builds_and_rebuilds_the_image_and_it_captures_a_crash_to_the_root_filesystem() {
+/// One guest run: the Debian system with `kdump_conf`, `files` and `disks` attached (vdb, ...),
+/// running `steps` then crashing; returns the log of the steps once QEMU is gone.
+struct Run {
+    dir: PathBuf,
+    disk: rkdump_lab::debian::DebianDisk,
+    disks: Vec<PathBuf>,
+    log: String,
+    serial: String,
+}
+
+fn run(
+    name: &str,
+    kdump_conf: &str,
+    files: &[(&str, u32, Vec<u8>)],
+    disks: &[scenario::Disk],
+    steps: &str,
+    qemu_args: Vec<String>,
+) -> Run {
     let system = DebianSystem::get().expect("the Debian 12 tree");
-    let kernel = Kernel::fetch(rkdump_lab::debian::FLAVOR).unwrap();
     let rkdump_static = rkdump_lab::build::rkdump().unwrap();
-    let dir = dir("root-fs");
+    let dir = dir(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let disk = system
+    let script = format!("{SCRIPT_HEAD}{steps}{SCRIPT_TAIL}");
+    let mut builder = system
         .disk()
         .uuid(UUID)
         .host_file("/usr/sbin/rkdump", 0o755, &rkdump_static)
         .unwrap()
-        .file("/etc/kdump.conf", 0o644, KDUMP_CONF.as_bytes())
+        .file("/etc/kdump.conf", 0o644, kdump_conf.as_bytes())
         .dir("/var/crash", 0o755)
-        .file("/usr/local/sbin/lab-image", 0o755, SCRIPT.as_bytes())
-        .unit("lab-image.service", UNIT)
-        .create(&dir.join("root.img"))
-        .unwrap();
-    // A NIC the local target must not bring into the image.
+        .file("/usr/local/sbin/lab-image", 0o755, script.as_bytes())
+        .unit("lab-image.service", UNIT);
+    for (path, mode, contents) in files {
+        builder = builder.file(path, *mode, contents);
+    }
+    let disk = builder.create(&dir.join("root.img")).unwrap();
+    let mut extra = Vec::new();
+    for (i, spec) in disks.iter().enumerate() {
+        let path = dir.join(format!("disk{i}.img"));
+        scenario::create_disk(spec, &path).unwrap();
+        extra.push(path);
+    }
     let options = BootOptions {
-        qemu_args: vec![
-            "-nic".into(),
-            "user,model=virtio-net-pci,restrict=on".into(),
-        ],
+        qemu_args,
+        disks: extra.clone(),
         ..BootOptions::default()
     };
     let config = disk.vm_config(&options);
     let mut vm = Vm::start(&config, &dir.join("serial.log")).unwrap();
-    vm.wait_for("start-missing", Duration::from_secs(420))
-        .unwrap();
-    vm.wait_for("crashing", Duration::from_secs(300)).unwrap();
+    vm.wait_for("steps", Duration::from_secs(300)).unwrap();
+    vm.wait_for("crashing", Duration::from_secs(420)).unwrap();
     let (status, _) = vm.wait_exit(Duration::from_secs(600)).unwrap();
     assert!(status.success(), "QEMU: {status}");
     disk.replay_journal().unwrap();
     let log = String::from_utf8(disk.read_file("/var/lib/lab/image.log").unwrap()).unwrap();
+    let serial = std::fs::read_to_string(dir.join("serial.log")).unwrap();
+    Run {
+        dir,
+        disk,
+        disks: extra,
+        log,
+        serial,
+    }
+}
+
+/// A NIC (QEMU user networking, nothing reachable) that local targets must not bring into the
+/// image.
+fn idle_nic() -> Vec<String> {
+    vec![
+        "-nic".into(),
+        "user,model=virtio-net-pci,restrict=on".into(),
+    ]
+}
+
+#[test]
+fn start_builds_and_rebuilds_the_image_and_it_captures_a_crash_to_the_root_filesystem() {
+    let kernel = Kernel::fetch(rkdump_lab::debian::FLAVOR).unwrap();
+    let run = run("root-fs", KDUMP_CONF, &[], &[], REBUILDS, idle_nic());
+    let log = &run.log;
 
     // No image yet: start builds it, names why, and loads it.
-    let missing = step(&log, "start-missing");
+    let missing = step(log, "start-missing");
     assert_eq!(exit_status(missing), "0", "{missing}");
     assert!(
         missing.contains(&format!(
@@ -161,21 +209,23 @@ fn start_builds_and_rebuilds_the_image_and_it_captures_a_crash_to_the_root_files
     // Hostonly: exactly the root disk's stack, no NIC driver, no filesystem module (built in).
     assert_eq!(module_list(missing), VIRTIO_DISK_MODULES, "{missing}");
     assert!(
-        missing.contains("dump target: ext4 UUID=0dd5e111-2222-4333-8444-555566667777 (mounted on / here), directory /var/crash"),
+        missing.contains(&format!(
+            "dump target: ext4 UUID={UUID} (mounted on / here), directory /var/crash"
+        )),
         "{missing}"
     );
     // Nothing changed: no rebuild.
-    let unchanged = step(&log, "start-unchanged");
+    let unchanged = step(log, "start-unchanged");
     assert_eq!(exit_status(unchanged), "0", "{unchanged}");
     assert!(!unchanged.contains("rebuilding"), "{unchanged}");
     // kdump.conf edited: a rebuild, saying so.
-    let edited = step(&log, "start-edited");
+    let edited = step(log, "start-edited");
     assert!(
         edited.contains("rebuilding the capture image: /etc/kdump.conf changed"),
         "{edited}"
     );
     // A post.d hook: the directory appeared and the hook is new; the shell came with it.
-    let hook = step(&log, "start-hook");
+    let hook = step(log, "start-hook");
     assert!(hook.contains("/etc/kdump/post.d appeared"), "{hook}");
     assert!(hook.contains("/etc/kdump/post.d/10-mark is new"), "{hook}");
     assert!(
@@ -183,12 +233,14 @@ fn start_builds_and_rebuilds_the_image_and_it_captures_a_crash_to_the_root_files
         "{hook}"
     );
     assert_eq!(exit_status(hook), "0", "{hook}");
-    let status = step(&log, "status");
+    let status = step(log, "status");
     assert!(status.contains("operational"), "{status}");
 
     // The dump, on the first kernel's root filesystem.
-    let out = dir.join("out");
-    let base = disk.read_dir("/var/crash", &out).unwrap();
+    let base = run
+        .disk
+        .read_dir("/var/crash", &run.dir.join("out"))
+        .unwrap();
     let dump = scenario::dump_dir(&base).unwrap();
     assert_eq!(
         sorted_names(&dump),
@@ -200,6 +252,62 @@ fn start_builds_and_rebuilds_the_image_and_it_captures_a_crash_to_the_root_files
         "{capture_log}"
     );
     assert_readable(&kernel, &dump.join("vmcore"));
+}
+
+/// `ext4 /dev/vdb`: the image names the disk by its UUID (kernel names can change), and the
+/// capture dumps onto it; `xfs LABEL=...` on a third disk brings xfs into the image only when
+/// it is the target.
+#[test]
+fn a_dump_disk_named_by_kernel_name_goes_in_by_uuid_and_captures_the_crash() {
+    const DISK_UUID: &str = "d0d0d0d0-1111-4222-8333-444444444444";
+    let kernel = Kernel::fetch(rkdump_lab::debian::FLAVOR).unwrap();
+    let steps = "step mkinitrd-xfs rkdump mkinitrd --config /etc/kdump-xfs.conf -o /tmp/xfs.img\n\
+                 step start rkdump start\n";
+    let run = run(
+        "uuid-disk",
+        "ext4 /dev/vdb\npath /dumps\nfinal_action poweroff\n",
+        &[(
+            "/etc/kdump-xfs.conf",
+            0o644,
+            b"xfs LABEL=xdumps\npath /\n".to_vec(),
+        )],
+        &[
+            scenario::Disk::Ext4 {
+                size_mib: 512,
+                label: "dumps".into(),
+                uuid: Some(DISK_UUID.into()),
+            },
+            scenario::Disk::Xfs {
+                size_mib: 512,
+                label: "xdumps".into(),
+            },
+        ],
+        steps,
+        idle_nic(),
+    );
+    let xfs = step(&run.log, "mkinitrd-xfs");
+    assert_eq!(exit_status(xfs), "0", "{xfs}");
+    assert!(xfs.contains("dump target: xfs LABEL=xdumps (vdc)"), "{xfs}");
+    let xfs_modules = module_list(xfs);
+    assert!(xfs_modules.contains(&"xfs".to_owned()), "{xfs}");
+    let start = step(&run.log, "start");
+    assert_eq!(exit_status(start), "0", "{start}");
+    assert!(
+        start.contains(&format!(
+            "dump target: ext4 UUID={DISK_UUID} (vdb), directory /dumps"
+        )),
+        "{start}"
+    );
+    // The ext4 disk needs the same virtio stack as the root, and no xfs.
+    assert_eq!(module_list(start), VIRTIO_DISK_MODULES, "{start}");
+    let base = scenario::read_ext4_dir(&run.disks[0], "/dumps", &run.dir.join("out")).unwrap();
+    let dump = scenario::dump_dir(&base).unwrap();
+    assert_eq!(
+        sorted_names(&dump),
+        ["kexec-dmesg.log", "vmcore", "vmcore-dmesg.txt"]
+    );
+    assert_readable(&kernel, &dump.join("vmcore"));
+    assert!(!run.serial.is_empty());
 }
 
 /// `rkdump info` says complete; crash with the kernel's debug vmlinux finds the sysrq panic.

@@ -335,7 +335,8 @@ impl Prepared {
     }
 }
 
-fn create_disk(disk: &Disk, path: &Path) -> Result<()> {
+/// Creates the disk image `disk` describes at `path`.
+pub fn create_disk(disk: &Disk, path: &Path) -> Result<()> {
     let size = match disk {
         Disk::Ext4 { size_mib, .. }
         | Disk::Xfs { size_mib, .. }

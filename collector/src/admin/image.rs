@@ -24,6 +24,85 @@ pub(crate) struct Request {
     pub output: Option<PathBuf>,
     /// Every storage, network and watchdog driver.
     pub all_drivers: bool,
+    /// How to write it.
+    pub how: How,
+}
+
+/// How `mkinitrd` writes the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum How {
+    /// rkdump's own archive.
+    Archive,
+    /// The files into a directory (dracut's `$initdir`, from the dracut module).
+    Tree(PathBuf),
+    /// dracut with rkdump's module (`dracut -m rkdump`).
+    Dracut,
+}
+
+/// Where dracut finds rkdump's module (the package installs it there).
+pub(crate) const DRACUT_MODULE: &str = "/usr/lib/dracut/modules.d/99rkdump/module-setup.sh";
+
+/// Runs `dracut -m rkdump` for `options`: only rkdump's module (its `check` makes dracut take
+/// it only when asked), none of the system's dracut configuration, the image written where
+/// rkdump's own would be; then records its manifest.
+fn dracut(options: &image::Options, config: &std::path::Path) -> Result<Built, ServiceError> {
+    let tool_error = |why: String| ServiceError::Dracut(why);
+    if !options
+        .root
+        .join(DRACUT_MODULE.trim_start_matches('/'))
+        .is_file()
+    {
+        return Err(tool_error(format!(
+            "{DRACUT_MODULE} is missing: install rkdump's dracut module (dracut-module/99rkdump)"
+        )));
+    }
+    // Fail before dracut runs when the plan cannot be made (a missing hook, ...).
+    image::plan(options)?;
+    let output = options.output();
+    if let Some(parent) = output.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| tool_error(format!("{}: {e}", parent.display())))?;
+    }
+    let compress = image::kernel_unpacks_zstd(&options.root, &options.release);
+    let mut command = std::process::Command::new("dracut");
+    command
+        .args([
+            "--force",
+            "--quiet",
+            "--modules",
+            "rkdump",
+            "--no-early-microcode",
+        ])
+        .args(["--conf", "/dev/null", "--confdir", "/nonexistent/rkdump"])
+        .arg(if compress { "--zstd" } else { "--no-compress" })
+        .arg("--kver")
+        .arg(&options.release)
+        .arg(&output)
+        .env("RKDUMP_CONFIG", config)
+        .env(
+            "RKDUMP_ALL_DRIVERS",
+            if options.all_drivers { "1" } else { "0" },
+        );
+    let result = command
+        .output()
+        .map_err(|e| tool_error(format!("running dracut: {e}")))?;
+    if !result.status.success() {
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(tool_error(format!(
+            "dracut -m rkdump failed ({}): {}",
+            result.status,
+            last.trim()
+        )));
+    }
+    let bytes =
+        std::fs::read(&output).map_err(|e| tool_error(format!("{}: {e}", output.display())))?;
+    let unpacked = super::initramfs::read(&bytes).map_or(0, |i| i.unpacked);
+    Ok(image::record_external(options, unpacked, compress)?)
 }
 
 /// The rkdump binary running now, which becomes the image's `/init`.
@@ -58,9 +137,23 @@ pub(crate) fn options(request: &Request) -> Result<image::Options, ServiceError>
     })
 }
 
+/// What `mkinitrd` made.
+#[derive(Debug)]
+pub(crate) enum Made {
+    /// An image (rkdump's or dracut's) with its manifest.
+    Image(Box<Built>),
+    /// Files written into a directory, and the modules among them.
+    Tree(PathBuf, Vec<String>),
+}
+
 /// `mkinitrd` and `rebuild`: build unconditionally.
-pub(crate) fn build(request: &Request) -> Result<Built, ServiceError> {
-    Ok(image::build(&options(request)?)?)
+pub(crate) fn build(request: &Request) -> Result<Made, ServiceError> {
+    let options = options(request)?;
+    Ok(match &request.how {
+        How::Archive => Made::Image(Box::new(image::build(&options)?)),
+        How::Dracut => Made::Image(Box::new(dracut(&options, &request.config)?)),
+        How::Tree(dir) => Made::Tree(dir.clone(), image::build_tree(&options, dir)?),
+    })
 }
 
 /// What `start` did about the image before loading.
@@ -88,6 +181,7 @@ pub(crate) fn prepare(
         release: Some(release.to_owned()),
         output: None,
         all_drivers: false,
+        how: How::Archive,
     };
     let mut image_options = self::options(&request)?;
     if let Some(kernel) = &options.kernel {

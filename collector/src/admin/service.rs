@@ -77,6 +77,9 @@ pub(crate) enum ServiceError {
     /// The capture image cannot be built or checked.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    /// dracut could not build it.
+    #[error("{0}")]
+    Dracut(String),
     /// The estimate cannot be made.
     #[error("cannot estimate the reservation: {0}")]
     Estimate(super::estimate::EstimateError),

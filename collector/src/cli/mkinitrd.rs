@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::ExitStatus;
 use super::service::failure;
-use crate::admin::image::{self, Request};
+use crate::admin::image::{self, How, Made, Request};
 use crate::admin::service;
 use crate::config::CONFIG_FILE;
 use crate::image::Built;
@@ -34,6 +34,14 @@ pub struct MkinitrdArgs {
     /// hardware.
     #[arg(long)]
     all_drivers: bool,
+    /// Build it with dracut and rkdump's dracut module (dracut -m rkdump), for distributions
+    /// that build their images with dracut.
+    #[arg(long, conflicts_with = "tree")]
+    dracut: bool,
+    /// Write the image's files into this directory instead of an archive (what the dracut
+    /// module does with $initdir).
+    #[arg(long, value_name = "DIR", conflicts_with = "output")]
+    tree: Option<PathBuf>,
 }
 
 /// Rebuild rkdump's own capture image now, changed or not (kdumpctl rebuild).
@@ -64,8 +72,16 @@ pub(super) fn print_built(built: &Built) {
 
 fn run(request: &Request) -> ExitStatus {
     match image::build(request) {
-        Ok(built) => {
+        Ok(Made::Image(built)) => {
             print_built(&built);
+            ExitStatus::Success
+        }
+        Ok(Made::Tree(dir, modules)) => {
+            println!(
+                "rkdump: wrote the capture image's files into {}; modules: {}",
+                dir.display(),
+                modules.join(" ")
+            );
             ExitStatus::Success
         }
         Err(error) => failure(&error),
@@ -80,6 +96,11 @@ pub(crate) fn mkinitrd(args: &MkinitrdArgs) -> ExitStatus {
         release: args.kver.clone(),
         output: args.output.clone(),
         all_drivers: args.all_drivers,
+        how: match (&args.tree, args.dracut) {
+            (Some(dir), _) => How::Tree(dir.clone()),
+            (None, true) => How::Dracut,
+            (None, false) => How::Archive,
+        },
     })
 }
 
@@ -95,5 +116,6 @@ pub(crate) fn rebuild(args: &RebuildArgs) -> ExitStatus {
         release: None,
         output: None,
         all_drivers: false,
+        how: How::Archive,
     })
 }

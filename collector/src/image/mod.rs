@@ -221,7 +221,7 @@ fn hook_dir(root: &Path, dir: &str) -> Vec<String> {
 }
 
 /// Whether the kernel `release` can unpack zstd images (`CONFIG_RD_ZSTD=y` in its config).
-fn kernel_unpacks_zstd(root: &Path, release: &str) -> bool {
+pub(crate) fn kernel_unpacks_zstd(root: &Path, release: &str) -> bool {
     std::fs::read_to_string(root.join(format!("boot/config-{release}")))
         .is_ok_and(|text| text.lines().any(|l| l.trim() == "CONFIG_RD_ZSTD=y"))
 }
@@ -451,9 +451,8 @@ fn init_binary(path: &Path) -> Result<Vec<u8>, ImageError> {
     Ok(data)
 }
 
-/// Builds the image the options describe and writes it with its manifest.
-pub(crate) fn build(options: &Options) -> Result<Built, ImageError> {
-    let plan = plan(options)?;
+/// The tree the options describe, and what went in.
+fn assemble(options: &Options, plan: &Plan) -> Result<(Tree, modules::Selected), ImageError> {
     let root = &options.root;
     let mut tree = Tree::new(root);
     tree.file("/init", 0o755, init_binary(&options.rkdump)?);
@@ -479,24 +478,28 @@ pub(crate) fn build(options: &Options) -> Result<Built, ImageError> {
         &plan.requests,
         options.all_drivers,
     )?;
-    let archive = tree.archive();
-    let unpacked = tree.unpacked_size();
-    let image = if plan.compress {
-        let mut compressor =
-            zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(ImageError::Compress)?;
-        compressor
-            .set_parameter(zstd::zstd_safe::CParameter::WindowLog(ZSTD_WINDOW_LOG))
-            .and_then(|()| {
-                compressor.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
-            })
-            .map_err(ImageError::Compress)?;
-        compressor
-            .compress(&archive)
-            .map_err(ImageError::Compress)?
-    } else {
-        archive
-    };
-    let path = options.output();
+    Ok((tree, selected))
+}
+
+/// Compresses an archive as the capture kernel unpacks it best (see [`ZSTD_WINDOW_LOG`]).
+fn compress(archive: &[u8]) -> Result<Vec<u8>, ImageError> {
+    let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(ImageError::Compress)?;
+    compressor
+        .set_parameter(zstd::zstd_safe::CParameter::WindowLog(ZSTD_WINDOW_LOG))
+        .and_then(|()| compressor.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true)))
+        .map_err(ImageError::Compress)?;
+    compressor.compress(archive).map_err(ImageError::Compress)
+}
+
+/// Writes the manifest of an image built from `plan` (by rkdump or by dracut) beside it.
+fn record(
+    options: &Options,
+    plan: Plan,
+    selected: modules::Selected,
+    path: PathBuf,
+    sizes: (u64, u64),
+    compressed: bool,
+) -> Result<Built, ImageError> {
     let expected = expected(options, &plan);
     let manifest = Manifest {
         version: manifest::VERSION,
@@ -508,11 +511,10 @@ pub(crate) fn build(options: &Options) -> Result<Built, ImageError> {
         drivers: expected.drivers,
         modules: selected.modules,
         inputs: expected.inputs,
-        packed: image.len() as u64,
-        unpacked,
-        compressed: plan.compress,
+        packed: sizes.0,
+        unpacked: sizes.1,
+        compressed,
     };
-    write_atomically(&path, &image)?;
     write_atomically(&manifest_path(&path), manifest.to_text().as_bytes())?;
     Ok(Built {
         image: path,
@@ -522,6 +524,66 @@ pub(crate) fn build(options: &Options) -> Result<Built, ImageError> {
         missing_firmware: selected.missing_firmware,
         target: plan.target.description,
     })
+}
+
+/// Builds the image the options describe and writes it with its manifest.
+pub(crate) fn build(options: &Options) -> Result<Built, ImageError> {
+    let plan = plan(options)?;
+    let (tree, selected) = assemble(options, &plan)?;
+    let archive = tree.archive();
+    let unpacked = tree.unpacked_size();
+    let compressed = plan.compress;
+    let image = if compressed {
+        compress(&archive)?
+    } else {
+        archive
+    };
+    let path = options.output();
+    write_atomically(&path, &image)?;
+    record(
+        options,
+        plan,
+        selected,
+        path,
+        (image.len() as u64, unpacked),
+        compressed,
+    )
+}
+
+/// Writes the image's files into the directory `dir` instead of an archive (the dracut
+/// module's `install`, into `$initdir`); returns what went in. No manifest: dracut's caller
+/// records the image it makes ([`record_external`]).
+pub(crate) fn build_tree(options: &Options, dir: &Path) -> Result<Vec<String>, ImageError> {
+    let plan = plan(options)?;
+    let (tree, selected) = assemble(options, &plan)?;
+    tree.write_to(dir)?;
+    Ok(selected.modules)
+}
+
+/// Records the manifest of an image another tool (dracut with rkdump's module) wrote at the
+/// options' output from the same plan, so that `start` checks it as its own.
+pub(crate) fn record_external(
+    options: &Options,
+    unpacked: u64,
+    compressed: bool,
+) -> Result<Built, ImageError> {
+    let plan = plan(options)?;
+    let (_, selected) = assemble(options, &plan)?;
+    let path = options.output();
+    let packed = std::fs::metadata(&path)
+        .map_err(|source| ImageError::Write {
+            path: path.clone(),
+            source,
+        })?
+        .len();
+    record(
+        options,
+        plan,
+        selected,
+        path,
+        (packed, unpacked),
+        compressed,
+    )
 }
 
 /// Whether the image at the options' output must be (re)built, and why; `None` when it is

@@ -229,6 +229,59 @@ impl Tree {
         }
     }
 
+    /// Writes the tree into the directory `dir` (dracut's `$initdir`): directories created,
+    /// files replaced, links made; an entry the directory already has with the same kind
+    /// (dracut's own skeleton: `/lib -> usr/lib`, `/dev/console`) is kept.
+    pub(crate) fn write_to(&self, dir: &Path) -> Result<(), TreeError> {
+        use std::os::unix::fs::PermissionsExt;
+        for (path, node) in &self.nodes {
+            let at = dir.join(path.trim_start_matches('/'));
+            let error = |source| TreeError::Read {
+                path: at.clone(),
+                source,
+            };
+            let existing = std::fs::symlink_metadata(&at).ok();
+            match node {
+                Node::Dir => {
+                    if !at.is_dir() {
+                        std::fs::create_dir_all(&at).map_err(error)?;
+                    }
+                }
+                Node::File(perm, data) => {
+                    if existing
+                        .as_ref()
+                        .is_some_and(|m| m.file_type().is_symlink())
+                    {
+                        std::fs::remove_file(&at).map_err(error)?;
+                    }
+                    std::fs::write(&at, data).map_err(error)?;
+                    std::fs::set_permissions(&at, std::fs::Permissions::from_mode(*perm))
+                        .map_err(error)?;
+                }
+                Node::Symlink(target) => match existing {
+                    Some(meta) if meta.file_type().is_symlink() || meta.is_dir() => {}
+                    Some(_) => {
+                        std::fs::remove_file(&at).map_err(error)?;
+                        std::os::unix::fs::symlink(target, &at).map_err(error)?;
+                    }
+                    None => std::os::unix::fs::symlink(target, &at).map_err(error)?,
+                },
+                Node::CharDevice(perm, major, minor) => {
+                    if existing.is_none() {
+                        nix::sys::stat::mknod(
+                            &at,
+                            nix::sys::stat::SFlag::S_IFCHR,
+                            nix::sys::stat::Mode::from_bits_truncate(*perm),
+                            nix::sys::stat::makedev(u64::from(*major), u64::from(*minor)),
+                        )
+                        .map_err(|e| error(e.into()))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The bytes of file data, links' targets included: what the image takes unpacked.
     pub(crate) fn unpacked_size(&self) -> u64 {
         self.nodes
@@ -263,6 +316,26 @@ impl Tree {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn written_into_a_directory_beside_what_it_holds() {
+        let mut tree = Tree::new(Path::new("/nonexistent"));
+        tree.symlink("/lib", "usr/lib");
+        tree.file("/lib/modules/x", 0o600, b"m".to_vec());
+        tree.file("/init", 0o755, b"rkdump".to_vec());
+        let dir = tempfile::tempdir().unwrap();
+        // dracut's skeleton: its own /lib link and an /init to replace.
+        std::fs::create_dir_all(dir.path().join("usr/lib")).unwrap();
+        symlink("usr/lib", dir.path().join("lib")).unwrap();
+        std::fs::write(dir.path().join("init"), b"dracut").unwrap();
+        // /dev/console needs mknod: only root can make it; the test runs as root in CI.
+        tree.write_to(dir.path()).unwrap();
+        assert!(std::fs::read(dir.path().join("init")).unwrap() == b"rkdump");
+        assert!(std::fs::read(dir.path().join("lib/modules/x")).unwrap() == b"m");
+        use std::os::unix::fs::FileTypeExt;
+        let console = std::fs::symlink_metadata(dir.path().join("dev/console")).unwrap();
+        assert!(console.file_type().is_char_device());
+    }
 
     #[test]
     fn normalizes_paths() {
