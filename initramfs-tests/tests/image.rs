@@ -13,7 +13,10 @@ use std::time::Duration;
 use initramfs_tests::{crash, rkdump, run_ok, sorted_names};
 use rkdump_lab::debian::{BootOptions, DebianSystem};
 use rkdump_lab::kernels::Kernel;
+use rkdump_lab::nfsd::NfsServer;
 use rkdump_lab::scenario;
+use rkdump_lab::scenario::{Forward, Network, SERVER_ADDRESS};
+use rkdump_lab::sshd::SshServer;
 use rkdump_lab::vm::Vm;
 
 const UUID: &str = "0dd5e111-2222-4333-8444-555566667777";
@@ -308,6 +311,107 @@ fn a_dump_disk_named_by_kernel_name_goes_in_by_uuid_and_captures_the_crash() {
     );
     assert_readable(&kernel, &dump.join("vmcore"));
     assert!(!run.serial.is_empty());
+}
+
+/// The guest's NIC with one forward to a service on the host.
+fn nic_to(host_port: u16, guest_port: u16) -> Vec<String> {
+    Network {
+        mac: "52:54:00:12:34:56".into(),
+        forwards: vec![Forward {
+            guest_port,
+            host_port,
+        }],
+    }
+    .qemu_args()
+}
+
+/// The one dump directory under `base`.
+fn only_dump(base: &Path) -> PathBuf {
+    let names = sorted_names(base);
+    assert_eq!(names.len(), 1, "{names:?} in {}", base.display());
+    base.join(&names[0])
+}
+
+/// Network targets: the NIC's drivers go in (the first kernel's NIC is down: every NIC's), the
+/// disk's do not; NFS brings nfs and nfsv4.
+fn assert_network_modules(output: &str) {
+    let modules = module_list(output);
+    for needed in ["virtio_net", "virtio_pci"] {
+        assert!(modules.contains(&needed.to_owned()), "{output}");
+    }
+    assert!(!modules.contains(&"virtio_blk".to_owned()), "{output}");
+}
+
+/// `nfs 10.0.2.100:/export`: an image with the NIC's and NFS's modules and no disk driver,
+/// and the capture writes the dump to the export (nfs-ganesha on the host's loopback).
+#[test]
+fn an_nfs_target_gets_the_nic_and_nfs_modules_and_receives_the_dump() {
+    let kernel = Kernel::fetch(rkdump_lab::debian::FLAVOR).unwrap();
+    let server_dir = dir("nfs-server");
+    let _ = std::fs::remove_dir_all(&server_dir);
+    let server = NfsServer::start(&server_dir).unwrap();
+    let run = run(
+        "nfs",
+        &format!("nfs {SERVER_ADDRESS}:/export\npath /var/crash\nfinal_action poweroff\n"),
+        &[],
+        &[],
+        "step start rkdump start\n",
+        nic_to(server.port, 2049),
+    );
+    let start = step(&run.log, "start");
+    assert_eq!(exit_status(start), "0", "{start}");
+    assert_network_modules(start);
+    let modules = module_list(start);
+    assert!(modules.contains(&"nfsv4".to_owned()), "{start}");
+    let dump = only_dump(&server.export.join("var/crash"));
+    assert_eq!(
+        sorted_names(&dump),
+        ["kexec-dmesg.log", "vmcore", "vmcore-dmesg.txt"]
+    );
+    assert_readable(&kernel, &dump.join("vmcore"));
+}
+
+/// `ssh root@10.0.2.100`: the key and the pinned host key go in with the NIC's drivers, and the
+/// capture uploads the dump to a real sshd running `rkdump receive`.
+#[test]
+fn an_ssh_target_carries_the_key_and_known_hosts_and_uploads_the_dump() {
+    let kernel = Kernel::fetch(rkdump_lab::debian::FLAVOR).unwrap();
+    let server_dir = dir("ssh-server");
+    let _ = std::fs::remove_dir_all(&server_dir);
+    let server = SshServer::start(&server_dir, &rkdump(), &["guest"], "").unwrap();
+    let key = std::fs::read(&server.clients[0].key).unwrap();
+    let run = run(
+        "ssh",
+        &format!(
+            "ssh root@{SERVER_ADDRESS}\nsshkey /root/.ssh/kdump_id_ed25519\npath /var/crash\n\
+             final_action poweroff\n"
+        ),
+        &[
+            ("/root/.ssh/kdump_id_ed25519", 0o600, key),
+            (
+                "/root/.ssh/known_hosts",
+                0o644,
+                server.known_hosts_line(SERVER_ADDRESS, 22).into_bytes(),
+            ),
+        ],
+        &[],
+        "step start rkdump start\n",
+        nic_to(server.port, 22),
+    );
+    let start = step(&run.log, "start");
+    assert_eq!(exit_status(start), "0", "{start}");
+    assert_network_modules(start);
+    let dump = only_dump(&server.root.join("guest/var/crash"));
+    assert_eq!(
+        sorted_names(&dump),
+        [
+            "kexec-dmesg.log",
+            "rkdump-manifest.json",
+            "vmcore",
+            "vmcore-dmesg.txt"
+        ]
+    );
+    assert_readable(&kernel, &dump.join("vmcore"));
 }
 
 /// `rkdump info` says complete; crash with the kernel's debug vmlinux finds the sysrq panic.
