@@ -72,8 +72,11 @@ pub(crate) struct Inputs<'a> {
     /// The kernel and image `start` would load, or why they were not found.
     pub files: Result<(PathBuf, PathBuf), String>,
     /// The files whose change makes the image outdated (kdump.conf, settings, fstab, hooks,
-    /// the rkdump binary).
+    /// the rkdump binary): the check of an image given by `--initrd` or `KDUMP_INITRD`.
     pub inputs_of_image: Vec<PathBuf>,
+    /// For rkdump's own image, its manifest compared with the system ([`crate::image::check`]):
+    /// why `start` would rebuild it, or why it cannot be built.
+    pub own_image: Option<Result<Option<Vec<String>>, String>>,
     /// The kernel's log.
     pub kernel_log: &'a str,
 }
@@ -310,6 +313,38 @@ fn kernel_text(root: &Path) -> Check {
 }
 
 fn image_check(inputs: &Inputs<'_>) -> Check {
+    match &inputs.own_image {
+        Some(Err(why)) => {
+            return check(
+                "image",
+                Level::Fail,
+                format!("the capture image cannot be built: {why}"),
+                Some("fix kdump.conf (or install what it names)"),
+            );
+        }
+        Some(Ok(Some(reasons))) => {
+            return check(
+                "image",
+                Level::Warn,
+                format!(
+                    "`rkdump start` will rebuild the capture image: {}",
+                    reasons.join("; ")
+                ),
+                Some("rkdump rebuild (start does it too)"),
+            );
+        }
+        Some(Ok(None)) => {
+            if let Ok((_, image)) = &inputs.files {
+                return check(
+                    "image",
+                    Level::Ok,
+                    format!("{} matches the system (its manifest)", image.display()),
+                    None,
+                );
+            }
+        }
+        None => {}
+    }
     let (kernel, image) = match &inputs.files {
         Ok(files) => files,
         Err(why) => {
@@ -684,6 +719,20 @@ pub(crate) fn check_system(options: &Options) -> Result<Vec<Check>, ServiceError
     );
     inputs_of_image.extend(config.extra_bins.iter().map(PathBuf::from));
     inputs_of_image.extend(std::env::current_exe().ok());
+    let explicit = options.initrd.is_some() || settings.initrd.is_some();
+    let own_image = (!explicit).then(|| {
+        let request = super::image::Request {
+            root: options.root.clone(),
+            config: options.config.clone(),
+            release: settings.kernel_version.clone(),
+            output: None,
+            all_drivers: false,
+            how: super::image::How::Archive,
+        };
+        super::image::options(&request)
+            .map_err(|e| e.to_string())
+            .and_then(|o| crate::image::check(&o).map_err(|e| e.to_string()))
+    });
     let kernel_log = crate::kmsg::kernel_log();
     Ok(run(&Inputs {
         root: &options.root,
@@ -692,6 +741,7 @@ pub(crate) fn check_system(options: &Options) -> Result<Vec<Check>, ServiceError
         state: &state,
         files,
         inputs_of_image,
+        own_image,
         kernel_log: &kernel_log,
     }))
 }
@@ -710,6 +760,35 @@ mod tests {
 
     fn by_name<'a>(checks: &'a [Check], name: &str) -> &'a Check {
         checks.iter().find(|c| c.check == name).unwrap()
+    }
+
+    #[test]
+    fn rkdump_s_own_image_is_judged_by_its_manifest() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let state = KexecState::default();
+        let config = Config::default();
+        let settings = FirstKernel::default();
+        let inputs = |own_image| Inputs {
+            root,
+            config: &config,
+            settings: &settings,
+            state: &state,
+            files: Err("no capture image at /var/lib/rkdump/initrd-6.1.img".into()),
+            inputs_of_image: vec![],
+            own_image: Some(own_image),
+            kernel_log: "",
+        };
+        let rebuild = image_check(&inputs(Ok(Some(vec!["/etc/kdump.conf changed".into()]))));
+        assert_eq!(rebuild.level, Level::Warn);
+        assert!(
+            rebuild
+                .message
+                .contains("will rebuild the capture image: /etc/kdump.conf changed")
+        );
+        let broken = image_check(&inputs(Err("kdump_post /x does not exist".into())));
+        assert_eq!(broken.level, Level::Fail);
+        assert!(broken.message.contains("kdump_post /x does not exist"));
     }
 
     #[test]
@@ -733,6 +812,7 @@ mod tests {
             state: &state,
             files: Err("no capture image".into()),
             inputs_of_image: vec![],
+            own_image: None,
             kernel_log: log,
         };
         let checks = run(&inputs);
@@ -848,6 +928,7 @@ mod tests {
             state: &state,
             files: Err(String::new()),
             inputs_of_image: vec![],
+            own_image: None,
             kernel_log: "",
         };
         let target_check = target(&inputs, Some(&image));

@@ -129,7 +129,7 @@ pub fn modinfo(bytes: &[u8]) -> Result<Vec<(String, String)>, ExecutableError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     // The ELF spec's numbers (object 0.40 wraps them in newtypes).
@@ -143,7 +143,7 @@ mod tests {
 
     /// Builds a minimal ELF64 shared object with a PT_INTERP, a `.dynamic` with the given
     /// entries, its `.dynstr` and a `.modinfo`, laid out by hand as the ELF spec says.
-    fn elf(interp: Option<&str>, dynamic: &[(i64, &str)], modinfo: &[u8]) -> Vec<u8> {
+    pub(crate) fn elf(interp: Option<&str>, dynamic: &[(i64, &str)], modinfo: &[u8]) -> Vec<u8> {
         let mut dynstr = vec![0u8];
         let mut entries = Vec::new();
         for (tag, value) in dynamic {

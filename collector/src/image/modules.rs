@@ -372,6 +372,38 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn declared_firmware_goes_in_when_the_system_has_it() {
+        let host = tempfile::tempdir().unwrap();
+        let root = host.path();
+        record(root);
+        // virtio_blk declares two firmware files (a synthetic ELF with a .modinfo section),
+        // compressed as 6.12's modules are.
+        let module = crate::format::executable::tests::elf(
+            None,
+            &[],
+            b"license=GPL\0firmware=vendor/a.bin\0firmware=vendor/b.bin\0",
+        );
+        let mut xz = Vec::new();
+        lzma_rs::xz_compress(&mut module.as_slice(), &mut xz).unwrap();
+        let dir = root.join("lib/modules/6.1.0-test");
+        std::fs::remove_file(dir.join("kernel/drivers/block/virtio_blk.ko")).unwrap();
+        std::fs::write(dir.join("kernel/drivers/block/virtio_blk.ko.xz"), xz).unwrap();
+        let dep = std::fs::read_to_string(dir.join("modules.dep")).unwrap();
+        std::fs::write(
+            dir.join("modules.dep"),
+            dep.replace("virtio_blk.ko:", "virtio_blk.ko.xz:"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("lib/firmware/vendor")).unwrap();
+        std::fs::write(root.join("lib/firmware/vendor/a.bin.zst"), b"fw").unwrap();
+        let mut tree = Tree::new(root);
+        let selected = add(&mut tree, root, "6.1.0-test", &["virtio_blk".into()], false).unwrap();
+        assert_eq!(selected.firmware, ["vendor/a.bin"]);
+        assert_eq!(selected.missing_firmware, ["vendor/b.bin"]);
+        assert!(tree.contains("/lib/firmware/vendor/a.bin.zst"));
+    }
+
+    #[test]
     fn unknown_requests_and_all_drivers() {
         let host = tempfile::tempdir().unwrap();
         let root = host.path();
