@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use initramfs_tests::{crash, rkdump, run_ok, sorted_names};
-use rkdump_lab::debian::{BootOptions, DebianSystem};
+use rkdump_lab::debian::{BootOptions, DebianSystem, Variant};
 use rkdump_lab::kernels::Kernel;
 use rkdump_lab::nfsd::NfsServer;
 use rkdump_lab::scenario;
@@ -36,7 +36,7 @@ stage steps
 "#;
 
 /// Crashes the system once the steps are done.
-const SCRIPT_TAIL: &str = "sync\nstage crashing\necho c > /proc/sysrq-trigger\n";
+const SCRIPT_TAIL: &str = "sync\nstage crashing\nsleep 1\necho c > /proc/sysrq-trigger\n";
 
 /// The steps of the first test: build, keep, rebuild twice, then arm.
 const REBUILDS: &str = r#"step start-missing rkdump start
@@ -135,7 +135,28 @@ fn run(
     steps: &str,
     qemu_args: Vec<String>,
 ) -> Run {
-    let system = DebianSystem::get().expect("the Debian 12 tree");
+    run_on(
+        &Variant::DEFAULT,
+        name,
+        kdump_conf,
+        files,
+        disks,
+        steps,
+        qemu_args,
+    )
+}
+
+/// [`run`] on another variant of the Debian system.
+fn run_on(
+    variant: &Variant<'_>,
+    name: &str,
+    kdump_conf: &str,
+    files: &[(&str, u32, Vec<u8>)],
+    disks: &[scenario::Disk],
+    steps: &str,
+    qemu_args: Vec<String>,
+) -> Run {
+    let system = DebianSystem::get_variant(variant).expect("the Debian 12 tree");
     let rkdump_static = rkdump_lab::build::rkdump().unwrap();
     let dir = dir(name);
     let _ = std::fs::remove_dir_all(&dir);
@@ -412,6 +433,167 @@ fn an_ssh_target_carries_the_key_and_known_hosts_and_uploads_the_dump() {
         ]
     );
     assert_readable(&kernel, &dump.join("vmcore"));
+}
+
+/// The generic kernel's Debian system with dracut-core (beside initramfs-tools, as Debian
+/// allows) for the dracut module, and i6300esb for the watchdog.
+const DRACUT_SYSTEM: Variant<'static> = Variant {
+    extra_packages: &["dracut-core"],
+    ..Variant::GENERIC
+};
+
+/// The image made by dracut with `dracut-module/99rkdump` (`rkdump mkinitrd --dracut`), on a
+/// system whose i6300esb watchdog systemd keeps active: the module is taken only when asked
+/// for, the image's /init is rkdump with the watchdog's driver, `start` loads it as current
+/// (its manifest recorded), and it captures the crash while petting the watchdog.
+#[test]
+fn the_dracut_built_image_with_an_active_watchdog_captures_the_crash() {
+    let kernel = Kernel::fetch(DRACUT_SYSTEM.flavor).unwrap();
+    let module = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../dracut-module/99rkdump/module-setup.sh"),
+    )
+    .unwrap();
+    let steps = "step watchdog cat /sys/class/watchdog/watchdog0/state\n\
+                 step watchdog-device readlink -f /sys/class/watchdog/watchdog0\n\
+                 step dracut-default dracut --force --quiet --hostonly --no-kernel --no-compress /tmp/normal.img\n\
+                 step dracut-modules sh -c 'lsinitrd /tmp/normal.img | grep -c rkdump'\n\
+                 step mkinitrd-dracut rkdump mkinitrd --dracut\n\
+                 step start rkdump start\n";
+    let run = run_on(
+        &DRACUT_SYSTEM,
+        "dracut-watchdog",
+        "core_collector makedumpfile -l --message-level 7 -d 31\n",
+        &[
+            (
+                "/usr/lib/dracut/modules.d/99rkdump/module-setup.sh",
+                0o755,
+                module,
+            ),
+            (
+                "/etc/systemd/system.conf.d/watchdog.conf",
+                0o644,
+                b"[Manager]\nRuntimeWatchdogSec=30\n".to_vec(),
+            ),
+        ],
+        &[],
+        steps,
+        vec!["-device".into(), "i6300esb".into()],
+    );
+    let watchdog = step(&run.log, "watchdog");
+    assert!(watchdog.contains("\nactive\n"), "{watchdog}");
+    // i6300esb registers it without a parent device: no modalias to go by (kdumpctl's way).
+    let device = step(&run.log, "watchdog-device");
+    assert!(
+        device.contains("/sys/devices/virtual/watchdog/watchdog0"),
+        "{device}"
+    );
+    // A normal dracut run on this system does not take the module.
+    let normal = step(&run.log, "dracut-modules");
+    assert!(normal.contains("\n0\n"), "{normal}");
+    let built = step(&run.log, "mkinitrd-dracut");
+    assert_eq!(exit_status(built), "0", "{built}");
+    let modules = module_list(built);
+    assert!(modules.contains(&"i6300esb".to_owned()), "{built}");
+    let start = step(&run.log, "start");
+    assert_eq!(exit_status(start), "0", "{start}");
+    assert!(!start.contains("rebuilding"), "{start}");
+    // The image dracut wrote: rkdump as /init.
+    let image = run
+        .disk
+        .read_file(&format!("/var/lib/rkdump/initrd-{}.img", kernel.release))
+        .unwrap();
+    let packed = run.dir.join("dracut.img");
+    std::fs::write(&packed, &image).unwrap();
+    let unpacked = run.dir.join("dracut.cpio");
+    run_ok(
+        Command::new("zstd")
+            .args(["-q", "-d", "-f", "-o"])
+            .arg(&unpacked)
+            .arg(&packed),
+    );
+    let archive = std::fs::read(&unpacked).unwrap();
+    let (entries, _) = rkdump::format::cpio::entries(&archive).unwrap();
+    let init = entries.iter().find(|e| e.name == "init").expect("an /init");
+    let static_size = std::fs::metadata(rkdump_lab::build::rkdump().unwrap())
+        .unwrap()
+        .len();
+    assert_eq!(init.size, static_size);
+    assert!(entries.iter().any(|e| e.name.ends_with("i6300esb.ko")));
+    let base = run
+        .disk
+        .read_dir("/var/crash", &run.dir.join("out"))
+        .unwrap();
+    let dump = scenario::dump_dir(&base).unwrap();
+    let capture_log = std::fs::read_to_string(dump.join("kexec-dmesg.log")).unwrap();
+    // The capture loaded the driver from the image and petted the watchdog.
+    assert!(
+        capture_log.contains("loaded module i6300esb"),
+        "{capture_log}"
+    );
+    assert!(
+        capture_log.contains("watchdog /dev/watchdog0: timeout"),
+        "{capture_log}"
+    );
+    assert_readable(&kernel, &dump.join("vmcore"));
+}
+
+/// A second kernel installed with its package: nothing to rebuild while the first one is the
+/// capture kernel; once `KDUMP_KERNELVER` selects it, `start` builds its image, says why, and
+/// the crash boots that kernel with it.
+#[test]
+fn a_second_kernel_selected_gets_its_own_image_and_captures_the_crash() {
+    let second = Kernel::fetch(rkdump_lab::kernels::Flavor::Generic61).unwrap();
+    let deb = second.image_deb().unwrap();
+    let steps = format!(
+        "step start-first rkdump start\n\
+         step stop rkdump stop\n\
+         step install env INITRD=No dpkg -i /root/second-kernel.deb\n\
+         step start-installed rkdump start\n\
+         step stop-2 rkdump stop\n\
+         echo 'KDUMP_KERNELVER={}' >> /etc/default/kdump-tools\n\
+         step start-selected rkdump start\n",
+        second.release
+    );
+    let run = run(
+        "second-kernel",
+        KDUMP_CONF,
+        &[(
+            "/root/second-kernel.deb",
+            0o644,
+            std::fs::read(&deb).unwrap(),
+        )],
+        &[],
+        &steps,
+        idle_nic(),
+    );
+    assert_eq!(exit_status(step(&run.log, "install")), "0", "{}", run.log);
+    let installed = step(&run.log, "start-installed");
+    assert!(!installed.contains("rebuilding"), "{installed}");
+    let selected = step(&run.log, "start-selected");
+    assert_eq!(exit_status(selected), "0", "{selected}");
+    assert!(
+        selected.contains(&format!(
+            "rebuilding the capture image: no capture image at /var/lib/rkdump/initrd-{}.img",
+            second.release
+        )),
+        "{selected}"
+    );
+    assert!(
+        selected.contains(&format!("/boot/vmlinuz-{}", second.release)),
+        "{selected}"
+    );
+    assert!(
+        run.serial
+            .contains(&format!("Linux version {}", second.release))
+    );
+    let base = run
+        .disk
+        .read_dir("/var/crash", &run.dir.join("out"))
+        .unwrap();
+    let dump = scenario::dump_dir(&base).unwrap();
+    // The dump is the first kernel's, written by the second.
+    let first = Kernel::fetch(rkdump_lab::debian::FLAVOR).unwrap();
+    assert_readable(&first, &dump.join("vmcore"));
 }
 
 /// `rkdump info` says complete; crash with the kernel's debug vmlinux finds the sysrq panic.

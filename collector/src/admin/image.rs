@@ -64,6 +64,10 @@ fn dracut(options: &image::Options, config: &std::path::Path) -> Result<Built, S
             .map_err(|e| tool_error(format!("{}: {e}", parent.display())))?;
     }
     let compress = image::kernel_unpacks_zstd(&options.root, &options.release);
+    // None of the system's dracut configuration: an empty directory of our own.
+    let confdir = std::env::temp_dir().join(format!("rkdump-dracut.{}", std::process::id()));
+    std::fs::create_dir_all(&confdir)
+        .map_err(|e| tool_error(format!("{}: {e}", confdir.display())))?;
     let mut command = std::process::Command::new("dracut");
     command
         .args([
@@ -73,7 +77,8 @@ fn dracut(options: &image::Options, config: &std::path::Path) -> Result<Built, S
             "rkdump",
             "--no-early-microcode",
         ])
-        .args(["--conf", "/dev/null", "--confdir", "/nonexistent/rkdump"])
+        .args(["--conf", "/dev/null", "--confdir"])
+        .arg(&confdir)
         .arg(if compress { "--zstd" } else { "--no-compress" })
         .arg("--kver")
         .arg(&options.release)
@@ -83,9 +88,9 @@ fn dracut(options: &image::Options, config: &std::path::Path) -> Result<Built, S
             "RKDUMP_ALL_DRIVERS",
             if options.all_drivers { "1" } else { "0" },
         );
-    let result = command
-        .output()
-        .map_err(|e| tool_error(format!("running dracut: {e}")))?;
+    let result = command.output();
+    let _ = std::fs::remove_dir(&confdir);
+    let result = result.map_err(|e| tool_error(format!("running dracut: {e}")))?;
     if !result.status.success() {
         let stderr = String::from_utf8_lossy(&result.stderr);
         let last = stderr

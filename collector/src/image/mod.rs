@@ -186,25 +186,67 @@ pub(crate) struct Plan {
 
 /// The driver modules of the active watchdogs (`/sys/class/watchdog/*/state` = active),
 /// sorted; built-in drivers included (their parameters exist too).
+///
+/// A watchdog's driver is its device's (`device/driver/module`, where kdumpctl and dracut read
+/// its modalias). Some drivers register the watchdog without a parent device (i6300esb on
+/// 6.1: `/sys/devices/virtual/watchdog/watchdog0`); then every loaded module of
+/// `kernel/drivers/watchdog/` (the watchdog core and pretimeout governors aside) is taken,
+/// since one of them keeps it running.
 pub(crate) fn active_watchdog_drivers(root: &Path) -> Vec<String> {
     let mut drivers = Vec::new();
     let Ok(entries) = std::fs::read_dir(root.join("sys/class/watchdog")) else {
         return drivers;
     };
+    let mut unattributed = false;
     for entry in entries.flatten() {
         let dir = entry.path();
         let active = std::fs::read_to_string(dir.join("state")).is_ok_and(|s| s.trim() == "active");
+        if !active {
+            continue;
+        }
         let driver = std::fs::read_link(dir.join("device/driver/module"))
             .ok()
             .and_then(|m| m.file_name().map(|n| n.to_string_lossy().into_owned()));
-        if let (true, Some(driver)) = (active, driver)
-            && !drivers.contains(&driver)
-        {
-            drivers.push(driver);
+        match driver {
+            Some(driver) if !drivers.contains(&driver) => drivers.push(driver),
+            Some(_) => {}
+            None => unattributed = true,
+        }
+    }
+    if unattributed {
+        for module in loaded_watchdog_modules(root) {
+            if !drivers.contains(&module) {
+                drivers.push(module);
+            }
         }
     }
     drivers.sort();
     drivers
+}
+
+/// The loaded modules (`/proc/modules`) that the running kernel's `modules.dep` places in
+/// `kernel/drivers/watchdog/`, except the core and the pretimeout governors.
+fn loaded_watchdog_modules(root: &Path) -> Vec<String> {
+    let release =
+        std::fs::read_to_string(root.join("proc/sys/kernel/osrelease")).unwrap_or_default();
+    let dep = std::fs::read_to_string(
+        root.join("lib/modules")
+            .join(release.trim())
+            .join("modules.dep"),
+    )
+    .unwrap_or_default();
+    let loaded = std::fs::read_to_string(root.join("proc/modules")).unwrap_or_default();
+    let loaded: Vec<&str> = loaded
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    dep.lines()
+        .filter_map(|line| line.split_once(':').map(|(path, _)| path))
+        .filter(|path| path.starts_with("kernel/drivers/watchdog/"))
+        .map(crate::kmod::index::name_of_path)
+        .filter(|name| name != "watchdog" && !name.starts_with("pretimeout_"))
+        .filter(|name| loaded.contains(&name.as_str()))
+        .collect()
 }
 
 /// The executable files of a hook directory, in name order.
@@ -773,6 +815,40 @@ mod tests {
         let built = build(&options(root, "")).unwrap();
         assert!(!built.manifest.compressed);
         assert!(std::fs::read(&built.image).unwrap().starts_with(b"070701"));
+    }
+
+    #[test]
+    fn an_active_watchdog_without_a_parent_device_brings_the_loaded_watchdog_driver() {
+        let host = system();
+        let root = host.path();
+        // i6300esb on 6.1: the class device is virtual, no device link.
+        let dir = root.join("sys/devices/virtual/watchdog/watchdog0");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("state"), "active\n").unwrap();
+        std::fs::create_dir_all(root.join("sys/class/watchdog")).unwrap();
+        std::os::unix::fs::symlink(&dir, root.join("sys/class/watchdog/watchdog0")).unwrap();
+        std::fs::create_dir_all(root.join("proc/sys/kernel")).unwrap();
+        std::fs::write(
+            root.join("proc/sys/kernel/osrelease"),
+            format!("{RELEASE}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("proc/modules"),
+            "i6300esb 16384 1 - Live 0x0\nwatchdog 40960 1 i6300esb, Live 0x0\nvirtio_blk 1 0 - Live 0x0\n",
+        )
+        .unwrap();
+        let modules = root.join(format!("lib/modules/{RELEASE}"));
+        let dep = std::fs::read_to_string(modules.join("modules.dep")).unwrap();
+        std::fs::write(
+            modules.join("modules.dep"),
+            format!(
+                "{dep}kernel/drivers/watchdog/i6300esb.ko: kernel/drivers/watchdog/watchdog.ko\n\
+                 kernel/drivers/watchdog/watchdog.ko:\nkernel/drivers/watchdog/softdog.ko:\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(active_watchdog_drivers(root), ["i6300esb"]);
     }
 
     #[test]
