@@ -334,6 +334,41 @@ fn a_dump_disk_named_by_kernel_name_goes_in_by_uuid_and_captures_the_crash() {
     assert!(!run.serial.is_empty());
 }
 
+/// `xfs LABEL=xdumps`: xfs and its dependencies go into the image with the disk's stack, and
+/// the capture finds the disk by its label and dumps onto it.
+#[test]
+fn an_xfs_disk_by_label_brings_xfs_and_receives_the_dump() {
+    let kernel = Kernel::fetch(rkdump_lab::debian::FLAVOR).unwrap();
+    let run = run(
+        "xfs-label",
+        "xfs LABEL=xdumps\npath /dumps\nfinal_action poweroff\n",
+        &[],
+        &[scenario::Disk::Xfs {
+            size_mib: 512,
+            label: "xdumps".into(),
+        }],
+        "step start rkdump start\n",
+        idle_nic(),
+    );
+    let start = step(&run.log, "start");
+    assert_eq!(exit_status(start), "0", "{start}");
+    assert!(
+        start.contains("dump target: xfs LABEL=xdumps (vdb), directory /dumps"),
+        "{start}"
+    );
+    let modules = module_list(start);
+    for needed in VIRTIO_DISK_MODULES.iter().chain(&["xfs", "libcrc32c"]) {
+        assert!(modules.contains(&(*needed).to_owned()), "{needed}: {start}");
+    }
+    let base = scenario::read_mounted(&run.disks[0], "/dumps", &run.dir.join("out")).unwrap();
+    let dump = scenario::dump_dir(&base).unwrap();
+    assert_eq!(
+        sorted_names(&dump),
+        ["kexec-dmesg.log", "vmcore", "vmcore-dmesg.txt"]
+    );
+    assert_readable(&kernel, &dump.join("vmcore"));
+}
+
 /// The guest's NIC with one forward to a service on the host.
 fn nic_to(host_port: u16, guest_port: u16) -> Vec<String> {
     Network {
