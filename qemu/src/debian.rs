@@ -13,11 +13,30 @@
 //! place when complete, so an interrupted build is never used; its log is
 //! `$RKDUMP_CACHE/debian12/<key>.log`.
 //!
+//! # Variants
+//!
+//! [`DebianSystem::get_variant`] builds the same system with a [`Variant`]: another lab kernel
+//! ([`Variant::flavor`], e.g. [`Flavor::Generic61`], which has the i6300esb watchdog and xfs as
+//! modules), more packages installed with the kernel ([`Variant::extra_packages`]), and
+//! Debian's kdump-tools ([`Variant::kdump_tools`]: [`KDUMP_TOOLS_PACKAGES`] installed once the
+//! kernel package is configured, by `guest/debian-kdump-tools`, with `USE_KDUMP=1` in
+//! `/etc/default/kdump-tools`; nothing of kdump-tools runs during the build, so its capture
+//! image `/var/lib/kdump/initrd.img-<release>` is built by its first `kdump-config load` in
+//! the guest, 60-80 s under TCG, and its `kdump-tools.service` does that at every boot of a
+//! fresh disk unless the test disables it: [`DiskBuilder::remove`] of
+//! `/etc/systemd/system/basic.target.wants/kdump-tools.service`; masking it would stop the
+//! capture's `kdump-tools-dump.service` too, whose init script exits when the unit is masked). [`Variant::DEFAULT`] is what [`DebianSystem::get`]
+//! builds; [`Variant::GENERIC`] and [`Variant::KDUMP_TOOLS`] are the other two the lab uses.
+//! Each variant is its own cache entry (its key hashes the variant too; the default's key is
+//! what it was before variants existed): a build removes older trees of the same variant
+//! ([`Variant::name`], recorded in the tree's `variant` file) and leaves the others' alone.
+//!
 //! [`DebianSystem::disk`] starts a [`DiskBuilder`]: each test makes a fresh raw disk of its own,
 //! an ext4 root filesystem made from the tree by `mkfs.ext4 -d` (nothing is mounted), with
 //! [`DEFAULT_FREE_MIB`] of room for dumps in a sparse file, `/etc/fstab` naming the root's UUID,
 //! and the files the test adds (written with `debugfs -w`): the static rkdump, a kdump.conf, a
-//! systemd unit and its enablement. [`DebianDisk::vm_config`] boots it with the tree's kernel
+//! systemd unit and its enablement; [`DiskBuilder::remove`] takes files away (a unit's
+//! enablement). [`DebianDisk::vm_config`] boots it with the tree's kernel
 //! and initramfs (taken on the host, not from the disk) as a [`VmConfig`] with
 //! `root=UUID=<uuid> ro console=ttyS0 crashkernel=<N>M`, a virtio-rng device (without it the
 //! first boot can hang in `getrandom`), 1 GiB and 2 CPUs by default. After QEMU exits,
@@ -60,6 +79,9 @@ pub const PACKAGES: &[&str] = &[
     // initramfs-tools recommends it, so installed systems have it: their initramfs is zstd.
     "zstd",
 ];
+/// The packages [`Variant::kdump_tools`] installs after the kernel: makedumpfile is named
+/// because `--no-install-recommends` would leave it out (kdump-tools then writes no dump).
+pub const KDUMP_TOOLS_PACKAGES: &[&str] = &["kdump-tools", "makedumpfile", "kexec-tools"];
 /// The root filesystem's UUID unless the test gives one ([`DiskBuilder::uuid`]).
 pub const DEFAULT_UUID: &str = "d3b1a012-0000-4000-8000-000000000001";
 /// Free room on a fresh disk for dumps, in MiB.
@@ -69,12 +91,76 @@ pub const DEFAULT_CRASHKERNEL_MIB: u32 = 256;
 
 /// mmdebstrap's last customize hook (fstab, hostname, machine-id, the initramfs again).
 const CUSTOMIZE: &str = include_str!("../guest/debian-customize");
+/// mmdebstrap's customize hook that installs [`KDUMP_TOOLS_PACKAGES`] (before [`CUSTOMIZE`]).
+const KDUMP_TOOLS_HOOK: &str = include_str!("../guest/debian-kdump-tools");
 /// mmdebstrap's hooks that make the kernel `.deb` given to `--include` visible in the chroot.
 const AUTOMOUNT_HOOKS: &str = "/usr/share/mmdebstrap/hooks/file-mirror-automount";
 /// Bumped when the build changes in a way the hashed inputs do not show.
 const BUILD_VERSION: u32 = 1;
 /// Room on a disk for ext4's own metadata (journal, inode tables), in MiB.
 const METADATA_MIB: u64 = 160;
+
+/// What a tree holds besides minbase and [`PACKAGES`] (see the module's "Variants").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant<'a> {
+    /// The lab kernel installed (from the `.deb` [`Kernel::image_deb`] names).
+    pub flavor: Flavor,
+    /// More packages, installed in the same apt run as the kernel and [`PACKAGES`].
+    pub extra_packages: &'a [&'a str],
+    /// Debian's kdump-tools ([`KDUMP_TOOLS_PACKAGES`], installed after the kernel, with
+    /// `USE_KDUMP=1`).
+    pub kdump_tools: bool,
+}
+
+impl Variant<'static> {
+    /// [`DebianSystem::get`]'s: the cloud kernel ([`FLAVOR`]), the [`PACKAGES`], no kdump-tools.
+    pub const DEFAULT: Self = Self {
+        flavor: FLAVOR,
+        extra_packages: &[],
+        kdump_tools: false,
+    };
+    /// The generic 6.1 kernel (i6300esb and xfs as modules), the same packages.
+    pub const GENERIC: Self = Self {
+        flavor: Flavor::Generic61,
+        ..Self::DEFAULT
+    };
+    /// The default system with Debian's kdump-tools.
+    pub const KDUMP_TOOLS: Self = Self {
+        kdump_tools: true,
+        ..Self::DEFAULT
+    };
+}
+
+impl Default for Variant<'static> {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl Variant<'_> {
+    /// A short name: the flavour, `+kdump-tools`, then `+` and the extra packages
+    /// (`cloud61+kdump-tools`); trees of one name replace each other in the cache.
+    pub fn name(&self) -> String {
+        let mut name = format!("{:?}", self.flavor).to_lowercase();
+        if self.kdump_tools {
+            name.push_str("+kdump-tools");
+        }
+        if !self.extra_packages.is_empty() {
+            name.push('+');
+            name.push_str(&self.extra_packages.join(","));
+        }
+        name
+    }
+
+    /// The packages installed with the kernel.
+    fn packages(&self) -> Vec<&str> {
+        PACKAGES
+            .iter()
+            .chain(self.extra_packages)
+            .copied()
+            .collect()
+    }
+}
 
 /// The cached tree of the installed system.
 #[derive(Debug, Clone)]
@@ -85,21 +171,32 @@ pub struct DebianSystem {
     pub kernel: Kernel,
     /// `uname -r` of that kernel.
     pub release: String,
+    /// The variant's [`Variant::name`].
+    pub variant: String,
+    /// Whether Debian's kdump-tools is installed ([`Variant::kdump_tools`]).
+    pub kdump_tools: bool,
     /// Bytes the tree occupies (allocated blocks), for sizing disks.
     tree_bytes: u64,
 }
 
 impl DebianSystem {
-    /// Returns the system's tree, building it first (about 1.5 min) unless it is cached.
+    /// Returns the system's tree ([`Variant::DEFAULT`]: the cloud kernel, the [`PACKAGES`]),
+    /// building it first (about 1.5 min) unless it is cached.
     pub fn get() -> Result<Self> {
-        let kernel = Kernel::fetch(FLAVOR)?;
+        Self::get_variant(&Variant::DEFAULT)
+    }
+
+    /// Returns the tree of `variant`, building it first unless it is cached (about 1.5 min,
+    /// 2 min with kdump-tools).
+    pub fn get_variant(variant: &Variant<'_>) -> Result<Self> {
+        let kernel = Kernel::fetch(variant.flavor)?;
         let deb = std::fs::canonicalize(kernel.image_deb()?)?;
-        let key = tree_key(&deb);
+        let key = tree_key(variant, &deb);
         let base = crate::cache::root().join("debian12");
         let _lock = crate::cache::lock(&base.join(".lock"))?;
         let dir = base.join(&key);
         if !dir.is_dir() {
-            build(&kernel, &deb, &base, &key)?;
+            build(variant, &kernel, &deb, &base, &key)?;
         }
         let read = |name: &str| -> Result<String> {
             let path = dir.join(name);
@@ -114,6 +211,8 @@ impl DebianSystem {
             dir,
             kernel,
             release,
+            variant: variant.name(),
+            kdump_tools: variant.kdump_tools,
             tree_bytes,
         })
     }
@@ -149,14 +248,21 @@ impl DebianSystem {
     }
 }
 
-/// Names a tree: everything that shapes it.
-fn tree_key(deb: &Path) -> String {
+/// Names a tree: everything that shapes it. The default variant hashes what the trees did
+/// before variants existed, so its cached tree stays valid.
+fn tree_key(variant: &Variant<'_>, deb: &Path) -> String {
     let mut hasher = Sha256::new();
     hasher.update(format!(
         "{BUILD_VERSION}\n{SUITE}\n{}\n{}\n{DEFAULT_UUID}\n{CUSTOMIZE}",
-        PACKAGES.join(","),
+        variant.packages().join(","),
         deb.file_name().unwrap_or_default().to_string_lossy()
     ));
+    if variant.kdump_tools {
+        hasher.update(format!(
+            "\nkdump-tools {}\n{KDUMP_TOOLS_HOOK}",
+            KDUMP_TOOLS_PACKAGES.join(",")
+        ));
+    }
     hasher.finalize()[..8]
         .iter()
         .fold(String::new(), |mut s, b| {
@@ -165,20 +271,37 @@ fn tree_key(deb: &Path) -> String {
         })
 }
 
+/// The variant a cached tree was built for (trees from before variants: the default's).
+fn tree_variant(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("variant"))
+        .map_or_else(|_| Variant::DEFAULT.name(), |name| name.trim().to_owned())
+}
+
 /// Builds the tree of `key` into `base/<key>`, in `base/.build-<key>` first.
-fn build(kernel: &Kernel, deb: &Path, base: &Path, key: &str) -> Result<()> {
-    // Interrupted builds and the trees (and logs) of other keys go: only the newest is kept.
+fn build(variant: &Variant<'_>, kernel: &Kernel, deb: &Path, base: &Path, key: &str) -> Result<()> {
+    // Interrupted builds (the lock is held: none is running) and older trees of this variant go,
+    // with their logs; other variants' trees stay.
+    let name = variant.name();
     for entry in std::fs::read_dir(base)? {
         let path = entry?.path();
-        if path.is_dir() {
+        let file = path.file_name().unwrap_or_default().to_string_lossy();
+        if path.is_dir() && (file.starts_with(".build-") || tree_variant(&path) == name) {
             remove_tree(&path)?;
-        } else if path.extension().is_some_and(|e| e == "log") {
+            let _ = std::fs::remove_file(base.join(format!("{file}.log")));
+        } else if path.extension().is_some_and(|e| e == "log") && !path.with_extension("").is_dir()
+        {
             std::fs::remove_file(&path)?;
         }
     }
     let work = base.join(format!(".build-{key}"));
     std::fs::create_dir_all(&work)?;
-    let result = build_in(kernel, deb, &work, &base.join(format!("{key}.log")));
+    let result = build_in(
+        variant,
+        kernel,
+        deb,
+        &work,
+        &base.join(format!("{key}.log")),
+    );
     if result.is_err() {
         let _ = remove_tree(&work);
     }
@@ -187,10 +310,17 @@ fn build(kernel: &Kernel, deb: &Path, base: &Path, key: &str) -> Result<()> {
     Ok(())
 }
 
-fn build_in(kernel: &Kernel, deb: &Path, work: &Path, log_path: &Path) -> Result<()> {
+fn build_in(
+    variant: &Variant<'_>,
+    kernel: &Kernel,
+    deb: &Path,
+    work: &Path,
+    log_path: &Path,
+) -> Result<()> {
     let started = std::time::Instant::now();
     eprintln!(
-        "debian: building the Debian 12 tree with {} (log {})",
+        "debian: building the Debian 12 tree {} with {} (log {})",
+        variant.name(),
         kernel.release,
         log_path.display()
     );
@@ -201,12 +331,25 @@ fn build_in(kernel: &Kernel, deb: &Path, work: &Path, log_path: &Path) -> Result
         .with_context(|| format!("creating {}", log_path.display()))?;
     // A private mount namespace: the mounts mmdebstrap makes in the chroot (/proc, /sys, /dev,
     // the bind-mounted kernel package) end with it, even when it is killed.
-    let status = Command::new("unshare")
+    let mut mmdebstrap = Command::new("unshare");
+    mmdebstrap
         .args(["--mount", "--propagation", "private", "mmdebstrap"])
         .args(["--variant=minbase", "--mode=root", "--format=directory"])
-        .arg(format!("--include={}", PACKAGES.join(",")))
+        .arg(format!("--include={}", variant.packages().join(",")))
         .arg(format!("--include={}", deb.display()))
-        .arg(format!("--hook-dir={AUTOMOUNT_HOOKS}"))
+        .arg(format!("--hook-dir={AUTOMOUNT_HOOKS}"));
+    if variant.kdump_tools {
+        // Once the kernel is configured (its postinst.d hook would run kdump-tools' mkinitramfs
+        // in the chroot, which fails), before the last hook rebuilds the initramfs.
+        let hook = work.join("kdump-tools");
+        std::fs::write(&hook, KDUMP_TOOLS_HOOK)?;
+        mmdebstrap.arg(format!(
+            "--customize-hook=sh {} \"$1\" {}",
+            shell_quote(&hook.display().to_string()),
+            KDUMP_TOOLS_PACKAGES.join(" ")
+        ));
+    }
+    let status = mmdebstrap
         // After the automount hooks, which unmount the package first.
         .arg(format!(
             "--customize-hook=sh {} \"$1\" {} {DEFAULT_UUID}",
@@ -249,7 +392,15 @@ fn build_in(kernel: &Kernel, deb: &Path, work: &Path, log_path: &Path) -> Result
     if !initrd.is_file() {
         bail!("mmdebstrap left no {}", initrd.display());
     }
+    if variant.kdump_tools {
+        let defaults = std::fs::read_to_string(root.join("etc/default/kdump-tools"))
+            .context("kdump-tools is not installed in the tree")?;
+        if !defaults.lines().any(|l| l == "USE_KDUMP=1") {
+            bail!("/etc/default/kdump-tools does not say USE_KDUMP=1");
+        }
+    }
     std::fs::write(work.join("release"), format!("{}\n", kernel.release))?;
+    std::fs::write(work.join("variant"), format!("{}\n", variant.name()))?;
     std::fs::write(work.join("tree-bytes"), format!("{}\n", tree_bytes(&root)?))?;
     eprintln!("debian: tree built in {:.1?}", started.elapsed());
     Ok(())
@@ -335,12 +486,18 @@ enum Entry {
         path: String,
         target: String,
     },
+    Remove {
+        path: String,
+    },
 }
 
 impl Entry {
     fn path(&self) -> &str {
         match self {
-            Self::File { path, .. } | Self::Dir { path, .. } | Self::Symlink { path, .. } => path,
+            Self::File { path, .. }
+            | Self::Dir { path, .. }
+            | Self::Symlink { path, .. }
+            | Self::Remove { path } => path,
         }
     }
 }
@@ -403,6 +560,15 @@ impl DiskBuilder<'_> {
         self.entries.push(Entry::Symlink {
             path: path.to_owned(),
             target: target.to_owned(),
+        });
+        self
+    }
+
+    /// Removes the file or symbolic link at `path`, which must exist (a unit's enablement:
+    /// `systemctl disable` on the disk).
+    pub fn remove(mut self, path: &str) -> Self {
+        self.entries.push(Entry::Remove {
+            path: path.to_owned(),
         });
         self
     }
@@ -623,6 +789,14 @@ impl Plan {
                 writeln!(script, "symlink {dest} {target}")?;
                 self.added.insert(dest, Node::Symlink(target.clone()));
             }
+            Entry::Remove { .. } => {
+                match existing {
+                    Node::Missing => bail!("{dest} does not exist"),
+                    Node::Dir => bail!("{dest} is a directory"),
+                    _ => writeln!(script, "rm {dest}")?,
+                }
+                self.added.insert(dest, Node::Missing);
+            }
         }
         Ok(())
     }
@@ -779,6 +953,8 @@ mod tests {
                 release: "test".into(),
             },
             release: "test".into(),
+            variant: Variant::DEFAULT.name(),
+            kdump_tools: false,
             tree_bytes: 1 << 20,
         }
     }
@@ -795,8 +971,11 @@ mod tests {
             .unit("y.service", unit)
             .dir("/var/crash", 0o700)
             .file("/etc/fstab", 0o600, b"replaced twice\n")
+            .file("/etc/gone", 0o644, b"x")
+            .remove("/etc/gone")
             .create(&dir.path().join("disk.img"))
             .unwrap();
+        assert!(disk.read_file("/etc/gone").is_err());
         // Written through the link, into directories made on the way.
         assert_eq!(
             disk.read_file("/usr/lib/systemd/system/x.service").unwrap(),
@@ -820,6 +999,29 @@ mod tests {
         let copied = disk.read_dir("/var", &dir.path().join("out")).unwrap();
         assert!(copied.join("crash").is_dir());
         assert!(disk.read_file("/etc/missing").is_err());
+    }
+
+    #[test]
+    fn only_files_and_links_that_exist_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let system = system(dir.path());
+        for path in ["/etc/missing", "/etc"] {
+            let result = system
+                .disk()
+                .free_mib(8)
+                .remove(path)
+                .create(&dir.path().join("disk.img"));
+            assert!(result.is_err(), "{path} removed");
+        }
+        // Through the tree's link, what the tree holds.
+        std::fs::write(dir.path().join("root/usr/lib/x"), "x").unwrap();
+        let disk = system
+            .disk()
+            .free_mib(8)
+            .remove("/lib/x")
+            .create(&dir.path().join("disk.img"))
+            .unwrap();
+        assert!(disk.read_file("/usr/lib/x").is_err());
     }
 
     #[test]

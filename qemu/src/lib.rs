@@ -10,9 +10,12 @@
 //! crash, drgn). [`build`] produces the static binaries the images carry; [`sshd`] and [`nfsd`]
 //! run a real OpenSSH server and a real NFS server (nfs-ganesha) on the loopback for the network
 //! targets. [`debian`] is a real installed Debian 12 system (systemd, the lab's cloud kernel) for
-//! testing rkdump's first-kernel side: its image builder and `rkdump start` under systemd.
+//! testing rkdump's first-kernel side: its image builder and `rkdump start` under systemd, in
+//! variants (the generic kernel, Debian's kdump-tools installed); [`bench_image`] compares
+//! rkdump's capture image with kdump-tools' there.
 
 pub mod bench;
+pub mod bench_image;
 pub mod build;
 pub mod cache;
 pub mod crash;

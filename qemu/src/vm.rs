@@ -49,6 +49,15 @@ pub struct Stage {
     pub at: Duration,
 }
 
+/// How [`Vm::wait_exit_or_text`] ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// QEMU exited (the guest rebooted or powered off), this long after its start.
+    Exited(ExitStatus, Duration),
+    /// A console line with the pattern came first (the guest is still running).
+    Text(Stage),
+}
+
 /// A running guest.
 pub struct Vm {
     child: Child,
@@ -162,6 +171,42 @@ impl Vm {
                         name,
                         &format!("QEMU exited first ({status}) before {pattern:?}")
                     ));
+                }
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for QEMU to exit or a console line containing `pattern` (a
+    /// panic of the capture kernel), whichever comes first; QEMU is killed at the timeout.
+    pub fn wait_exit_or_text(
+        &mut self,
+        name: &str,
+        pattern: &str,
+        timeout: Duration,
+    ) -> Result<Ended> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(pattern) => {
+                    return Ok(Ended::Text(Stage {
+                        name: name.to_owned(),
+                        detail: line.trim().to_owned(),
+                        at: self.started.elapsed(),
+                    }));
+                }
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    self.kill();
+                    bail!(self.failure(
+                        name,
+                        &format!("neither an exit nor {pattern:?} within {timeout:?}")
+                    ));
+                }
+                // The console closes when QEMU exits.
+                Err(RecvTimeoutError::Disconnected) => {
+                    let at = self.started.elapsed();
+                    return Ok(Ended::Exited(self.child.wait()?, at));
                 }
             }
         }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use rkdump::format::time::UtcTime;
 use rkdump_lab::kernels::Kernel;
-use rkdump_lab::{build, cache, crash, reference, variants};
+use rkdump_lab::{build, cache, crash, debian, reference, variants};
 
 /// The rkdump crash lab: real Debian kernels crashed in QEMU and captured with rkdump.
 #[derive(Parser)]
@@ -38,6 +38,24 @@ enum Command {
         variant: String,
         /// Reservations to try, largest first (e.g. 128M 112M 96M).
         sizes: Vec<String>,
+    },
+    /// Benchmark rkdump's capture image against Debian kdump-tools' on one installed Debian 12
+    /// guest: sizes, build times, the smallest working crashkernel=, the capture time (prints
+    /// BENCHMARKS.md tables).
+    BenchImage {
+        /// crashkernel= sizes to try, largest first; each tool stops at its first failure.
+        #[arg(long, num_args = 1.., default_values_t = rkdump_lab::bench_image::DEFAULT_SIZES_MIB.iter().map(|m| format!("{m}M")))]
+        sizes: Vec<String>,
+        /// Bound of every wait (a boot, a load, a capture), in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Build (or find in the cache) the installed Debian 12 tree of a variant and print where
+    /// it is.
+    DebianTree {
+        /// `default` (cloud kernel), `generic` (generic 6.1 kernel) or `kdump-tools`.
+        #[arg(default_value = "default")]
+        variant: String,
     },
     /// Benchmark rkdump against makedumpfile on lab vmcores (prints BENCHMARKS.md tables).
     Bench {
@@ -80,6 +98,22 @@ fn main() -> Result<()> {
         Command::Demo => demo()?,
         Command::Report { variants: names } => report(&names)?,
         Command::Crashkernel { variant, sizes } => crashkernel(&variant, &sizes)?,
+        Command::BenchImage { sizes, timeout } => bench_image(&sizes, timeout)?,
+        Command::DebianTree { variant } => {
+            let variant = match variant.as_str() {
+                "default" => debian::Variant::DEFAULT,
+                "generic" => debian::Variant::GENERIC,
+                "kdump-tools" => debian::Variant::KDUMP_TOOLS,
+                other => bail!("no Debian variant {other:?} (default, generic, kdump-tools)"),
+            };
+            let system = debian::DebianSystem::get_variant(&variant)?;
+            println!(
+                "{} ({}): {}",
+                system.variant,
+                system.release,
+                system.root().display()
+            );
+        }
         Command::Bench {
             variants: names,
             repeats,
@@ -186,6 +220,34 @@ fn demo() -> Result<()> {
         started.elapsed().as_secs_f64(),
         run.dir.display()
     );
+    Ok(())
+}
+
+fn bench_image(sizes: &[String], timeout: u64) -> Result<()> {
+    use rkdump_lab::bench_image;
+    let sizes_mib = sizes
+        .iter()
+        .map(|size| {
+            size.strip_suffix(['M', 'm'])
+                .unwrap_or(size)
+                .parse::<u32>()
+                .with_context(|| format!("crashkernel size {size:?} is not <N>M"))
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    let mut command = "cargo run --release -p rkdump-lab -- bench-image".to_owned();
+    if sizes_mib != bench_image::DEFAULT_SIZES_MIB {
+        command.push_str(" --sizes");
+        for mib in &sizes_mib {
+            command.push_str(&format!(" {mib}M"));
+        }
+    }
+    let options = bench_image::Options {
+        sizes_mib,
+        timeout: std::time::Duration::from_secs(timeout),
+        ..bench_image::Options::default()
+    };
+    let report = bench_image::run(&options)?;
+    print!("{}", bench_image::markdown(&report, &command));
     Ok(())
 }
 
