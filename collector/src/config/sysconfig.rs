@@ -18,6 +18,8 @@ use super::kdump_conf::{Diagnostic, Severity};
 pub const SYSCONFIG_FILE: &str = "/etc/sysconfig/kdump";
 /// Debian kdump-tools' settings file.
 pub const KDUMP_TOOLS_FILE: &str = "/etc/default/kdump-tools";
+/// Where kdump-tools keeps its own capture images (ignored as `KDUMP_INITRD`).
+const KDUMP_TOOLS_IMAGES: &str = "/var/lib/kdump/";
 
 /// The first-kernel settings, merged from both files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -138,6 +140,12 @@ impl FirstKernel {
                 name,
                 "KDUMP_COMMANDLINE_REMOVE" | "KDUMP_COMMANDLINE_APPEND" | "KDUMP_CMDLINE_APPEND"
             );
+            // kdump-tools' own image (`/var/lib/kdump/initrd.img*`, which its debconf writes
+            // into /etc/default/kdump-tools) boots kdump-tools' dump service, not rkdump: it
+            // is never the image rkdump loads; rkdump builds its own instead.
+            if name == "KDUMP_INITRD" && value.starts_with(KDUMP_TOOLS_IMAGES) {
+                continue;
+            }
             *slot = (list || !value.is_empty()).then_some(value);
         }
         diagnostics
@@ -218,6 +226,14 @@ KDUMP_IMG="vmlinuz"
         assert_eq!(settings.parse_into(KDUMP_TOOLS_FILE, debian), []);
         assert_eq!(settings.kernel.as_deref(), Some("/var/lib/kdump/vmlinuz"));
         assert_eq!(settings.coredir.as_deref(), Some("/var/crash"));
+        // kdump-tools' own image is not one rkdump loads; another one named is.
+        assert_eq!(settings.initrd, None);
+        assert_eq!(
+            settings.parse_into(KDUMP_TOOLS_FILE, "KDUMP_INITRD=/boot/capture.img\n"),
+            []
+        );
+        assert_eq!(settings.initrd.as_deref(), Some("/boot/capture.img"));
+        settings.initrd = None;
         let later = "export KDUMP_COMMANDLINE_APPEND='irqpoll nr_cpus=2' # mine\n";
         assert_eq!(settings.parse_into(SYSCONFIG_FILE, later), []);
         assert_eq!(
