@@ -8,8 +8,9 @@
 # rkdump to write exactly those files into $initdir. The module never gets into a system's
 # normal initramfs: check() returns 255, "only when asked for by name".
 #
-# The environment may name another kdump.conf (RKDUMP_CONFIG) and ask for every storage,
-# network and watchdog driver (RKDUMP_ALL_DRIVERS=1); `rkdump mkinitrd --dracut` sets both.
+# The environment may name the rkdump binary (RKDUMP_BINARY), another kdump.conf
+# (RKDUMP_CONFIG) and ask for every storage, network and watchdog driver
+# (RKDUMP_ALL_DRIVERS=1); `rkdump mkinitrd --dracut` sets them.
 
 # Only when requested explicitly (-m rkdump / --add rkdump).
 check() {
@@ -30,7 +31,7 @@ installkernel() {
 
 install() {
     local rkdump
-    rkdump=$(command -v rkdump) || return 1
+    rkdump=${RKDUMP_BINARY:-$(command -v rkdump)} || return 1
     local args=(mkinitrd --kver "$kernel" --tree "$initdir")
     [[ -n ${RKDUMP_CONFIG:-} ]] && args+=(--config "$RKDUMP_CONFIG")
     [[ ${RKDUMP_ALL_DRIVERS:-0} == 1 ]] && args+=(--all-drivers)

@@ -65,9 +65,13 @@ fn dracut(options: &image::Options, config: &std::path::Path) -> Result<Built, S
     }
     let compress = image::kernel_unpacks_zstd(&options.root, &options.release);
     // None of the system's dracut configuration: an empty directory of our own.
-    let confdir = std::env::temp_dir().join(format!("rkdump-dracut.{}", std::process::id()));
-    std::fs::create_dir_all(&confdir)
-        .map_err(|e| tool_error(format!("{}: {e}", confdir.display())))?;
+    // Made new by mkdtemp (mode 0700): nobody can plant a .conf in it.
+    let confdir = nix::unistd::mkdtemp(&std::env::temp_dir().join("rkdump-dracut.XXXXXX"))
+        .map_err(|e| {
+            tool_error(format!(
+                "making dracut's empty configuration directory: {e}"
+            ))
+        })?;
     let mut command = std::process::Command::new("dracut");
     command
         .args([
@@ -84,6 +88,7 @@ fn dracut(options: &image::Options, config: &std::path::Path) -> Result<Built, S
         .arg(&options.release)
         .arg(&output)
         .env("RKDUMP_CONFIG", config)
+        .env("RKDUMP_BINARY", &options.rkdump)
         .env(
             "RKDUMP_ALL_DRIVERS",
             if options.all_drivers { "1" } else { "0" },
@@ -93,20 +98,34 @@ fn dracut(options: &image::Options, config: &std::path::Path) -> Result<Built, S
     let result = result.map_err(|e| tool_error(format!("running dracut: {e}")))?;
     if !result.status.success() {
         let stderr = String::from_utf8_lossy(&result.stderr);
-        let last = stderr
+        let last: Vec<&str> = stderr
             .lines()
+            .filter(|l| !l.trim().is_empty())
             .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
+            .take(3)
+            .collect();
+        let last: Vec<&str> = last.into_iter().rev().map(str::trim).collect();
         return Err(tool_error(format!(
             "dracut -m rkdump failed ({}): {}",
             result.status,
-            last.trim()
+            last.join(" / ")
         )));
     }
     let bytes =
         std::fs::read(&output).map_err(|e| tool_error(format!("{}: {e}", output.display())))?;
-    let unpacked = super::initramfs::read(&bytes).map_or(0, |i| i.unpacked);
+    let read = super::initramfs::read(&bytes)
+        .map_err(|e| tool_error(format!("{}: {e}", output.display())))?;
+    // dracut's image must be rkdump's: /init the binary that planned it.
+    let init_size = std::fs::metadata(&options.rkdump).map(|m| m.len()).ok();
+    let init = read.entries.iter().find(|e| e.name == "init");
+    if init.map(|e| e.size) != init_size {
+        return Err(tool_error(format!(
+            "{}: dracut did not take rkdump's module (its /init is not {})",
+            output.display(),
+            options.rkdump.display()
+        )));
+    }
+    let unpacked = read.unpacked;
     Ok(image::record_external(options, unpacked, compress)?)
 }
 

@@ -329,6 +329,45 @@ pub fn split_line(raw: &str) -> Option<(&str, &str)> {
     })
 }
 
+/// Undoes fstab's octal escapes (`\040` for a space) in one field of a `--mount` spec.
+fn unescape_octal(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let digits = bytes.get(i + 1..i + 4);
+        let value = digits
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
+        match (bytes[i], value) {
+            (b'\\', Some(value)) => {
+                out.push(value);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// fstab's octal escapes for a `--mount` field: blanks, `#`, quotes, backslashes and control
+/// characters, so that the field survives kdump.conf's comment and quote rules and the split at
+/// blanks.
+pub fn escape_octal(field: &str) -> String {
+    let mut out = String::new();
+    for c in field.chars() {
+        if c.is_ascii_whitespace() || c.is_ascii_control() || matches!(c, '#' | '"' | '\\' | '\'') {
+            out.push_str(&format!("\\{:03o}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Whether `directive` matters only in the first kernel (`force_rebuild`, ...).
 pub fn is_first_kernel_directive(directive: &str) -> bool {
     FIRST_KERNEL_ONLY.contains(&directive)
@@ -509,13 +548,15 @@ impl Config {
                         match mounts.as_slice() {
                             [] => {}
                             [spec] => {
-                                let fields: Vec<&str> = spec[0].split_whitespace().collect();
+                                // fstab's fields, with its octal escapes (`\040` a space).
+                                let fields: Vec<String> =
+                                    spec[0].split_whitespace().map(unescape_octal).collect();
                                 match fields.as_slice() {
                                     [device, mountpoint, fstype, rest @ ..] => {
                                         config.target = Target::Mount {
-                                            device: (*device).to_owned(),
-                                            mountpoint: (*mountpoint).to_owned(),
-                                            fstype: (*fstype).to_owned(),
+                                            device: device.clone(),
+                                            mountpoint: mountpoint.clone(),
+                                            fstype: fstype.clone(),
                                             options: rest
                                                 .first()
                                                 .map_or("defaults", |o| o)

@@ -107,6 +107,14 @@ pub fn shebang(bytes: &[u8]) -> Option<String> {
     line.split_whitespace().next().map(str::to_owned)
 }
 
+/// The first argument of a `#!` line (`bash` of `#!/usr/bin/env bash`), if any.
+pub fn shebang_argument(bytes: &[u8]) -> Option<String> {
+    let rest = bytes.strip_prefix(b"#!")?;
+    let line = rest.split(|&b| b == b'\n').next().unwrap_or(rest);
+    let line = String::from_utf8_lossy(line);
+    line.split_whitespace().nth(1).map(str::to_owned)
+}
+
 /// The `key=value` strings of a kernel module's `.modinfo` section, in order.
 pub fn modinfo(bytes: &[u8]) -> Result<Vec<(String, String)>, ExecutableError> {
     let file = ElfFile64::<object::Endianness>::parse(bytes)
@@ -307,6 +315,11 @@ pub(crate) mod tests {
         bytes[dynamic + 8..dynamic + 16].copy_from_slice(&9999u64.to_le_bytes());
         assert!(needs(&bytes).is_err());
         assert_eq!(shebang(b"#!/bin/sh -e\necho"), Some("/bin/sh".into()));
+        assert_eq!(
+            shebang_argument(b"#!/usr/bin/env bash\n"),
+            Some("bash".into())
+        );
+        assert_eq!(shebang_argument(b"#!/bin/sh\n"), None);
         assert_eq!(shebang(b"#!"), None);
         assert_eq!(shebang(b"echo"), None);
     }

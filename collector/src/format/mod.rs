@@ -20,7 +20,7 @@
 pub mod bytes;
 pub mod cpio;
 pub mod elf;
-pub mod executable;
+pub(crate) mod executable;
 pub(crate) mod flat;
 pub(crate) mod kdump;
 pub(crate) mod manifest;

@@ -24,6 +24,15 @@ const DEFAULT_DIRS: &[&str] = &[
 /// Objects followed at most for one program (a loop of libraries is bounded by the set of
 /// those seen; this bounds a hostile tree).
 const MAX_OBJECTS: usize = 512;
+/// Where `#!/usr/bin/env PROGRAM` finds PROGRAM (the capture's PATH for hooks).
+const SCRIPT_PATH: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
 /// ld.so.conf include depth.
 const MAX_INCLUDE_DEPTH: usize = 8;
 
@@ -46,6 +55,14 @@ pub(crate) enum LibsError {
         path: String,
         /// Why.
         source: ExecutableError,
+    },
+    /// A program needs more objects than any real one does.
+    #[error("{path}: more than {limit} libraries and interpreters")]
+    TooMany {
+        /// Where the walk stopped.
+        path: String,
+        /// The limit.
+        limit: usize,
     },
     /// A library is nowhere on the search path.
     #[error("{path}: needs {soname}, which is not on the library path ({})", searched.join(":"))]
@@ -143,7 +160,10 @@ impl Installer {
             }
             objects += 1;
             if objects > MAX_OBJECTS {
-                break;
+                return Err(LibsError::TooMany {
+                    path: path.clone(),
+                    limit: MAX_OBJECTS,
+                });
             }
             let real = tree.host_file(&path)?;
             added.push(real.clone());
@@ -157,6 +177,16 @@ impl Installer {
                 _ => continue,
             };
             if let Some(interpreter) = executable::shebang(&data) {
+                // `#!/usr/bin/env bash`: env, and bash from the PATH the capture runs hooks with.
+                if interpreter.rsplit('/').next() == Some("env")
+                    && let Some(program) = executable::shebang_argument(&data)
+                    && let Some(found) = SCRIPT_PATH
+                        .iter()
+                        .map(|dir| format!("{dir}/{program}"))
+                        .find(|p| tree.host(p).is_file())
+                {
+                    pending.push((found, Some(path.clone())));
+                }
                 pending.push((interpreter, Some(path.clone())));
                 continue;
             }

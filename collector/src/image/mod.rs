@@ -67,8 +67,8 @@ pub(crate) enum ImageError {
     /// The target cannot be resolved.
     #[error(transparent)]
     Target(#[from] target::TargetError),
-    /// A file kdump.conf names is missing.
-    #[error("{what} {path} does not exist (named in {config})")]
+    /// A program kdump.conf (or a hook directory) names is missing or not executable.
+    #[error("{what} {path} does not exist or is not executable (named in {config})")]
     Missing {
         /// Which directive.
         what: &'static str,
@@ -98,6 +98,17 @@ pub(crate) enum ImageError {
         path: PathBuf,
         /// Why.
         why: String,
+    },
+    /// The target is on device-mapper (LVM, dm-crypt) or md RAID, which the capture does not
+    /// activate yet.
+    #[error(
+        "the dump target {target} is on {block} (device-mapper or md RAID), which rkdump's capture cannot activate yet: dump to a plain partition or disk, NFS or ssh"
+    )]
+    Stacked {
+        /// The target.
+        target: String,
+        /// Its block device.
+        block: String,
     },
     /// The ssh target lacks its key or pinned host key.
     #[error("{0}")]
@@ -249,13 +260,18 @@ fn loaded_watchdog_modules(root: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The executable files of a hook directory, in name order.
+/// The executable files of a hook directory, in name order (a file without an execute bit is
+/// skipped, as the capture and kdump-utils skip it: `chmod -x` disables a hook).
 fn hook_dir(root: &Path, dir: &str) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
     let mut found: Vec<String> = std::fs::read_dir(root.join(dir.trim_start_matches('/')))
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().is_file())
+        .filter(|e| {
+            std::fs::metadata(e.path())
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
         .map(|e| format!("{dir}/{}", e.file_name().to_string_lossy()))
         .collect();
     found.sort();
@@ -318,7 +334,11 @@ pub(crate) fn plan(options: &Options) -> Result<Plan, ImageError> {
     }
     for program in &programs {
         let host = options.at(&program.path);
-        if !program.path.starts_with('/') || !host.is_file() {
+        let executable = std::fs::metadata(&host).is_ok_and(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.is_file() && m.permissions().mode() & 0o111 != 0
+        });
+        if !program.path.starts_with('/') || !executable {
             return Err(ImageError::Missing {
                 what: program.what,
                 path: program.path.clone(),
@@ -370,6 +390,14 @@ pub(crate) fn plan(options: &Options) -> Result<Plan, ImageError> {
         for file in &files {
             inputs.push(options.at(file));
         }
+    }
+    if let Some(block) = resolved.block.as_deref()
+        && (block.starts_with("dm-") || block.starts_with("md"))
+    {
+        return Err(ImageError::Stacked {
+            target: resolved.description.clone(),
+            block: block.to_owned(),
+        });
     }
     let mut drivers = Vec::new();
     if let Some(block) = &resolved.block {
@@ -451,26 +479,48 @@ fn expected(options: &Options, plan: &Plan) -> Expected {
 }
 
 /// Writes `data` to `path` through a temporary file and a rename, so that a reader sees the
-/// old file or the new one, never a part.
+/// old file or the new one, never a part. The file is root's alone (mode 0600: an image may
+/// hold the ssh key), the temporary one is created new (never through a planted link), and the
+/// directory is synced after the rename.
 fn write_atomically(path: &Path, data: &[u8]) -> Result<(), ImageError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let error = |source| ImageError::Write {
         path: path.to_owned(),
         source,
     };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(error)?;
-    }
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".tmp{}", std::process::id()));
-    let temporary = PathBuf::from(temporary);
-    let mut file = std::fs::File::create(&temporary).map_err(error)?;
-    file.write_all(data)
-        .and_then(|()| file.sync_all())
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parent)
         .map_err(error)?;
-    std::fs::rename(&temporary, path).map_err(|e| {
+    let name = path
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_owned());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut temporary_name = std::ffi::OsString::from(".");
+    temporary_name.push(&name);
+    temporary_name.push(format!(".tmp.{}.{nanos}", std::process::id()));
+    let temporary = parent.join(temporary_name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(error)?;
+    let written = file
+        .write_all(data)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&temporary);
-        error(e)
-    })
+        return Err(error(e));
+    }
+    std::fs::File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(error)
 }
 
 /// The bytes of the static rkdump binary, refused when it is not one.
@@ -638,11 +688,12 @@ pub(crate) fn check(options: &Options) -> Result<Option<Vec<String>>, ImageError
     if force && force_no {
         return Err(ImageError::ForceBoth(config_name));
     }
-    // The plan also finds missing hooks and binaries: an error even when nothing is rebuilt.
-    let plan = plan(options)?;
+    // As kdumpctl: force_no_rebuild loads the image as it is, without looking at the system.
     if force_no {
         return Ok(None);
     }
+    // The plan also finds missing hooks and binaries: an error even when nothing is rebuilt.
+    let plan = plan(options)?;
     if force {
         return Ok(Some(vec![format!("force_rebuild is set in {config_name}")]));
     }
@@ -664,14 +715,28 @@ pub(crate) fn check(options: &Options) -> Result<Option<Vec<String>>, ImageError
                 )]));
             }
         },
-        Err(_) => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Some(vec![format!(
                 "no manifest {} (not built by rkdump mkinitrd)",
                 manifest_file.display()
             )]));
         }
+        Err(e) => {
+            return Ok(Some(vec![format!(
+                "its manifest {} is unreadable: {e}",
+                manifest_file.display()
+            )]));
+        }
     };
-    let reasons = manifest.differences(&expected(options, &plan));
+    let mut reasons = manifest.differences(&expected(options, &plan));
+    let size = std::fs::metadata(&image).map_or(0, |m| m.len());
+    if size != manifest.packed {
+        reasons.push(format!(
+            "{} is {size} bytes, its manifest says {} (damaged or replaced)",
+            image.display(),
+            manifest.packed
+        ));
+    }
     Ok((!reasons.is_empty()).then_some(reasons))
 }
 
@@ -852,6 +917,46 @@ mod tests {
     }
 
     #[test]
+    fn refusals_skips_and_the_image_s_own_checks() {
+        let host = system();
+        let root = host.path();
+        // An LVM volume: the capture cannot activate it, so no image pretends it can.
+        let error = build(&options(root, "xfs LABEL=my dumps\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("on dm-0 (device-mapper or md RAID)"),
+            "{error}"
+        );
+        // A hook without an execute bit is skipped (chmod -x disables it); a named one fails.
+        std::fs::create_dir_all(root.join("etc/kdump/pre.d")).unwrap();
+        std::fs::write(root.join("etc/kdump/pre.d/00-off"), "#!/bin/sh\n").unwrap();
+        let built = build(&options(root, "")).unwrap();
+        assert!(built.programs.is_empty());
+        let error = check(&options(root, "kdump_pre /etc/kdump/pre.d/00-off\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is not executable"), "{error}");
+        // The image is root's alone (it may hold the ssh key); a truncated one is rebuilt.
+        let options = options(root, "");
+        let built = build(&options).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&built.image)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(check(&options).unwrap(), None);
+        let data = std::fs::read(&built.image).unwrap();
+        std::fs::write(&built.image, &data[..data.len() / 2]).unwrap();
+        let reasons = check(&options).unwrap().unwrap();
+        assert!(reasons[0].contains("its manifest says"), "{reasons:?}");
+        // force_no_rebuild looks at nothing, not even a missing dump path.
+        let no = self::options(root, "force_no_rebuild 1\npath /nowhere\n");
+        assert_eq!(check(&no).unwrap(), None);
+    }
+
+    #[test]
     fn what_kdump_conf_names_must_exist_and_init_must_be_static() {
         let host = system();
         let root = host.path();
@@ -859,7 +964,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("kdump_post /usr/local/bin/copy-dump does not exist"),
+            error.contains(
+                "kdump_post /usr/local/bin/copy-dump does not exist or is not executable"
+            ),
             "{error}"
         );
         let error = build(&options(root, "extra_bins /bin/nothing\n"))

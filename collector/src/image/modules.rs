@@ -119,6 +119,27 @@ fn modules_under(dep: &str, dirs: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// A writer that refuses to grow past `room` bytes (a decompression bomb stops there).
+struct Bounded<'a> {
+    out: &'a mut Vec<u8>,
+    room: u64,
+}
+
+impl std::io::Write for Bounded<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if data.len() as u64 > self.room {
+            return Err(std::io::Error::other("decompressed module too large"));
+        }
+        self.room -= data.len() as u64;
+        self.out.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Reads a module file, decompressing `.xz` and `.zst`.
 fn read_module(path: &Path) -> Option<Vec<u8>> {
     let file = std::fs::File::open(path).ok()?;
@@ -127,7 +148,11 @@ fn read_module(path: &Path) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     if name.ends_with(".xz") {
         let mut input = std::io::BufReader::new(limited);
-        lzma_rs::xz_decompress(&mut input, &mut out).ok()?;
+        let mut bounded = Bounded {
+            out: &mut out,
+            room: MAX_MODULE_BYTES,
+        };
+        lzma_rs::xz_decompress(&mut input, &mut bounded).ok()?;
     } else if name.ends_with(".zst") {
         let mut decoder = zstd::stream::read::Decoder::new(limited).ok()?;
         (&mut decoder)

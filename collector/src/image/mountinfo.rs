@@ -11,7 +11,8 @@
 pub(crate) struct Mount {
     /// `major:minor` of the filesystem's device (`0:N` for those without one).
     pub dev: (u32, u32),
-    /// The directory of the filesystem mounted here (`/` unless a bind mount).
+    /// The directory of the filesystem mounted here (`/` unless a bind mount or a btrfs
+    /// subvolume).
     pub root: String,
     /// Where it is mounted.
     pub mountpoint: String,
@@ -161,10 +162,10 @@ pub(crate) fn parse_fstab(text: &str) -> Vec<FstabEntry> {
         .collect()
 }
 
-/// Options for mounting a dump target in the capture kernel, from the first kernel's (fstab's
-/// when it has the mount, else the mount's own): `ro` becomes `rw`, and `noauto`, `nofail`,
-/// `x-systemd.*`, `x-initrd.*`, `_netdev`, `auto` and `defaults` go, as mkdumprd does (the
-/// capture must mount it, now, writable). Empty means `defaults`.
+/// Options for mounting a dump target in the capture kernel, from fstab's: `ro` becomes `rw`,
+/// and `noauto`, `nofail`, `x-*` (systemd's, util-linux's), `_netdev`, `auto`, `bind` and
+/// `defaults` go, as mkdumprd does (the capture must mount the filesystem itself, now,
+/// writable). Empty means `defaults`.
 pub(crate) fn capture_options(options: &str) -> String {
     let kept: Vec<&str> = options
         .split(',')
@@ -174,8 +175,8 @@ pub(crate) fn capture_options(options: &str) -> String {
                     *o,
                     "ro" | "rw" | "noauto" | "auto" | "nofail" | "_netdev" | "defaults"
                 )
-                && !o.starts_with("x-systemd.")
-                && !o.starts_with("x-initrd.")
+                && !matches!(*o, "bind" | "rbind")
+                && !o.starts_with("x-")
                 && !o.starts_with("comment=")
         })
         .collect();

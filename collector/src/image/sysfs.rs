@@ -11,14 +11,14 @@ use std::path::Path;
 /// Block devices visited at most in one stack (a stack is a few levels deep; a loop in sysfs
 /// would be a kernel bug).
 const MAX_STACK: usize = 64;
-/// udev's persistent-name directories, in the order a name is preferred.
+/// udev's persistent-name directories, in the order a name is preferred: the identifiers the
+/// capture finds by reading the disks themselves (it has no udev to make `/dev/disk/by-id` or
+/// `by-path` links).
 const BY_DIRS: &[(&str, &str)] = &[
     ("by-uuid", "UUID="),
     ("by-label", "LABEL="),
     ("by-partuuid", "PARTUUID="),
     ("by-partlabel", "PARTLABEL="),
-    ("by-id", ""),
-    ("by-path", ""),
 ];
 
 /// The loadable module of a sysfs device's driver, if it has one.
@@ -158,7 +158,7 @@ pub(crate) fn nics(root: &Path) -> Vec<Nic> {
 }
 
 /// The persistent names udev made for the block device `name`, most preferred first, as
-/// kdump.conf would write them (`UUID=...`, `/dev/disk/by-id/...`).
+/// kdump.conf would write them (`UUID=...`, `LABEL=...`).
 pub(crate) fn persistent_names(root: &Path, name: &str) -> Vec<String> {
     let mut names = Vec::new();
     for (dir, prefix) in BY_DIRS {
@@ -173,11 +173,7 @@ pub(crate) fn persistent_names(root: &Path, name: &str) -> Vec<String> {
             .collect();
         matching.sort();
         for link in matching {
-            names.push(if prefix.is_empty() {
-                format!("/dev/disk/{dir}/{link}")
-            } else {
-                format!("{prefix}{}", unescape_udev(&link))
-            });
+            names.push(format!("{prefix}{}", unescape_udev(&link)));
         }
     }
     names

@@ -80,8 +80,19 @@ fn persistent(root: &Path, block: &str) -> String {
         .unwrap_or_else(|| format!("/dev/{block}"))
 }
 
-fn quote(text: &str) -> String {
-    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+/// The `dracut_args --mount "DEVICE MOUNTPOINT FSTYPE OPTIONS"` line, each field escaped as
+/// fstab escapes it (the parser undoes it).
+fn mount_line(device: &str, mountpoint: &str, fstype: &str, options: &str) -> String {
+    let fields: Vec<String> = [device, mountpoint, fstype, options]
+        .iter()
+        .map(|f| kdump_conf::escape_octal(f))
+        .collect();
+    // Inside the double quotes a backslash escapes the next character (shell rules, as
+    // dracut_args reads): the octal escapes' backslashes are doubled.
+    format!(
+        "dracut_args --mount \"{}\"",
+        fields.join(" ").replace('\\', "\\\\")
+    )
 }
 
 /// The fstab options of the filesystem mounted on `mountpoint`, or `defaults`.
@@ -109,18 +120,38 @@ fn holding_path(root: &Path, path: &str, mounts: &[Mount]) -> Result<Resolved, T
     );
     let mount =
         mountinfo::holding(mounts, &real).ok_or_else(|| TargetError::NotMounted(real.clone()))?;
-    // Within the filesystem: the mount's own root (a bind mount) joined with the rest.
-    let inside = super::tree::normalize(
-        &mount.root,
-        mountinfo::relative_to(&real, &mount.mountpoint).trim_start_matches('/'),
-    );
-    let options = mountinfo::capture_options(&fstab_options(root, &mount.mountpoint));
+    let btrfs = mount.fstype == "btrfs";
+    // Within the filesystem: the mount's own root (a bind mount) joined with the rest; a btrfs
+    // subvolume is mounted as such in the capture too (`subvol=`), and the path is within it.
+    let relative = mountinfo::relative_to(&real, &mount.mountpoint);
+    let inside = if btrfs {
+        relative
+    } else {
+        super::tree::normalize(&mount.root, relative.trim_start_matches('/'))
+    };
+    let mut options = mountinfo::capture_options(&fstab_options(root, &mount.mountpoint));
+    if btrfs && mount.root != "/" && !options.split(',').any(|o| o.starts_with("subvol=")) {
+        let subvol = format!("subvol={}", mount.root.trim_start_matches('/'));
+        options = if options == "defaults" {
+            subvol
+        } else {
+            format!("{options},{subvol}")
+        };
+    }
     let network = mount.fstype.starts_with("nfs");
     let (device, block) = if network {
         (mount.source.clone(), None)
     } else {
-        let block =
-            sysfs::block_name_of_dev(root, mount.dev).ok_or_else(|| TargetError::NoDevice {
+        // Filesystems with anonymous device numbers (btrfs: 0:N) are found by their source.
+        let block = sysfs::block_name_of_dev(root, mount.dev)
+            .or_else(|| {
+                mount
+                    .source
+                    .starts_with("/dev/")
+                    .then(|| sysfs::block_name(&root.join(mount.source.trim_start_matches('/'))))
+                    .flatten()
+            })
+            .ok_or_else(|| TargetError::NoDevice {
                 device: mount.source.clone(),
                 node: root.join(format!("sys/dev/block/{}:{}", mount.dev.0, mount.dev.1)),
             })?;
@@ -133,13 +164,7 @@ fn holding_path(root: &Path, path: &str, mounts: &[Mount]) -> Result<Resolved, T
     };
     Ok(Resolved {
         lines: vec![
-            format!(
-                "dracut_args --mount {}",
-                quote(&format!(
-                    "{device} {capture_mountpoint} {} {options}",
-                    mount.fstype
-                ))
-            ),
+            mount_line(&device, &capture_mountpoint, &mount.fstype, &options),
             format!("path {inside}"),
         ],
         description: format!(
@@ -243,13 +268,7 @@ pub(crate) fn resolve(
             };
             let options = mountinfo::capture_options(options);
             Ok(Resolved {
-                lines: vec![
-                    format!(
-                        "dracut_args --mount {}",
-                        quote(&format!("{name} {mountpoint} {fstype} {options}"))
-                    ),
-                    path_line,
-                ],
+                lines: vec![mount_line(&name, mountpoint, fstype, &options), path_line],
                 description: format!("{fstype} {name} on {mountpoint}, directory {path}"),
                 persistent: block.is_some().then(|| name.clone()),
                 block,
@@ -398,6 +417,42 @@ pub(crate) mod tests {
                 "path /"
             ]
         );
+    }
+
+    #[test]
+    fn a_btrfs_subvolume_and_a_mount_point_with_a_space() {
+        let host = system();
+        let root = host.path();
+        // Debian's btrfs layout: the root is subvolume @ of vda1, with an anonymous dev number.
+        std::fs::write(
+            root.join("proc/self/mountinfo"),
+            "27 1 0:31 /@ / rw,relatime - btrfs /dev/vda1 rw,space_cache=v2,subvol=/@\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("etc/fstab"), "UUID=x / btrfs defaults 0 0\n").unwrap();
+        let resolved = resolve(root, &config(""), None).unwrap();
+        assert_eq!(
+            resolved.lines,
+            [
+                "dracut_args --mount \"UUID=0f6e4c8e-1111-2222-3333-444455556666 /sysroot btrfs subvol=@\"",
+                "path /var/crash"
+            ]
+        );
+        // A mount point with a space and a # goes through kdump.conf's parser intact.
+        std::fs::create_dir_all(root.join("srv/dump dir#1")).unwrap();
+        std::fs::write(
+            root.join("proc/self/mountinfo"),
+            "27 1 254:1 / / rw - ext4 /dev/vda1 rw\n30 27 254:1 / /srv/dump\\040dir#1 rw - ext4 /dev/vda1 rw\n",
+        )
+        .unwrap();
+        let resolved = resolve(root, &config("path /srv/dump dir#1\n"), None).unwrap();
+        let conf = image_conf("/etc/kdump.conf", "", &resolved);
+        let (back, diagnostics) = Config::parse("/etc/kdump.conf", &conf);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        match back.target {
+            Target::Mount { mountpoint, .. } => assert_eq!(mountpoint, "/srv/dump dir#1"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

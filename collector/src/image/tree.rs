@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::format::cpio::Archive;
 
+/// Largest file copied into an image (a cpio entry holds less than 4 GiB; no capture needs
+/// anything near this).
+const MAX_FILE: u64 = 1 << 30;
 /// Symbolic links followed at most while copying one host path (the kernel's limit is 40).
 const MAX_LINKS: usize = 40;
 
@@ -27,6 +30,14 @@ pub(crate) enum TreeError {
     Loop {
         /// The host path.
         path: PathBuf,
+    },
+    /// A file too large for an image.
+    #[error("{}: {size} bytes, more than an image takes ({MAX_FILE})", path.display())]
+    TooLarge {
+        /// The host path.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
     },
     /// A directory where a file was asked for.
     #[error("{}: not a regular file", path.display())]
@@ -212,6 +223,12 @@ impl Tree {
                 }
                 if !meta.is_file() {
                     return Err(TreeError::NotAFile { path: host });
+                }
+                if meta.len() > MAX_FILE {
+                    return Err(TreeError::TooLarge {
+                        path: host,
+                        size: meta.len(),
+                    });
                 }
                 if !self.nodes.contains_key(&prefix) {
                     let data = std::fs::read(&host).map_err(|source| TreeError::Read {
