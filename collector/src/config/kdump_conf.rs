@@ -329,8 +329,8 @@ pub fn split_line(raw: &str) -> Option<(&str, &str)> {
     })
 }
 
-/// Undoes fstab's octal escapes (`\040` for a space) in one field of a `--mount` spec.
-fn unescape_octal(field: &str) -> String {
+/// Undoes fstab's and mountinfo's octal escapes (`\040` for a space) in one field.
+pub fn unescape_octal(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -34,31 +34,9 @@ pub(crate) struct MountinfoError {
     pub text: String,
 }
 
-/// Undoes the kernel's octal escapes (`\040` for a space).
-pub(crate) fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
-            d.iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-                .then(|| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok())
-                .flatten()
-        });
-        match (bytes[i], octal) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// Undoes the kernel's octal escapes (`\040` for a space): fstab's, which kdump.conf's
+/// `--mount` fields use too.
+pub(crate) use crate::config::kdump_conf::unescape_octal as unescape;
 
 /// Parses mountinfo text.
 pub(crate) fn parse(text: &str) -> Result<Vec<Mount>, MountinfoError> {
