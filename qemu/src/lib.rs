@@ -23,6 +23,7 @@ pub mod debian;
 pub mod images;
 pub mod kernels;
 pub mod nfsd;
+pub mod package;
 pub mod reference;
 pub mod scenario;
 pub mod sshd;

@@ -649,11 +649,7 @@ fn space_and_leftovers(inputs: &Inputs<'_>) -> Vec<Check> {
 }
 
 fn other_services(root: &Path) -> Check {
-    let wants = root.join("etc/systemd/system/multi-user.target.wants");
-    let others: Vec<&str> = ["kdump-tools.service", "kdump.service"]
-        .into_iter()
-        .filter(|unit| wants.join(unit).exists())
-        .collect();
+    let others = super::service::other_services_enabled(root);
     if others.is_empty() {
         check(
             "other_kdump",
@@ -664,9 +660,10 @@ fn other_services(root: &Path) -> Check {
     } else {
         check(
             "other_kdump",
-            Level::Warn,
+            Level::Fail,
             format!(
-                "{} is enabled too: only one service can own the crash kernel",
+                "{} is enabled too: only one service can own the crash kernel, and rkdump start \
+                 does not load over it",
                 others.join(", ")
             ),
             Some("disable it (systemctl disable --now ...)"),

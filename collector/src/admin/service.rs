@@ -83,6 +83,16 @@ pub(crate) enum ServiceError {
     /// The estimate cannot be made.
     #[error("cannot estimate the reservation: {0}")]
     Estimate(super::estimate::EstimateError),
+    /// Another kdump service is enabled: rkdump does not load over it.
+    #[error(
+        "{} is enabled: only one kdump service can own the crash kernel, and rkdump does not load \
+         over it (to use rkdump: systemctl disable --now {}; then rkdump start)",
+        units.join(" and "), units.join(" ")
+    )]
+    OtherService {
+        /// Which units.
+        units: Vec<&'static str>,
+    },
     /// Another verb holds the lock, or it cannot be taken.
     #[error("cannot lock {LOCK_FILE}: {0}")]
     Lock(std::io::Error),
@@ -128,6 +138,36 @@ pub(crate) fn lock() -> Result<Lock, ServiceError> {
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map(Lock)
         .map_err(|(_, errno)| ServiceError::Lock(errno.into()))
+}
+
+/// The other kdump services: Debian's kdump-tools and kdump-utils' kdumpctl.
+pub(crate) const OTHER_SERVICES: &[&str] = &["kdump-tools.service", "kdump.service"];
+
+/// The [`OTHER_SERVICES`] enabled under `root`: linked from a `.wants` or `.requires`
+/// directory of `/etc/systemd/system` (kdump-tools is wanted by basic.target, kdump.service by
+/// multi-user.target). A masked or disabled unit has no such link.
+pub(crate) fn other_services_enabled(root: &Path) -> Vec<&'static str> {
+    let dir = root.join("etc/systemd/system");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let wants: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "wants" || e == "requires")
+        })
+        .collect();
+    OTHER_SERVICES
+        .iter()
+        .copied()
+        .filter(|unit| {
+            wants
+                .iter()
+                .any(|w| std::fs::symlink_metadata(w.join(unit)).is_ok())
+        })
+        .collect()
 }
 
 /// The running kernel's release.
@@ -219,6 +259,10 @@ pub(crate) fn start(options: &Options) -> Result<Started, ServiceError> {
     let unreserved = state.crash_size.unwrap_or(0) == 0;
     let (_config, mut warnings) = kdump_conf(&options.config)?;
     let settings = first_kernel_settings(root)?;
+    let others = other_services_enabled(root);
+    if !others.is_empty() {
+        return Err(ServiceError::OtherService { units: others });
+    }
     let found = locate(options, &settings, &release);
     if unreserved {
         let estimate = found.as_ref().ok().and_then(|(kernel, initrd)| {
@@ -377,5 +421,52 @@ pub(crate) fn reserved(root: &Path) -> Result<u64, ServiceError> {
     match state.crash_size {
         None => Err(ServiceError::NotSupported),
         Some(bytes) => Ok(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_kdump_services_count_when_linked_from_any_wants_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let system = root.path().join("etc/systemd/system");
+        std::fs::create_dir_all(system.join("multi-user.target.wants")).unwrap();
+        assert!(other_services_enabled(root.path()).is_empty());
+        // A masked kdump-tools (a link to /dev/null beside the wants directories) is not enabled.
+        std::os::unix::fs::symlink("/dev/null", system.join("kdump-tools.service")).unwrap();
+        std::os::unix::fs::symlink(
+            "/lib/systemd/system/rkdump.service",
+            system.join("multi-user.target.wants/rkdump.service"),
+        )
+        .unwrap();
+        assert!(other_services_enabled(root.path()).is_empty());
+        // kdump-tools is wanted by basic.target; the link may dangle in a recorded tree.
+        std::fs::create_dir_all(system.join("basic.target.wants")).unwrap();
+        std::os::unix::fs::symlink(
+            "/lib/systemd/system/kdump-tools.service",
+            system.join("basic.target.wants/kdump-tools.service"),
+        )
+        .unwrap();
+        assert_eq!(other_services_enabled(root.path()), ["kdump-tools.service"]);
+        std::os::unix::fs::symlink(
+            "/usr/lib/systemd/system/kdump.service",
+            system.join("multi-user.target.wants/kdump.service"),
+        )
+        .unwrap();
+        assert_eq!(
+            other_services_enabled(root.path()),
+            ["kdump-tools.service", "kdump.service"]
+        );
+        let message = ServiceError::OtherService {
+            units: other_services_enabled(root.path()),
+        }
+        .to_string();
+        assert!(message.contains("does not load over it"), "{message}");
+        assert!(
+            message.contains("systemctl disable --now kdump-tools.service kdump.service"),
+            "{message}"
+        );
     }
 }

@@ -6,9 +6,11 @@
 
 mod capture;
 mod crash_test;
+mod crashkernel;
 mod dmesg;
 mod doctor;
 mod estimate;
+mod generator;
 mod info;
 mod mkinitrd;
 mod progress;
@@ -84,9 +86,12 @@ enum Command {
     Status(status::StatusArgs),
     Test(crash_test::TestArgs),
     Estimate(estimate::EstimateArgs),
+    Crashkernel(crashkernel::CrashkernelArgs),
     Doctor(doctor::DoctorArgs),
     Mkinitrd(mkinitrd::MkinitrdArgs),
     Rebuild(mkinitrd::RebuildArgs),
+    #[command(hide = true)]
+    SystemdGenerator(generator::GeneratorArgs),
 }
 
 /// Entry point of the `rkdump` binary. As PID 1 (the capture kernel's `/init`) it runs the
@@ -124,9 +129,11 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(&args),
         Command::Test(args) => crash_test::test(&args),
         Command::Estimate(args) => estimate::estimate(&args),
+        Command::Crashkernel(args) => crashkernel::crashkernel(&args),
         Command::Doctor(args) => doctor::doctor(&args),
         Command::Mkinitrd(args) => mkinitrd::mkinitrd(&args),
         Command::Rebuild(args) => mkinitrd::rebuild(&args),
+        Command::SystemdGenerator(args) => generator::generate(&args),
     };
     status.into()
 }

@@ -483,17 +483,27 @@ fn expected(options: &Options, plan: &Plan) -> Expected {
 /// hold the ssh key), the temporary one is created new (never through a planted link), and the
 /// directory is synced after the rename.
 fn write_atomically(path: &Path, data: &[u8]) -> Result<(), ImageError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let error = |source| ImageError::Write {
+    write_new_file(path, data, 0o600, 0o700).map_err(|source| ImageError::Write {
         path: path.to_owned(),
         source,
-    };
+    })
+}
+
+/// Replaces `path` with `data` atomically: a new temporary file of `mode` beside it (created
+/// with `O_EXCL`, so nothing planted there is written through), fsynced, renamed over `path`,
+/// the directory fsynced. Missing directories are made with `dir_mode`.
+pub(crate) fn write_new_file(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    dir_mode: u32,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let parent = path.parent().unwrap_or(Path::new("."));
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
-        .create(parent)
-        .map_err(error)?;
+        .mode(dir_mode)
+        .create(parent)?;
     let name = path
         .file_name()
         .map_or_else(Default::default, |n| n.to_owned());
@@ -507,20 +517,17 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(error)?;
+        .mode(mode)
+        .open(&temporary)?;
     let written = file
         .write_all(data)
         .and_then(|()| file.sync_all())
         .and_then(|()| std::fs::rename(&temporary, path));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&temporary);
-        return Err(error(e));
+        return Err(e);
     }
-    std::fs::File::open(parent)
-        .and_then(|dir| dir.sync_all())
-        .map_err(error)
+    std::fs::File::open(parent).and_then(|dir| dir.sync_all())
 }
 
 /// The bytes of the static rkdump binary, refused when it is not one.

@@ -25,6 +25,9 @@ enum Command {
     },
     /// List the variants.
     Variants,
+    /// Build the Debian package (rkdump_<version>_amd64.deb, in target/debian/) and print its
+    /// path.
+    Package,
     /// Crash the default guest now, capture it with rkdump, and show the dump.
     Demo,
     /// Print the per-variant record (timings, dump size, capture memory) as a markdown table.
@@ -96,6 +99,7 @@ fn main() -> Result<()> {
             }
         }
         Command::Demo => demo()?,
+        Command::Package => println!("{}", rkdump_lab::package::build()?.display()),
         Command::Report { variants: names } => report(&names)?,
         Command::Crashkernel { variant, sizes } => crashkernel(&variant, &sizes)?,
         Command::BenchImage { sizes, timeout } => bench_image(&sizes, timeout)?,
