@@ -81,3 +81,26 @@ pub fn capture_command(config: &Path, vmcore: &Path, log: &Path, hooks: &Path) -
         .arg(hooks.join("post.d"));
     command
 }
+
+/// The output of step `name` in a guest script's log, whose steps are written as
+/// `== NAME: COMMAND`, the output, then `== NAME: exit STATUS` (the Debian guest tests).
+pub fn log_step<'a>(log: &'a str, name: &str) -> &'a str {
+    let start = format!("== {name}: ");
+    let from = log
+        .find(&start)
+        .unwrap_or_else(|| panic!("no step {name} in the log:\n{log}"));
+    let rest = &log[from..];
+    let end = rest
+        .find(&format!("== {name}: exit"))
+        .unwrap_or_else(|| panic!("step {name} did not finish:\n{rest}"));
+    &rest[..end + rest[end..].find('\n').unwrap_or(rest.len() - end)]
+}
+
+/// The exit status a [`log_step`] output ends with.
+pub fn exit_status(output: &str) -> &str {
+    output
+        .rsplit(": exit ")
+        .next()
+        .map(str::trim)
+        .unwrap_or_default()
+}

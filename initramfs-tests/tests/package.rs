@@ -9,7 +9,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use initramfs_tests::{crash, rkdump, run_ok, sorted_names};
+use initramfs_tests::{crash, exit_status, log_step as step, rkdump, run_ok, sorted_names};
 use rkdump_lab::debian::{BootOptions, DebianSystem};
 use rkdump_lab::kernels::Kernel;
 use rkdump_lab::scenario;
@@ -73,27 +73,6 @@ TimeoutStartSec=infinity
 [Install]
 WantedBy=multi-user.target
 ";
-
-/// The output of one step of the log.
-fn step<'a>(log: &'a str, name: &str) -> &'a str {
-    let start = format!("== {name}: ");
-    let from = log
-        .find(&start)
-        .unwrap_or_else(|| panic!("no step {name} in the log:\n{log}"));
-    let rest = &log[from..];
-    let end = rest
-        .find(&format!("== {name}: exit"))
-        .unwrap_or_else(|| panic!("step {name} did not finish:\n{rest}"));
-    &rest[..end + rest[end..].find('\n').unwrap_or(rest.len() - end)]
-}
-
-fn exit_status(output: &str) -> &str {
-    output
-        .rsplit(": exit ")
-        .next()
-        .map(str::trim)
-        .unwrap_or_default()
-}
 
 #[test]
 fn the_package_holds_the_binary_unit_rules_config_dracut_module_and_man_pages() {
