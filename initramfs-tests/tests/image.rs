@@ -53,20 +53,6 @@ step start-hook rkdump start
 step status rkdump status
 "#;
 
-const UNIT: &str = "\
-[Unit]
-Description=rkdump lab: build the capture image, arm, crash
-After=multi-user.target
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/lab-image
-TimeoutStartSec=infinity
-
-[Install]
-WantedBy=multi-user.target
-";
-
 /// What kdump.conf says: kdump-utils' default collector, no target line (the root filesystem).
 const KDUMP_CONF: &str = "core_collector makedumpfile -l --message-level 7 -d 31\n";
 
@@ -148,8 +134,7 @@ fn run_on(
         .unwrap()
         .file("/etc/kdump.conf", 0o644, kdump_conf.as_bytes())
         .dir("/var/crash", 0o755)
-        .file("/usr/local/sbin/lab-image", 0o755, script.as_bytes())
-        .unit("lab-image.service", UNIT);
+        .lab_script("lab-image", "build the capture image, arm, crash", &script);
     for (path, mode, contents) in files {
         builder = builder.file(path, *mode, contents);
     }

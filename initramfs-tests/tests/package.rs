@@ -1,78 +1,24 @@
 //! The Debian package, installed as a user installs it: `rkdump_<version>_amd64.deb` built by
 //! the README's package command, then in a real installed Debian 12 guest (systemd, Debian's
 //! cloud kernel with initramfs-tools, root on ext4 by UUID, no kexec-tools, makedumpfile or
-//! dracut) booted with crashkernel=: `dpkg -i`, the service armed by the package, a sysrq
-//! crash, the capture kernel's dump in /var/crash on the root filesystem, the reboot, and the
-//! next boot's `rkdump status` reporting that dump complete; then purge. The dump is opened
-//! with crash (the reference reader) and the kernel's debug vmlinux.
+//! dracut), through the lab's installed flow (`rkdump_lab::installed`, the README demo's):
+//! `dpkg -i`, the service armed by the package, a sysrq crash, the capture kernel's dump in
+//! /var/crash on the root filesystem, the reboot, and the next boot's `rkdump status` reporting
+//! that dump complete. A second test goes through a system's life: installed before
+//! crashkernel= is set, `rkdump crashkernel --set`, udev's coldplug replayed (no reload),
+//! `rkdump test --force`, a kernel upgrade, removal and purge. The dumps are opened with crash
+//! and drgn (the reference readers) and the kernels' debug vmlinux.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use initramfs_tests::{crash, exit_status, log_step as step, rkdump, run_ok, sorted_names};
+use initramfs_tests::{
+    crash, drgn_crashed_stack, exit_status, log_step as step, rkdump, run_ok, sorted_names,
+};
 use rkdump_lab::debian::{BootOptions, DebianSystem};
-use rkdump_lab::kernels::Kernel;
-use rkdump_lab::scenario;
-use rkdump_lab::vm::Vm;
-
-const UUID: &str = "0dd5e111-2222-4333-8444-5555666677aa";
-
-/// What the guest does at each boot (a counter on the disk says which), every command's
-/// output in /var/lib/lab/package.log.
-const SCRIPT: &str = r#"#!/bin/sh
-log=/var/lib/lab/package.log
-mkdir -p /var/lib/lab
-stage() { echo "RKDUMP-LAB: $*" > /dev/console; }
-step() {
-  name=$1; shift
-  { echo "== $name: $*"; "$@"; echo "== $name: exit $?"; } >> $log 2>&1
-  stage "$name"
-}
-boot=$(cat /var/lib/lab/boot 2>/dev/null || echo 0)
-boot=$((boot + 1))
-echo $boot > /var/lib/lab/boot
-sync
-case $boot in
-1)
-  step dpkg-install dpkg -i /root/rkdump.deb
-  step enabled systemctl is-enabled rkdump.service
-  step active-1 systemctl is-active rkdump.service
-  step status-1 rkdump status
-  step journal-1 journalctl -b -u rkdump.service --no-pager -o cat
-  sync
-  stage crashing
-  sleep 1
-  echo c > /proc/sysrq-trigger
-  ;;
-2)
-  step active-2 systemctl is-active rkdump.service
-  step journal-2 journalctl -b -u rkdump.service --no-pager -o cat
-  step status-2 rkdump status
-  step images ls /var/lib/rkdump
-  step remove dpkg -r rkdump
-  step after-remove ls /var/lib/rkdump /var/crash /etc/kdump.conf
-  step purge dpkg --purge rkdump
-  step after-purge ls -d /var/lib/rkdump /etc/kdump.conf /var/crash
-  sync
-  stage done
-  systemctl poweroff
-  ;;
-esac
-"#;
-
-const UNIT: &str = "\
-[Unit]
-Description=rkdump lab: install the package, crash, check
-After=multi-user.target
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/lab-package
-TimeoutStartSec=infinity
-
-[Install]
-WantedBy=multi-user.target
-";
+use rkdump_lab::installed::{DEMO_PLAN, EventKind, Flow, LIFECYCLE_PLAN};
+use rkdump_lab::kernels::{Flavor, Kernel};
 
 #[test]
 fn the_package_holds_the_binary_unit_rules_config_dracut_module_and_man_pages() {
@@ -133,45 +79,98 @@ fn the_package_holds_the_binary_unit_rules_config_dracut_module_and_man_pages() 
     assert!(man.contains("--set"), "{man}");
 }
 
+/// Checks one dump the capture kernel wrote: its files, complete by rkdump's own reader, the
+/// sysrq panic by crash and drgn with `kernel`'s debug vmlinux, and the panic in its
+/// vmcore-dmesg.txt.
+fn check_dump(dump: &Path, kernel: &Kernel) {
+    assert_eq!(
+        sorted_names(dump),
+        ["kexec-dmesg.log", "vmcore", "vmcore-dmesg.txt"]
+    );
+    let info = run_ok(Command::new(rkdump()).arg("info").arg(dump.join("vmcore")));
+    assert!(
+        info.lines()
+            .any(|l| l.split_whitespace().eq(["Complete:", "yes"])),
+        "{info}"
+    );
+    let bt = crash(&kernel.vmlinux(), &dump.join("vmcore"), &["bt"]);
+    assert!(bt.contains("sysrq_handle_crash"), "crash's bt:\n{bt}");
+    let stack = drgn_crashed_stack(&kernel.vmlinux(), &dump.join("vmcore"));
+    assert!(
+        stack.contains("sysrq_handle_crash"),
+        "drgn's crashed-thread stack:\n{stack}"
+    );
+    let dmesg = std::fs::read_to_string(dump.join("vmcore-dmesg.txt")).unwrap();
+    assert!(dmesg.contains("sysrq: Trigger a crash"), "{dmesg}");
+    assert!(
+        dmesg.contains(&format!("Linux version {} ", kernel.release)),
+        "{dmesg}"
+    );
+}
+
+/// The dump directory (`/var/crash/127.0.0.1-<date>`) of the last dump a `rkdump status`
+/// output names, which it must report complete.
+fn last_dump(status: &str) -> PathBuf {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("rkdump: last dump: "))
+        .unwrap_or_else(|| panic!("no last dump in {status}"));
+    assert!(line.ends_with(", complete"), "{status}");
+    let path = Path::new(line.split(',').next().unwrap());
+    let name = path
+        .strip_prefix("/var/crash")
+        .ok()
+        .and_then(|p| p.iter().next())
+        .unwrap_or_else(|| panic!("not in /var/crash: {status}"));
+    assert!(name.to_string_lossy().starts_with("127.0.0.1-"), "{status}");
+    Path::new("/var/crash").join(name)
+}
+
 #[test]
 fn dpkg_i_arms_the_system_and_the_crash_is_in_var_crash_after_the_reboot() {
     let kernel = Kernel::fetch(rkdump_lab::debian::FLAVOR).unwrap();
     let deb = rkdump_lab::package::build().unwrap();
     let system = DebianSystem::get().expect("the Debian 12 tree");
     let dir = rkdump_lab::cache::root().join("lab/package/install");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let disk = system
-        .disk()
-        .uuid(UUID)
-        .host_file("/root/rkdump.deb", 0o644, &deb)
-        .unwrap()
-        .file("/usr/local/sbin/lab-package", 0o755, SCRIPT.as_bytes())
-        .unit("lab-package.service", UNIT)
-        .create(&dir.join("root.img"))
-        .unwrap();
+    let mut flow = Flow::create(&system, &dir, &deb, DEMO_PLAN, &[]).unwrap();
     let options = BootOptions {
         allow_reboot: true,
         ..BootOptions::default()
     };
-    let mut vm = Vm::start(&disk.vm_config(&options), &dir.join("serial.log")).unwrap();
-    vm.wait_for("dpkg-install", Duration::from_secs(420))
+    let events = flow
+        .run(&options, Duration::from_secs(1500), &mut |_| {})
         .unwrap();
-    vm.wait_for("crashing", Duration::from_secs(300)).unwrap();
-    vm.wait_for("done", Duration::from_secs(900)).unwrap();
-    let (status, _) = vm.wait_exit(Duration::from_secs(300)).unwrap();
-    assert!(status.success(), "QEMU: {status}");
-    let log = String::from_utf8(disk.read_file("/var/lib/lab/package.log").unwrap()).unwrap();
+    let kinds: Vec<&EventKind> = events
+        .iter()
+        .map(|e| &e.kind)
+        .filter(|k| !matches!(k, EventKind::Step(_)))
+        .collect();
+    assert!(
+        matches!(
+            kinds.as_slice(),
+            [
+                EventKind::KernelBooting { capture: false },
+                EventKind::Crashed,
+                EventKind::KernelBooting { capture: true },
+                EventKind::CaptureStarted,
+                EventKind::DumpWritten(summary),
+                EventKind::FinalAction(action),
+                EventKind::KernelBooting { capture: false },
+            ] if summary.contains("\"complete\":true") && action == "reboot"
+        ),
+        "{kinds:?}"
+    );
+    let log = flow.log().unwrap();
 
     // Installed: enabled, started by the package (crashkernel= is reserved), armed.
-    let install = step(&log, "dpkg-install");
+    let install = step(&log, "1.dpkg-install");
     assert_eq!(exit_status(install), "0", "{install}");
-    assert_eq!(exit_status(step(&log, "enabled")), "0", "{log}");
-    assert!(step(&log, "active-1").contains("\nactive\n"), "{log}");
-    let status_1 = step(&log, "status-1");
+    assert_eq!(exit_status(step(&log, "1.enabled")), "0", "{log}");
+    assert!(step(&log, "1.active").contains("\nactive\n"), "{log}");
+    let status_1 = step(&log, "1.status");
     assert_eq!(exit_status(status_1), "0", "{status_1}");
     assert!(status_1.contains("kdump is operational"), "{status_1}");
-    let journal_1 = step(&log, "journal-1");
+    let journal_1 = step(&log, "1.journal");
     assert!(
         journal_1.contains("rebuilding the capture image: no capture image at"),
         "{journal_1}"
@@ -183,36 +182,183 @@ fn dpkg_i_arms_the_system_and_the_crash_is_in_var_crash_after_the_reboot() {
 
     // After the crash and the reboot: armed again at boot (the image kept, not rebuilt), and
     // status reports the dump.
-    assert!(step(&log, "active-2").contains("\nactive\n"), "{log}");
-    let journal_2 = step(&log, "journal-2");
+    assert!(step(&log, "2.active").contains("\nactive\n"), "{log}");
+    let journal_2 = step(&log, "2.journal");
     assert!(
         journal_2.contains("loaded the capture kernel"),
         "{journal_2}"
     );
     assert!(!journal_2.contains("rebuilding"), "{journal_2}");
-    let status_2 = step(&log, "status-2");
+    let status_2 = step(&log, "2.status");
     assert_eq!(exit_status(status_2), "0", "{status_2}");
-    assert!(
-        status_2.lines().any(
-            |l| l.starts_with("rkdump: last dump: /var/crash/127.0.0.1-")
-                && l.ends_with(", complete")
-        ),
-        "{status_2}"
-    );
-    let images = step(&log, "images");
+    let reported = last_dump(status_2);
+    let images = step(&log, "2.images");
     assert!(
         images.contains(&format!("initrd-{}.img\n", kernel.release)),
         "{images}"
     );
-    // Removal keeps images, configuration and dumps; purge removes rkdump's state and its
-    // configuration, never the dumps.
-    assert_eq!(exit_status(step(&log, "remove")), "0", "{log}");
-    let after_remove = step(&log, "after-remove");
+
+    // The dump on the disk, read without mounting it: the one status reported.
+    let dumps = flow.dumps().unwrap();
+    assert_eq!(dumps.len(), 1, "{dumps:?}");
+    assert_eq!(dumps[0].file_name(), reported.file_name());
+    check_dump(&dumps[0], &kernel);
+}
+
+/// The crashkernel= value in MiB that the GRUB snippet of `rkdump crashkernel --set` sets.
+fn grub_crashkernel_mib(snippet: &str) -> u32 {
+    let value = snippet
+        .split_once("crashkernel=")
+        .and_then(|(_, rest)| rest.split_once("M\""))
+        .unwrap_or_else(|| panic!("no crashkernel=<N>M in {snippet}"))
+        .0;
+    value.parse().unwrap()
+}
+
+#[test]
+fn a_system_s_life_crashkernel_set_test_force_a_kernel_upgrade_and_purge() {
+    let cloud = Kernel::fetch(rkdump_lab::debian::FLAVOR).unwrap();
+    let generic = Kernel::fetch(Flavor::Generic61).unwrap();
+    assert_ne!(cloud.release, generic.release);
+    let deb = rkdump_lab::package::build().unwrap();
+    let system = DebianSystem::get().expect("the Debian 12 tree");
+    let dir = rkdump_lab::cache::root().join("lab/package/lifecycle");
+    let kernel_deb = generic.image_deb().unwrap();
+    let mut flow = Flow::create(
+        &system,
+        &dir,
+        &deb,
+        LIFECYCLE_PLAN,
+        &[(rkdump_lab::installed::KERNEL_DEB, &kernel_deb)],
+    )
+    .unwrap();
+    let mut crashes = 0;
+    let mut complete = 0;
+    let mut count = |event: &rkdump_lab::installed::Event| match &event.kind {
+        EventKind::Crashed => crashes += 1,
+        EventKind::DumpWritten(summary) if summary.contains("\"complete\":true") => complete += 1,
+        _ => {}
+    };
+
+    // Boot 1, no crashkernel=: the package installs, says what is missing and what to set;
+    // the service does not run; `rkdump crashkernel --set` writes GRUB's snippet (the guest
+    // has no GRUB: it says where the value goes instead).
+    let unreserved = BootOptions {
+        crashkernel_mib: None,
+        ..BootOptions::default()
+    };
+    flow.run(&unreserved, Duration::from_secs(900), &mut count)
+        .unwrap();
+    let log = flow.log().unwrap();
+    let install = step(&log, "1.dpkg-install");
+    assert_eq!(exit_status(install), "0", "{install}");
+    assert!(
+        install.contains("crashkernel= is not on the kernel command line"),
+        "{install}"
+    );
+    assert!(install.contains("rkdump crashkernel --set"), "{install}");
+    let inactive = step(&log, "1.inactive");
+    assert!(inactive.contains("\ninactive\n"), "{inactive}");
+    let status = step(&log, "1.status");
+    assert_ne!(exit_status(status), "0", "{status}");
+    assert!(status.contains("kdump is not operational"), "{status}");
+    let suggested = step(&log, "1.crashkernel");
+    assert_eq!(exit_status(suggested), "3", "{suggested}");
+    let set = step(&log, "1.crashkernel-set");
+    assert_eq!(exit_status(set), "0", "{set}");
+    assert!(set.contains("update-grub is not installed"), "{set}");
+    let mib = grub_crashkernel_mib(step(&log, "1.grub-cfg"));
+    assert!(
+        suggested.contains(&format!("this system needs crashkernel={mib}M")),
+        "{suggested}"
+    );
+
+    // Boots 2-4 with the value it set, as the boot loader would pass it: armed at boot, a
+    // crash captured; `rkdump test --force`, its dump reported by the next boot's status;
+    // then the generic kernel package installed.
+    let reserved = BootOptions {
+        crashkernel_mib: Some(mib),
+        allow_reboot: true,
+        ..BootOptions::default()
+    };
+    flow.run(&reserved, Duration::from_secs(2400), &mut count)
+        .unwrap();
+    let log = flow.log().unwrap();
+    for boot in 2..=4 {
+        let active = step(&log, &format!("{boot}.active"));
+        assert!(active.contains("\nactive\n"), "{active}");
+        let status = step(&log, &format!("{boot}.status"));
+        assert_eq!(exit_status(status), "0", "{status}");
+        assert!(status.contains("kdump is operational"), "{status}");
+    }
+    let first = last_dump(step(&log, "3.status"));
+    // udev's coldplug replayed: the hotplug rule ignores synthetic events (no reload).
+    assert_eq!(exit_status(step(&log, "3.coldplug")), "0", "{log}");
+    let after_coldplug = step(&log, "3.after-coldplug");
+    assert!(after_coldplug.contains("\nactive\n"), "{after_coldplug}");
+    let reloads = step(&log, "3.reloads");
+    assert!(reloads.contains("\n0\n"), "{reloads}");
+    let test_line = log
+        .lines()
+        .find(|l| l.starts_with("rkdump: kdump test ") && l.ends_with(": crashing the machine now"))
+        .unwrap_or_else(|| panic!("rkdump test did not crash the machine:\n{log}"));
+    let id = test_line
+        .strip_prefix("rkdump: kdump test ")
+        .and_then(|rest| rest.split_once(':'))
+        .unwrap()
+        .0;
+    let status_4 = step(&log, "4.status");
+    let tested = last_dump(status_4);
+    assert_ne!(tested, first);
+    assert!(
+        status_4.contains(&format!(
+            "rkdump: last kdump test {id}: its dump arrived: {}",
+            tested.display()
+        )),
+        "{status_4}"
+    );
+    let kernel_install = step(&log, "4.kernel-install");
+    assert_eq!(exit_status(kernel_install), "0", "{kernel_install}");
+    assert!(
+        step(&log, "4.boot-dir").contains(&format!("vmlinuz-{}\n", generic.release)),
+        "{log}"
+    );
+
+    // Boots 5-6 on the new kernel: the service builds its capture image at boot, a crash is
+    // captured; then removal and purge.
+    flow.boot_installed_kernel(&generic.release).unwrap();
+    flow.run(&reserved, Duration::from_secs(1800), &mut count)
+        .unwrap();
+    let log = flow.log().unwrap();
+    let journal_5 = step(&log, "5.journal");
+    assert!(
+        journal_5.contains(&format!(
+            "rebuilding the capture image: no capture image at /var/lib/rkdump/initrd-{}.img",
+            generic.release
+        )),
+        "{journal_5}"
+    );
+    assert!(
+        journal_5.contains("loaded the capture kernel"),
+        "{journal_5}"
+    );
+    let status_6 = step(&log, "6.status");
+    assert_eq!(exit_status(status_6), "0", "{status_6}");
+    let upgraded = last_dump(status_6);
+    let images = step(&log, "6.images");
+    for release in [&cloud.release, &generic.release] {
+        assert!(
+            images.contains(&format!("initrd-{release}.img\n")),
+            "{images}"
+        );
+    }
+    assert_eq!(exit_status(step(&log, "6.remove")), "0", "{log}");
+    let after_remove = step(&log, "6.after-remove");
+    assert_eq!(exit_status(after_remove), "0", "{after_remove}");
     assert!(after_remove.contains("/etc/kdump.conf"), "{after_remove}");
     assert!(after_remove.contains("127.0.0.1-"), "{after_remove}");
-    assert_eq!(exit_status(after_remove), "0", "{after_remove}");
-    assert_eq!(exit_status(step(&log, "purge")), "0", "{log}");
-    let after_purge = step(&log, "after-purge");
+    assert_eq!(exit_status(step(&log, "6.purge")), "0", "{log}");
+    let after_purge = step(&log, "6.after-purge");
     assert!(
         after_purge.contains("'/var/lib/rkdump': No such file or directory"),
         "{after_purge}"
@@ -223,21 +369,62 @@ fn dpkg_i_arms_the_system_and_the_crash_is_in_var_crash_after_the_reboot() {
     );
     assert!(after_purge.contains("\n/var/crash\n"), "{after_purge}");
 
-    // The dump on the disk, read without mounting it.
-    let base = disk.read_dir("/var/crash", &dir.join("out")).unwrap();
-    let dump = scenario::dump_dir(&base).unwrap();
+    // Three crashes, three complete dumps, each read by crash and drgn with its kernel's
+    // debug vmlinux.
+    assert_eq!((crashes, complete), (3, 3));
+    let dumps = flow.dumps().unwrap();
+    let names: Vec<_> = dumps.iter().map(|d| d.file_name().unwrap()).collect();
     assert_eq!(
-        sorted_names(&dump),
-        ["kexec-dmesg.log", "vmcore", "vmcore-dmesg.txt"]
+        names,
+        [&first, &tested, &upgraded].map(|d| d.file_name().unwrap())
     );
-    let info = run_ok(Command::new(rkdump()).arg("info").arg(dump.join("vmcore")));
+    check_dump(&dumps[0], &cloud);
+    check_dump(&dumps[1], &cloud);
+    check_dump(&dumps[2], &generic);
+}
+
+#[test]
+fn beside_an_enabled_kdump_tools_the_package_says_so_and_the_service_does_not_load_over_it() {
+    // Debian's kdump-tools installed and enabled (USE_KDUMP=1): it arms at boot.
+    let system = DebianSystem::get_variant(&rkdump_lab::debian::Variant::KDUMP_TOOLS)
+        .expect("the Debian 12 tree with kdump-tools");
+    let deb = rkdump_lab::package::build().unwrap();
+    let dir = rkdump_lab::cache::root().join("lab/package/kdump-tools");
+    let mut flow = Flow::create(&system, &dir, &deb, &["install armed power_off"], &[]).unwrap();
+    flow.run(
+        &BootOptions::default(),
+        Duration::from_secs(900),
+        &mut |_| {},
+    )
+    .unwrap();
+    let log = flow.log().unwrap();
+    // The installation succeeds and says why rkdump will not arm.
+    let install = step(&log, "1.dpkg-install");
+    assert_eq!(exit_status(install), "0", "{install}");
     assert!(
-        info.lines()
-            .any(|l| l.split_whitespace().eq(["Complete:", "yes"])),
-        "{info}"
+        install.contains(
+            "kdump-tools.service is enabled too: only one kdump service can own the crash kernel"
+        ),
+        "{install}"
     );
-    let bt = crash(&kernel.vmlinux(), &dump.join("vmcore"), &["bt"]);
-    assert!(bt.contains("sysrq_handle_crash"), "crash's bt:\n{bt}");
-    let dmesg = std::fs::read_to_string(dump.join("vmcore-dmesg.txt")).unwrap();
-    assert!(dmesg.contains("sysrq: Trigger a crash"), "{dmesg}");
+    // The service refuses, naming kdump-tools and what to do; kdump-tools' kernel stays.
+    let active = step(&log, "1.active");
+    assert!(active.contains("\nfailed\n"), "{active}");
+    let journal = step(&log, "1.journal");
+    assert!(
+        journal.contains(
+            "kdump-tools.service is enabled: only one kdump service can own the crash kernel, \
+             and rkdump does not load over it (to use rkdump: systemctl disable --now \
+             kdump-tools.service; then rkdump start)"
+        ),
+        "{journal}"
+    );
+    assert!(!journal.contains("loaded the capture kernel"), "{journal}");
+    assert!(!journal.contains("unloaded"), "{journal}");
+    let status = step(&log, "1.status");
+    assert_eq!(
+        exit_status(status),
+        "0",
+        "kdump-tools' capture kernel is loaded: {status}"
+    );
 }

@@ -1,37 +1,41 @@
-//! `rkdump-lab bench-image`: rkdump's capture image against Debian's kdump-tools', built and
-//! crashed on the same installed Debian 12 guest, in one run.
+//! `rkdump-lab bench-image`: rkdump's Debian package against Debian's kdump-tools, each with
+//! its defaults, on the same installed Debian 12 guest, in one run: the capture images, the
+//! smallest working `crashkernel=`, the time from the crash to the capture kernel's reboot, the
+//! dump's size and whether crash reads it.
 //!
 //! The guest is [`Variant::KDUMP_TOOLS`] (the cloud kernel, kdump-tools with `USE_KDUMP=1`),
-//! 1 GiB and 2 vCPUs, with the static rkdump at `/usr/sbin/rkdump` and a kdump.conf with
-//! kdump-utils' default collector and no target line (`/var/crash` on the root).
-//! `kdump-tools.service` is disabled on the disk, so that nothing arms at boot: the guest's
-//! oneshot unit does everything, in the mode `lab.bench=` on the command line names.
+//! [`Options::memory_mib`] and 2 vCPUs, with rkdump's package in /root and the lab's memory
+//! workload. `kdump-tools.service` is disabled on the disk, so that nothing arms at boot: the
+//! guest's oneshot unit does everything, in the mode `lab.bench=` on the command line names.
 //!
 //! 1. `build`: the first `kdump-config load` on the fresh system builds kdump-tools' image
 //!    (`/var/lib/kdump/initrd.img-<release>`: its kernel hook, mkinitramfs with `MODULES=dep`)
 //!    and loads it; a second load after an unload only loads, so the build time is the
-//!    difference. `rkdump mkinitrd` builds rkdump's image (`/var/lib/rkdump/initrd-<release>.img`),
-//!    then `rkdump start --initrd` loads it. The guest powers off; the
-//!    host reads both images from the disk with debugfs and unpacks them itself: a `newc` cpio
-//!    possibly followed by a compressed one (mkinitramfs' early microcode part, then the main
-//!    archive), decompressed with the host's zstd/gzip/xz/lz4, entries counted without
-//!    trailers, unpacked size the sum of file data and symlink targets (what
-//!    `rkdump estimate` counts).
-//! 2. For each tool and each size (largest first, stopping at the first failure) a copy of
-//!    that disk (both images already built, so arming does not rebuild) boots with that
-//!    `crashkernel=`, arms (`kdump-config load` with kdump-tools' defaults, or `rkdump start
-//!    --initrd /var/lib/rkdump/initrd-<release>.img`), and crashes with sysrq-c. rkdump is
-//!    given its image by name because it honours `/etc/default/kdump-tools`: kdump-tools'
-//!    `KDUMP_INITRD=/var/lib/kdump/initrd.img` would otherwise make `rkdump start` load
-//!    kdump-tools' image. The capture works when the capture kernel reboots
+//!    difference. Then `dpkg -i rkdump.deb` (its default kdump.conf: no target line, so
+//!    /var/crash on the root, `makedumpfile -z -d 31`); its service arms at once and is
+//!    disabled again, `rkdump mkinitrd` builds rkdump's image
+//!    (`/var/lib/rkdump/initrd-<release>.img`), then `rkdump start` loads it. The guest powers
+//!    off; the host reads both images from the disk with debugfs and unpacks them itself: a
+//!    `newc` cpio possibly followed by a compressed one (mkinitramfs' early microcode part, then
+//!    the main archive), decompressed with the host's zstd/gzip/xz/lz4, entries counted without
+//!    trailers, unpacked size the sum of file data and symlink targets (what `rkdump estimate`
+//!    counts).
+//! 2. For each tool, a copy of that disk (both images already built, so arming does not
+//!    rebuild) boots with `crashkernel=` [`REFERENCE_MIB`], arms (`kdump-config load`, or
+//!    `rkdump start`: what each tool's unit runs), fills [`Options::fill_percent`] of memory
+//!    with mixed data (page cache and anonymous pages), and crashes with sysrq-c. Then a
+//!    bisection ([`next_size`]) finds the smallest reservation that works, down to
+//!    [`FLOOR_MIB`] in steps of [`STEP_MIB`] (or [`Options::sizes_mib`], largest first, each
+//!    tool stopping at its first failure). The capture works when the capture kernel reboots
 //!    (QEMU exits) and the disk then holds a complete dump in `/var/crash`: kdump-tools' a
 //!    `dump.<stamp>` flattened file whose records run to the end marker, rkdump's a directory
-//!    with `vmcore` and a dump summary saying `"complete":true`. The capture time is from the
-//!    first kernel's panic line on the console to QEMU's exit. A second kernel panic (the
-//!    capture kernel's) ends a run at once; every wait is bounded.
+//!    with `vmcore` and a dump summary saying `"complete":true`. At [`REFERENCE_MIB`] crash
+//!    opens each dump with the kernel's debug vmlinux and must show the sysrq backtrace. The
+//!    capture time is from the first kernel's panic line on the console to QEMU's exit. A
+//!    second kernel panic (the capture kernel's) ends a run at once; every wait is bounded.
 //! 3. [`markdown`] prints the tables for BENCHMARKS.md.
 //!
-//! Under TCG on two cores the whole run takes about 20 minutes.
+//! Under TCG on two cores an idle 1 GiB run takes about 20 minutes.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -44,14 +48,16 @@ use rkdump::format::cpio;
 use crate::debian::{BootOptions, DebianDisk, DebianSystem, Variant};
 use crate::vm::{Ended, Vm};
 
-/// The reservations tried by default, in MiB, largest first.
-pub const DEFAULT_SIZES_MIB: &[u32] = &[256, 160, 128, 112, 96, 80, 64];
-/// The reservation the capture time is compared at (the first of the default sizes).
+/// The reservation the capture time is compared at, tried first; the search for the smallest
+/// working one starts from it.
 pub const REFERENCE_MIB: u32 = 256;
+/// The search's floor: it assumes nothing below works (the capture kernel alone needs 72M on
+/// the lab's guest) and never tries it.
+pub const FLOOR_MIB: u32 = 56;
+/// The search's resolution.
+pub const STEP_MIB: u32 = 8;
 /// The root filesystem's UUID on the benchmark's disk.
 const UUID: &str = "be4c0000-1111-4222-8333-1a9e00000001";
-/// rkdump's kdump.conf: kdump-utils' default collector, no target line.
-pub const KDUMP_CONF: &str = "core_collector makedumpfile -l --message-level 7 -d 31\n";
 /// Where the guest records its figures.
 const RECORD: &str = "/var/lib/lab/bench.txt";
 /// Where the guest logs its commands' output.
@@ -89,8 +95,12 @@ build)
   timed kdump-tools-unload kdump-config unload
   timed kdump-tools-load kdump-config load
   timed kdump-tools-unload-2 kdump-config unload
+  # rkdump from its package (its default kdump.conf); its service armed at once (crashkernel=
+  # is reserved) and is disabled again: the runs arm with what the unit runs, `rkdump start`.
+  timed rkdump-install dpkg -i /root/rkdump.deb
+  systemctl disable --now rkdump.service >> $log 2>&1
   timed rkdump-mkinitrd rkdump mkinitrd
-  timed rkdump-start rkdump start --initrd /var/lib/rkdump/initrd-$release.img
+  timed rkdump-start rkdump start
   echo "rkdump-loaded - $(loaded)" >> $record
   timed rkdump-stop rkdump stop
   echo "kdump-tools-image /var/lib/kdump/initrd.img-$release" >> $record
@@ -103,7 +113,7 @@ kdump-tools|rkdump)
   if [ "$mode" = kdump-tools ]; then
     timed arm kdump-config load
   else
-    timed arm rkdump start --initrd /var/lib/rkdump/initrd-$release.img
+    timed arm rkdump start
   fi
   if [ "$(loaded)" != 1 ]; then
     stage armed 0
@@ -112,7 +122,14 @@ kdump-tools|rkdump)
   fi
   stage armed 1
   sync
+  fill=$(sed -n 's/.*lab\.fill=\([0-9]*\).*/\1/p' /proc/cmdline)
   stage crashing
+  if [ "${fill:-0}" -gt 0 ]; then
+    # Data in memory: page cache and anonymous pages of mixed content up to fill% of
+    # MemTotal, then the workload crashes the kernel with sysrq-c itself.
+    mkdir -p /var/tmp/lab-fill
+    /usr/local/sbin/lab-workload --fill-percent "$fill" --files-dir /var/tmp/lab-fill >> $log 2>&1
+  fi
   # The console's output drains before the panic (a line written just before can be lost).
   sleep 1
   echo c > /proc/sysrq-trigger
@@ -122,20 +139,6 @@ kdump-tools|rkdump)
   ;;
 esac
 "#;
-
-const UNIT: &str = "\
-[Unit]
-Description=rkdump lab: bench-image steps
-After=multi-user.target
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/lab-bench
-TimeoutStartSec=infinity
-
-[Install]
-WantedBy=multi-user.target
-";
 
 /// One of the two tools compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,8 +162,14 @@ impl Tool {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The reservations to try, in MiB, largest first.
+    /// The reservations to try, in MiB, largest first, each tool stopping at its first
+    /// failure; empty: [`REFERENCE_MIB`], then a bisection down to [`FLOOR_MIB`] in steps of
+    /// [`STEP_MIB`] ([`next_size`]).
     pub sizes_mib: Vec<u32>,
+    /// Guest memory.
+    pub memory_mib: u32,
+    /// Memory filled with data before the crash, in percent of MemTotal (0: idle).
+    pub fill_percent: u32,
     /// The bound of each wait: a boot to the unit, the first load, a capture.
     pub timeout: Duration,
     /// The run's directory (disks, serial logs, what was read back).
@@ -170,7 +179,9 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            sizes_mib: DEFAULT_SIZES_MIB.to_vec(),
+            sizes_mib: Vec::new(),
+            memory_mib: 1024,
+            fill_percent: 0,
             timeout: Duration::from_secs(300),
             dir: crate::cache::root().join("lab/bench-image"),
         }
@@ -211,6 +222,11 @@ pub struct Capture {
     pub detail: String,
     /// Seconds from the crash to the capture kernel's reboot (QEMU's exit).
     pub capture_seconds: Option<f64>,
+    /// Bytes of the dump file.
+    pub dump_bytes: Option<u64>,
+    /// Whether crash (with the kernel's debug vmlinux) shows the sysrq panic's backtrace in
+    /// the dump; checked at [`REFERENCE_MIB`] only.
+    pub crash_reads: Option<bool>,
     /// The run's serial log (kept for failures).
     pub serial_log: PathBuf,
 }
@@ -226,6 +242,10 @@ pub struct Report {
     pub captures: Vec<Capture>,
     /// The sizes tried.
     pub sizes_mib: Vec<u32>,
+    /// Guest memory.
+    pub memory_mib: u32,
+    /// Memory filled with data before each crash, in percent.
+    pub fill_percent: u32,
     /// What the first `kdump-config load` took in all (build and load).
     pub kdump_tools_first_load_seconds: f64,
     /// What `rkdump mkinitrd` said about its image.
@@ -255,6 +275,13 @@ impl Report {
         (smallest, failed_below)
     }
 
+    /// The capture at [`REFERENCE_MIB`], when it worked.
+    pub fn reference(&self, tool: Tool) -> Option<&Capture> {
+        self.captures
+            .iter()
+            .find(|c| c.tool == tool && c.crashkernel_mib == REFERENCE_MIB && c.works)
+    }
+
     /// The capture time at `mib`, when that capture worked.
     pub fn capture_seconds(&self, tool: Tool, mib: u32) -> Option<f64> {
         self.captures
@@ -267,30 +294,30 @@ impl Report {
 /// Runs the benchmark (see the module's documentation).
 pub fn run(options: &Options) -> Result<Report> {
     let started = Instant::now();
-    if options.sizes_mib.is_empty() {
-        bail!("no crashkernel= sizes to try");
-    }
     let system = DebianSystem::get_variant(&Variant::KDUMP_TOOLS)?;
-    let rkdump = crate::build::rkdump()?;
+    let kernel = crate::kernels::Kernel::fetch(Variant::KDUMP_TOOLS.flavor)?;
+    let deb = crate::package::build()?;
+    let workload = crate::build::static_binary("rkdump-lab", "lab-workload")?;
     let dir = &options.dir;
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     let base = system
         .disk()
         .uuid(UUID)
-        .host_file("/usr/sbin/rkdump", 0o755, &rkdump)?
-        .file("/etc/kdump.conf", 0o644, KDUMP_CONF.as_bytes())
+        // Room for the fill's files and a dump of each tool.
+        .free_mib(u64::from(options.memory_mib) * 3 + 1024)
+        .host_file("/root/rkdump.deb", 0o644, &deb)?
+        .host_file("/usr/local/sbin/lab-workload", 0o755, &workload)?
         .dir("/var/crash", 0o755)
         // Nothing arms at boot: the unit does, in the mode the run asks for. (Disabled, not
         // masked: kdump-tools-dump.service runs /etc/init.d/kdump-tools, which exits at once
         // when kdump-tools.service is masked, and the capture would dump nothing.)
         .remove("/etc/systemd/system/basic.target.wants/kdump-tools.service")
-        .file("/usr/local/sbin/lab-bench", 0o755, SCRIPT.as_bytes())
-        .unit("lab-bench.service", UNIT)
+        .lab_script("lab-bench", "bench-image steps", SCRIPT)
         .create(&dir.join("base.img"))?;
 
     eprintln!("bench-image: building both images in the guest");
-    let (images, first_load, said) = build_images(&base, dir, options.timeout)?;
+    let (images, first_load, said) = build_images(&base, dir, options)?;
     for image in &images {
         eprintln!(
             "bench-image: {}: {} bytes packed, {} unpacked, {} entries ({}), built in {:.1} s",
@@ -305,8 +332,8 @@ pub fn run(options: &Options) -> Result<Report> {
 
     let mut captures = Vec::new();
     for tool in [Tool::KdumpTools, Tool::Rkdump] {
-        for &mib in &options.sizes_mib {
-            let capture = capture(&base, tool, mib, dir, options.timeout)?;
+        let mut attempt = |mib: u32| -> Result<bool> {
+            let capture = capture(&base, tool, mib, &kernel.vmlinux(), options)?;
             eprintln!(
                 "bench-image: {} crashkernel={mib}M: {} ({}){}",
                 tool.name(),
@@ -324,20 +351,52 @@ pub fn run(options: &Options) -> Result<Report> {
             );
             let works = capture.works;
             captures.push(capture);
-            if !works {
-                break;
+            Ok(works)
+        };
+        if options.sizes_mib.is_empty() {
+            if !attempt(REFERENCE_MIB)? {
+                continue;
+            }
+            let (mut fails, mut works) = (FLOOR_MIB, REFERENCE_MIB);
+            while let Some(mib) = next_size(fails, works, STEP_MIB) {
+                if attempt(mib)? {
+                    works = mib;
+                } else {
+                    fails = mib;
+                }
+            }
+        } else {
+            for &mib in &options.sizes_mib {
+                if !attempt(mib)? {
+                    break;
+                }
             }
         }
     }
+    let mut sizes_mib: Vec<u32> = captures.iter().map(|c| c.crashkernel_mib).collect();
+    sizes_mib.sort_unstable_by(|a, b| b.cmp(a));
+    sizes_mib.dedup();
     Ok(Report {
         release: system.release,
         images,
         captures,
-        sizes_mib: options.sizes_mib.clone(),
+        sizes_mib,
+        memory_mib: options.memory_mib,
+        fill_percent: options.fill_percent,
         kdump_tools_first_load_seconds: first_load,
         rkdump_said: said,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The bisection's next reservation: the midpoint of `fails` (the largest size known to fail,
+/// or the floor) and `works` (the smallest known to work), rounded down to a multiple of
+/// `step`; `None` once they are a step apart.
+pub fn next_size(fails: u32, works: u32, step: u32) -> Option<u32> {
+    if works <= fails + step {
+        return None;
+    }
+    Some(((fails + works) / 2 / step * step).max(fails + step))
 }
 
 /// A line of the guest's record: `NAME STATUS START END`.
@@ -374,10 +433,12 @@ fn field<'a>(record: &'a str, name: &str) -> Result<&'a str> {
 fn build_images(
     base: &DebianDisk,
     dir: &Path,
-    timeout: Duration,
+    bench: &Options,
 ) -> Result<(Vec<Image>, f64, String)> {
+    let timeout = bench.timeout;
     let options = BootOptions {
         cmdline: "lab.bench=build".into(),
+        memory_mib: bench.memory_mib,
         ..BootOptions::default()
     };
     let mut vm = Vm::start(&base.vm_config(&options), &dir.join("build-serial.log"))?;
@@ -396,6 +457,7 @@ fn build_images(
     for name in [
         "kdump-tools-first-load",
         "kdump-tools-load",
+        "rkdump-install",
         "rkdump-mkinitrd",
         "rkdump-start",
     ] {
@@ -546,9 +608,10 @@ fn capture(
     base: &DebianDisk,
     tool: Tool,
     mib: u32,
-    dir: &Path,
-    timeout: Duration,
+    vmlinux: &Path,
+    bench: &Options,
 ) -> Result<Capture> {
+    let (dir, timeout) = (&bench.dir, bench.timeout);
     let name = format!("{}-{mib}M", tool.name());
     let disk = DebianDisk {
         path: dir.join(format!("{name}.img")),
@@ -566,7 +629,8 @@ fn capture(
     let serial_log = dir.join(format!("{name}-serial.log"));
     let options = BootOptions {
         crashkernel_mib: Some(mib),
-        cmdline: format!("lab.bench={}", tool.name()),
+        cmdline: format!("lab.bench={} lab.fill={}", tool.name(), bench.fill_percent),
+        memory_mib: bench.memory_mib,
         ..BootOptions::default()
     };
     let mut capture = Capture {
@@ -575,6 +639,8 @@ fn capture(
         works: false,
         detail: String::new(),
         capture_seconds: None,
+        dump_bytes: None,
+        crash_reads: None,
         serial_log: serial_log.clone(),
     };
     // A wait that fails (the guest hung or QEMU died) fails this run, not the benchmark.
@@ -608,11 +674,7 @@ fn capture(
     // The first kernel's own panic (the crash's time: the console's `crashing` line may come
     // after it), then either the reboot or the capture kernel's panic.
     let waited = vm
-        .wait_for_text(
-            "panic",
-            "Kernel panic - not syncing",
-            Duration::from_secs(60),
-        )
+        .wait_for_text("panic", "Kernel panic - not syncing", timeout)
         .and_then(|crashed| {
             let ended = vm.wait_exit_or_text("capture", "Kernel panic - not syncing", timeout)?;
             Ok((crashed, ended))
@@ -637,8 +699,18 @@ fn capture(
     };
     let out = dir.join(format!("{name}-out"));
     let found = check_dump(tool, &disk, &out);
-    let _ = std::fs::remove_dir_all(&out);
-    match found {
+    if let Ok((_, dump)) = &found {
+        capture.dump_bytes = Some(std::fs::metadata(dump)?.len());
+        if rebooted && mib == REFERENCE_MIB {
+            let bt = crate::reference::crash(vmlinux, dump, &["bt"]);
+            capture.crash_reads = Some(bt.contains("sysrq_handle_crash"));
+        }
+    }
+    // The reference dumps stay (`<tool>-256M-out/`) for a closer look; the others go.
+    if mib != REFERENCE_MIB {
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    match found.map(|(what, _)| what) {
         Ok(what) if rebooted => {
             capture.works = true;
             capture.detail = what;
@@ -652,9 +724,9 @@ fn capture(
     Ok(capture)
 }
 
-/// The complete dump `tool` left in `/var/crash` of `disk`, described; an error says what is
-/// missing or incomplete.
-fn check_dump(tool: Tool, disk: &DebianDisk, out: &Path) -> Result<String> {
+/// The complete dump `tool` left in `/var/crash` of `disk`, described, and its copy under
+/// `out`; an error says what is missing or incomplete.
+fn check_dump(tool: Tool, disk: &DebianDisk, out: &Path) -> Result<(String, PathBuf)> {
     let crash = disk.read_dir("/var/crash", out)?;
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&crash)?
         .filter_map(|e| Some(e.ok()?.path()))
@@ -674,7 +746,10 @@ fn check_dump(tool: Tool, disk: &DebianDisk, out: &Path) -> Result<String> {
             };
             let bytes = std::fs::read(dump_dir.join(dump))?;
             check_flattened(&bytes).with_context(|| format!("{dump} is not complete"))?;
-            Ok(format!("{dump}, {} bytes, flattened", bytes.len()))
+            Ok((
+                format!("{dump}, {} bytes, flattened", bytes.len()),
+                dump_dir.join(dump),
+            ))
         }
         Tool::Rkdump => {
             if !names.iter().any(|n| n == "vmcore") {
@@ -685,7 +760,7 @@ fn check_dump(tool: Tool, disk: &DebianDisk, out: &Path) -> Result<String> {
                 bail!("rkdump's dump summary does not say complete");
             }
             let bytes = std::fs::metadata(dump_dir.join("vmcore"))?.len();
-            Ok(format!("vmcore, {bytes} bytes"))
+            Ok((format!("vmcore, {bytes} bytes"), dump_dir.join("vmcore")))
         }
     }
 }
@@ -754,18 +829,28 @@ fn smallest_text(report: &Report, tool: Tool) -> String {
 /// The tables for BENCHMARKS.md: the summary with the ratios, every capture run, the command.
 pub fn markdown(report: &Report, command: &str) -> String {
     let mut out = String::new();
+    let memory = if report.memory_mib.is_multiple_of(1024) {
+        format!("{} GiB", report.memory_mib / 1024)
+    } else {
+        format!("{} MiB", report.memory_mib)
+    };
+    let fill = if report.fill_percent == 0 {
+        "idle".to_owned()
+    } else {
+        format!("{}% of memory filled with data", report.fill_percent)
+    };
     let _ = writeln!(
         out,
-        "### Capture image: rkdump against kdump-tools (Debian 12, {}, 1 GiB, 2 vCPUs, TCG)\n",
+        "### rkdump's package against kdump-tools (Debian 12, {}, {memory}, {fill}, 2 vCPUs, TCG)\n",
         report.release
     );
     let _ = writeln!(out, "```\n{command}\n```\n");
     let capture_column = format!("Capture at {REFERENCE_MIB}M (crash to reboot)");
     let _ = writeln!(
         out,
-        "| Tool | Image packed | Unpacked | Entries | Build time | Smallest working crashkernel= | {capture_column} |"
+        "| Tool | Image packed | Unpacked | Entries | Build time | Smallest working crashkernel= | {capture_column} | Dump | crash reads it |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for tool in [Tool::KdumpTools, Tool::Rkdump] {
         let Some(image) = report.image(tool) else {
             continue;
@@ -773,9 +858,18 @@ pub fn markdown(report: &Report, command: &str) -> String {
         let capture = report
             .capture_seconds(tool, REFERENCE_MIB)
             .map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"));
+        let reference = report.reference(tool);
+        let dump = reference
+            .and_then(|c| c.dump_bytes)
+            .map_or_else(|| "-".to_owned(), mib);
+        let reads = match reference.and_then(|c| c.crash_reads) {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "-",
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.1} s | {} | {capture} |",
+            "| {} | {} | {} | {} | {:.1} s | {} | {capture} | {dump} | {reads} |",
             tool.name(),
             mib(image.packed),
             mib(image.unpacked),
@@ -797,9 +891,18 @@ pub fn markdown(report: &Report, command: &str) -> String {
             (Some(r), Some(k)) => ratio(r, k),
             _ => "-".to_owned(),
         };
+        let dump = match (
+            report.reference(Tool::Rkdump).and_then(|c| c.dump_bytes),
+            report
+                .reference(Tool::KdumpTools)
+                .and_then(|c| c.dump_bytes),
+        ) {
+            (Some(r), Some(k)) => ratio(r as f64, k as f64),
+            _ => "-".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "| rkdump / kdump-tools | {} | {} | {} | {} | {crashkernel} | {capture} |",
+            "| rkdump / kdump-tools | {} | {} | {} | {} | {crashkernel} | {capture} | {dump} | |",
             ratio(r.packed as f64, k.packed as f64),
             ratio(r.unpacked as f64, k.unpacked as f64),
             ratio(r.entries as f64, k.entries as f64),
@@ -841,8 +944,8 @@ pub fn markdown(report: &Report, command: &str) -> String {
     let _ = writeln!(
         out,
         "- kdump-tools' build time is its first `kdump-config load` ({:.1} s: the build and a \
-         load) less a second load with the image current; rkdump's is `rkdump mkinitrd`, and \
-         `rkdump start --initrd` then loads it.",
+         load) less a second load with the image current; rkdump's is `rkdump mkinitrd` \
+         (installed from its package), and `rkdump start` then loads it.",
         report.kdump_tools_first_load_seconds
     );
     if !report.rkdump_said.is_empty() {
@@ -926,6 +1029,12 @@ mod tests {
             works,
             detail: "d".into(),
             capture_seconds: works.then_some(20.0),
+            dump_bytes: works.then_some(if tool == Tool::Rkdump {
+                1 << 20
+            } else {
+                4 << 20
+            }),
+            crash_reads: (works && crashkernel_mib == 256).then_some(true),
             serial_log: PathBuf::new(),
         };
         let report = Report {
@@ -942,6 +1051,8 @@ mod tests {
                 capture(Tool::Rkdump, 64, true),
             ],
             sizes_mib: vec![256, 128, 64],
+            memory_mib: 3072,
+            fill_percent: 60,
             kdump_tools_first_load_seconds: 61.0,
             rkdump_said: String::new(),
             seconds: 1.0,
@@ -950,18 +1061,46 @@ mod tests {
         assert_eq!(report.smallest_working(Tool::Rkdump), (Some(64), false));
         let table = markdown(&report, "cargo run");
         assert!(
-            table.contains("| kdump-tools | 7.6 MiB | 22.9 MiB | 8000 | 60.0 s | 128M | 20.0 s |"),
-            "{table}"
-        );
-        assert!(
             table.contains(
-                "| rkdump | 1.9 MiB | 5.7 MiB | 2000 | 3.0 s | ≤ 64M (smallest tried) | 20.0 s |"
+                "| kdump-tools | 7.6 MiB | 22.9 MiB | 8000 | 60.0 s | 128M | 20.0 s | 4.0 MiB | yes |"
             ),
             "{table}"
         );
         assert!(
-            table.contains("| rkdump / kdump-tools | 0.25 | 0.25 | 0.25 | 0.05 | 0.50 | 1.00 |"),
+            table.contains(
+                "| rkdump | 1.9 MiB | 5.7 MiB | 2000 | 3.0 s | ≤ 64M (smallest tried) | 20.0 s | 1.0 MiB | yes |"
+            ),
             "{table}"
         );
+        assert!(
+            table.contains(
+                "| rkdump / kdump-tools | 0.25 | 0.25 | 0.25 | 0.05 | 0.50 | 1.00 | 0.25 | |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("(Debian 12, 6.1.0-test, 3 GiB, 60% of memory filled with data,"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_bisection_halves_down_to_the_step() {
+        // Everything down to 80M works: 256 (tried first), 152, 104, 80, then 64 fails.
+        let mut tried = Vec::new();
+        let (mut fails, mut works) = (FLOOR_MIB, REFERENCE_MIB);
+        while let Some(mib) = next_size(fails, works, STEP_MIB) {
+            tried.push(mib);
+            if mib >= 80 {
+                works = mib;
+            } else {
+                fails = mib;
+            }
+        }
+        assert_eq!(tried, [152, 104, 80, 64, 72]);
+        assert_eq!((fails, works), (72, 80));
+        assert_eq!(next_size(88, 104, 8), Some(96));
+        assert_eq!(next_size(96, 104, 8), None);
+        assert_eq!(next_size(100, 96, 8), None);
     }
 }

@@ -583,6 +583,19 @@ impl DiskBuilder<'_> {
         )
     }
 
+    /// Adds the test's guest side: `script` as `/usr/local/sbin/<name>`, run once by the
+    /// oneshot unit `<name>.service` after multi-user.target at every boot (no time limit).
+    pub fn lab_script(self, name: &str, description: &str, script: &str) -> Self {
+        let path = format!("/usr/local/sbin/{name}");
+        let unit = format!(
+            "[Unit]\nDescription=rkdump lab: {description}\nAfter=multi-user.target\n\n\
+             [Service]\nType=oneshot\nExecStart={path}\nTimeoutStartSec=infinity\n\n\
+             [Install]\nWantedBy=multi-user.target\n"
+        );
+        self.file(&path, 0o755, script.as_bytes())
+            .unit(&format!("{name}.service"), &unit)
+    }
+
     /// Creates the disk image at `image` (replacing a file there).
     pub fn create(&self, image: &Path) -> Result<DebianDisk> {
         let fstab = Entry::File {

@@ -12,7 +12,9 @@
 //! targets. [`debian`] is a real installed Debian 12 system (systemd, the lab's cloud kernel) for
 //! testing rkdump's first-kernel side: its image builder and `rkdump start` under systemd, in
 //! variants (the generic kernel, Debian's kdump-tools installed); [`bench_image`] compares
-//! rkdump's capture image with kdump-tools' there.
+//! rkdump's capture image with kdump-tools' there. [`package`] builds the Debian package and
+//! [`installed`] takes it through a user's flow on that system (`dpkg -i`, the service armed at
+//! boot, crashes, a kernel upgrade, purge): the README's demo and the package tests.
 
 pub mod bench;
 pub mod bench_image;
@@ -21,6 +23,7 @@ pub mod cache;
 pub mod crash;
 pub mod debian;
 pub mod images;
+pub mod installed;
 pub mod kernels;
 pub mod nfsd;
 pub mod package;

@@ -212,6 +212,40 @@ impl Vm {
         }
     }
 
+    /// Follows the console until QEMU exits (the guest powered off, or rebooted without
+    /// [`VmConfig::allow_reboot`]), calling `on_line` with every line and the time since QEMU's
+    /// start; QEMU is killed after `timeout`, and a stage line `fail` ends the wait with an
+    /// error.
+    pub fn follow(
+        &mut self,
+        timeout: Duration,
+        on_line: &mut dyn FnMut(&str, Duration),
+    ) -> Result<(ExitStatus, Duration)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(stage) = self.parse_stage(&line)
+                        && stage.name == "fail"
+                    {
+                        self.kill();
+                        bail!(self.failure("exit", &format!("guest reported: {}", stage.detail)));
+                    }
+                    on_line(&line, self.started.elapsed());
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.kill();
+                    bail!(self.failure("exit", &format!("QEMU still running after {timeout:?}")));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let at = self.started.elapsed();
+                    return Ok((self.child.wait()?, at));
+                }
+            }
+        }
+    }
+
     /// Types `text` on the guest's serial console.
     pub fn send(&mut self, text: &str) -> Result<()> {
         let stdin = self.stdin.as_mut().context("the console input is closed")?;

@@ -125,19 +125,42 @@ pub(crate) struct Lock(#[allow(dead_code)] nix::fcntl::Flock<File>);
 
 /// Takes the service lock, waiting for another verb to finish.
 pub(crate) fn lock() -> Result<Lock, ServiceError> {
+    nix::fcntl::Flock::lock(lock_file()?, nix::fcntl::FlockArg::LockExclusive)
+        .map(Lock)
+        .map_err(|(_, errno)| ServiceError::Lock(errno.into()))
+}
+
+/// Takes the service lock if a `start`, `stop` or `reload` holding it finishes within
+/// `timeout`; `None` when it is still held then (`status` reports what it sees anyway).
+pub(crate) fn lock_within(timeout: std::time::Duration) -> Result<Option<Lock>, ServiceError> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut file = lock_file()?;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(Some(Lock(lock))),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() >= deadline => {
+                return Ok(None);
+            }
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) => {
+                file = back;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err((_, errno)) => return Err(ServiceError::Lock(errno.into())),
+        }
+    }
+}
+
+fn lock_file() -> Result<File, ServiceError> {
     let path = Path::new(LOCK_FILE);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(ServiceError::Lock)?;
     }
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .map_err(ServiceError::Lock)?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map(Lock)
-        .map_err(|(_, errno)| ServiceError::Lock(errno.into()))
+        .map_err(ServiceError::Lock)
 }
 
 /// The other kdump services: Debian's kdump-tools and kdump-utils' kdumpctl.

@@ -84,6 +84,13 @@ pub(crate) struct Status {
 
 /// Whether kdump is operational, from the kernel's state.
 pub(crate) fn operational(state: &KexecState) -> Operational {
+    if state.kexec_busy {
+        return Operational::No(
+            "a capture kernel is being loaded or unloaded right now (the kernel's kexec lock is \
+             held): run `rkdump status` again"
+                .into(),
+        );
+    }
     match (state.crash_loaded, state.crash_size) {
         (None, _) => Operational::No(
             "the kernel has no crash kexec (/sys/kernel/kexec_crash_loaded is missing)".into(),
@@ -297,6 +304,16 @@ mod tests {
         };
         assert!(
             matches!(operational(&unreserved), Operational::No(r) if r.contains("crashkernel="))
+        );
+        // A 6.1 kernel answers EBUSY for kexec_crash_size while a load holds its lock: not
+        // "nothing reserved".
+        let busy = KexecState {
+            crash_size: None,
+            kexec_busy: true,
+            ..loaded
+        };
+        assert!(
+            matches!(operational(&busy), Operational::No(r) if r.contains("being loaded") && !r.contains("crashkernel="))
         );
     }
 

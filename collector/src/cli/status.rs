@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{ExitStatus, report_error};
-use crate::admin::service::{first_kernel_settings, kdump_conf, running_release};
+use crate::admin::service::{self, first_kernel_settings, kdump_conf, running_release};
 use crate::admin::status::{DumpReport, LastDump, Operational, TestOutcome, status};
 use crate::config::CONFIG_FILE;
 use crate::loader::KexecState;
@@ -40,6 +40,9 @@ fn describe(report: &DumpReport) -> String {
     }
 }
 
+/// How long `status` waits for a `start`, `stop` or `reload` in progress.
+const STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Prints the status.
 pub(crate) fn run(args: &StatusArgs) -> ExitStatus {
     let root = Path::new("/");
@@ -56,6 +59,20 @@ pub(crate) fn run(args: &StatusArgs) -> ExitStatus {
             report_error(&error.to_string());
             return ExitStatus::Usage;
         }
+    };
+    // A start, stop or reload in progress (rkdump.service reloading after a hotplug) changes
+    // what the kernel says: wait for it, a bounded while. Without root there is no lock to take,
+    // and nothing to wait for that status could see anyway.
+    let _lock = match service::lock_within(STATUS_WAIT) {
+        Ok(None) => {
+            println!(
+                "rkdump: another rkdump start, stop or reload is still running after {} s",
+                STATUS_WAIT.as_secs()
+            );
+            None
+        }
+        Ok(lock) => lock,
+        Err(_) => None,
     };
     let state = KexecState::read(root, &running_release());
     let status = status(root, &config, settings.coredir.as_deref(), &state);

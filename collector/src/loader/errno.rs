@@ -263,6 +263,7 @@ mod tests {
         KexecState {
             crash_loaded: Some(false),
             crash_size: Some(128 << 20),
+            kexec_busy: false,
             lockdown: Some(lockdown),
             kexec_load_disabled: Some(false),
             secure_boot: Some(false),

@@ -56,6 +56,10 @@ pub(crate) struct KexecState {
     pub crash_loaded: Option<bool>,
     /// `/sys/kernel/kexec_crash_size`: bytes reserved by `crashkernel=`.
     pub crash_size: Option<u64>,
+    /// Reading `kexec_crash_size` failed with `EBUSY`: a load or unload holds the kernel's kexec
+    /// lock right now (kernels before 6.10 do not wait for it), so `crash_size` and
+    /// `crash_loaded` say nothing lasting.
+    pub kexec_busy: bool,
     /// `/sys/kernel/security/lockdown`.
     pub lockdown: Option<Lockdown>,
     /// `/proc/sys/kernel/kexec_load_disabled`: both syscalls are refused until reboot.
@@ -88,9 +92,13 @@ impl KexecState {
         } else {
             Some(false)
         };
+        let crash_size = std::fs::read_to_string(root.join("sys/kernel/kexec_crash_size"));
         Self {
             crash_loaded: number("sys/kernel/kexec_crash_loaded").map(|n| n == 1),
-            crash_size: number("sys/kernel/kexec_crash_size"),
+            kexec_busy: crash_size
+                .as_ref()
+                .is_err_and(|e| e.raw_os_error() == Some(nix::libc::EBUSY)),
+            crash_size: crash_size.ok().and_then(|t| t.trim().parse::<u64>().ok()),
             lockdown: text("sys/kernel/security/lockdown")
                 .as_deref()
                 .and_then(Lockdown::parse),
@@ -171,6 +179,7 @@ mod tests {
             KexecState {
                 crash_loaded: Some(false),
                 crash_size: Some(256 << 20),
+                kexec_busy: false,
                 lockdown: Some(Lockdown::None),
                 kexec_load_disabled: Some(false),
                 secure_boot: Some(true),

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use rkdump::format::time::UtcTime;
 use rkdump_lab::kernels::Kernel;
-use rkdump_lab::{build, cache, crash, debian, reference, variants};
+use rkdump_lab::{build, cache, crash, debian, installed, reference, variants};
 
 /// The rkdump crash lab: real Debian kernels crashed in QEMU and captured with rkdump.
 #[derive(Parser)]
@@ -28,7 +28,8 @@ enum Command {
     /// Build the Debian package (rkdump_<version>_amd64.deb, in target/debian/) and print its
     /// path.
     Package,
-    /// Crash the default guest now, capture it with rkdump, and show the dump.
+    /// The README's main job: install the package in an installed Debian 12 guest booted with
+    /// crashkernel=, let the service arm, crash it, and show the dump after the reboot.
     Demo,
     /// Print the per-variant record (timings, dump size, capture memory) as a markdown table.
     Report {
@@ -42,13 +43,20 @@ enum Command {
         /// Reservations to try, largest first (e.g. 128M 112M 96M).
         sizes: Vec<String>,
     },
-    /// Benchmark rkdump's capture image against Debian kdump-tools' on one installed Debian 12
-    /// guest: sizes, build times, the smallest working crashkernel=, the capture time (prints
-    /// BENCHMARKS.md tables).
+    /// Benchmark rkdump's package against Debian's kdump-tools on one installed Debian 12
+    /// guest: image sizes, build times, the smallest working crashkernel= (bisection), the
+    /// capture time, the dump's size, crash reading it (prints BENCHMARKS.md tables).
     BenchImage {
-        /// crashkernel= sizes to try, largest first; each tool stops at its first failure.
-        #[arg(long, num_args = 1.., default_values_t = rkdump_lab::bench_image::DEFAULT_SIZES_MIB.iter().map(|m| format!("{m}M")))]
+        /// crashkernel= sizes to try instead of the bisection, largest first; each tool stops
+        /// at its first failure.
+        #[arg(long, num_args = 1..)]
         sizes: Vec<String>,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory: u32,
+        /// Memory filled with data before each crash, in percent (0: idle).
+        #[arg(long, default_value_t = 0)]
+        fill: u32,
         /// Bound of every wait (a boot, a load, a capture), in seconds.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
@@ -102,7 +110,12 @@ fn main() -> Result<()> {
         Command::Package => println!("{}", rkdump_lab::package::build()?.display()),
         Command::Report { variants: names } => report(&names)?,
         Command::Crashkernel { variant, sizes } => crashkernel(&variant, &sizes)?,
-        Command::BenchImage { sizes, timeout } => bench_image(&sizes, timeout)?,
+        Command::BenchImage {
+            sizes,
+            memory,
+            fill,
+            timeout,
+        } => bench_image(&sizes, memory, fill, timeout)?,
         Command::DebianTree { variant } => {
             let variant = match variant.as_str() {
                 "default" => debian::Variant::DEFAULT,
@@ -134,33 +147,81 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn describe(stage: &str) -> &'static str {
-    match stage {
-        "first-boot" => "first kernel booted",
-        "capture-loaded" => "capture kernel loaded (kexec -p)",
-        "panic" => "memory filled, crashing with sysrq-c",
-        "capture-boot" => "capture kernel booted, rkdump is /init",
-        "dump-done" => "rkdump saved vmcore-dmesg.txt and vmcore",
-        "raw-done" => "kdump_post hook copied the raw /proc/vmcore (the tests' reference)",
-        "exit" => "capture kernel rebooted, QEMU exited",
-        _ => "",
-    }
+/// What the demo prints for a guest event (nothing for the steps it does not narrate).
+fn narrate(event: &installed::EventKind, crashkernel_mib: u32) -> Option<String> {
+    use installed::EventKind;
+    Some(match event {
+        EventKind::KernelBooting { capture: false } => {
+            format!("the installed Debian 12 system boots (crashkernel={crashkernel_mib}M)")
+        }
+        EventKind::KernelBooting { capture: true } => {
+            "the panic kexecs the capture kernel loaded by rkdump.service".into()
+        }
+        EventKind::Crashed => "kernel panic (sysrq: Trigger a crash)".into(),
+        EventKind::CaptureStarted => "rkdump runs as the capture kernel's /init".into(),
+        EventKind::DumpWritten(summary) => {
+            let summary: serde_json::Value = serde_json::from_str(summary).unwrap_or_default();
+            format!(
+                "dump written: {} of {} pages kept, {:.1} MiB, complete: {}",
+                summary["dumped_pages"],
+                summary["total_pages"],
+                summary["bytes_written"].as_f64().unwrap_or(0.0) / f64::from(1 << 20),
+                summary["complete"]
+            )
+        }
+        EventKind::FinalAction(action) => format!("the capture kernel's final action: {action}"),
+        EventKind::Step(step) => {
+            let (boot, name) = step.split_once('.')?;
+            let text = match name {
+                "dpkg-install" => {
+                    "dpkg -i rkdump.deb: installed, rkdump.service enabled and started"
+                }
+                "status" => "rkdump status",
+                "crashing" => "echo c > /proc/sysrq-trigger",
+                "done" => "powering off",
+                _ => return None,
+            };
+            format!("{text} (boot {boot})")
+        }
+    })
 }
 
+/// The output of step `name` in an installed flow's log, without its framing lines.
+fn step_output<'a>(log: &'a str, name: &str) -> Vec<&'a str> {
+    let start = format!("== {name}: ");
+    log.lines()
+        .skip_while(|l| !l.starts_with(&start))
+        .skip(1)
+        .take_while(|l| !l.starts_with("== "))
+        .collect()
+}
+
+/// The README's main job: the package installed in a real Debian 12 guest, armed at boot, a
+/// crash, and the dump after the reboot.
 fn demo() -> Result<()> {
+    use rkdump_lab::debian::{BootOptions, DebianSystem};
+    use rkdump_lab::installed::{DEMO_PLAN, EventKind, Flow};
     let started = Instant::now();
-    let variant = &variants::DEFAULT;
-    println!(
-        "rkdump demo: {} MiB guest, {:?} kernel, crash on CPU {}",
-        variant.memory_mib, variant.flavor, variant.panic_cpu
-    );
-    let kernel = Kernel::fetch(variant.flavor)?;
-    let rkdump = build::rkdump()?;
-    println!(
-        "[{:6.1} s] kernel {} and static rkdump ({} bytes) ready",
+    let say = |at: f64, text: &str| println!("[{at:6.1} s] {text}");
+    let kernel = Kernel::fetch(debian::FLAVOR)?;
+    let deb = rkdump_lab::package::build()?;
+    say(
         started.elapsed().as_secs_f64(),
-        kernel.release,
-        std::fs::metadata(&rkdump)?.len()
+        &format!(
+            "built {} ({:.1} MB)",
+            deb.display(),
+            std::fs::metadata(&deb)?.len() as f64 / 1e6
+        ),
+    );
+    let system = DebianSystem::get()?;
+    say(
+        started.elapsed().as_secs_f64(),
+        &format!(
+            "installed Debian 12 system ready (mmdebstrap: systemd, {} {}, root on ext4; no \
+             kexec-tools, makedumpfile or dracut)",
+            debian::FLAVOR.meta_package(),
+            kernel.release
+        ),
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -168,32 +229,81 @@ fn demo() -> Result<()> {
     let dir = cache::root()
         .join("demo")
         .join(UtcTime::from_unix(now.cast_signed()).dump_dir_stamp());
-    let guest_started = started.elapsed().as_secs_f64();
-    let run = crash::crash_fresh(variant, &kernel, &dir, &mut |stage| {
-        println!(
-            "[{:6.1} s] {:<15} {} {}",
-            guest_started + stage.at.as_secs_f64(),
-            stage.name,
-            describe(&stage.name),
-            if stage.detail.is_empty() {
-                String::new()
-            } else {
-                format!("({})", stage.detail)
+    let options = BootOptions {
+        allow_reboot: true,
+        ..BootOptions::default()
+    };
+    let crashkernel_mib = options.crashkernel_mib.unwrap_or(0);
+    let flow_started = started.elapsed().as_secs_f64();
+    let mut flow = Flow::create(&system, &dir, &deb, DEMO_PLAN, &[])?;
+    say(
+        started.elapsed().as_secs_f64(),
+        &format!(
+            "guest disk made with rkdump.deb in /root; booting it under QEMU ({} MiB, {} CPUs)",
+            options.memory_mib, options.cpus
+        ),
+    );
+    let mut crashed_at = None;
+    let mut rebooted_at = None;
+    flow.run(
+        &options,
+        std::time::Duration::from_secs(1800),
+        &mut |event| {
+            let at = flow_started + event.at.as_secs_f64();
+            match event.kind {
+                EventKind::Crashed => crashed_at = Some(at),
+                EventKind::KernelBooting { capture: false } if crashed_at.is_some() => {
+                    rebooted_at.get_or_insert(at);
+                }
+                _ => {}
             }
-        );
-    })?;
-    // The raw copy of /proc/vmcore is the tests' reference input; the demo does not need it.
-    std::fs::remove_file(run.raw_vmcore())?;
-    let log =
-        std::fs::read_to_string(run.capture_dir().join("kexec-dmesg.log")).unwrap_or_default();
-    if !log.contains("\"complete\":true") {
-        bail!("the capture did not complete; its log:\n{log}");
+            if let Some(text) = narrate(&event.kind, crashkernel_mib) {
+                say(at, &text);
+            }
+        },
+    )?;
+    say(started.elapsed().as_secs_f64(), "the guest powered off");
+    let log = flow.log()?;
+    println!("\nAfter dpkg -i, `rkdump status` said:");
+    for line in step_output(&log, "1.status") {
+        println!("  {line}");
     }
-    let panic_to_dump = run.stage("dump-done").unwrap_or(0.0) - run.stage("panic").unwrap_or(0.0);
-    println!("\nThe dump: {}", run.dump().display());
-    println!("Panic to dump complete: {panic_to_dump:.1} s (under TCG emulation)\n");
-    let info = Process::new(&rkdump).arg("info").arg(run.dump()).output()?;
-    print!("{}", String::from_utf8_lossy(&info.stdout));
+    println!("and rkdump.service's journal:");
+    for line in step_output(&log, "1.journal") {
+        println!("  {line}");
+    }
+    println!("After the crash and the reboot, `rkdump status` said:");
+    for line in step_output(&log, "2.status") {
+        println!("  {line}");
+    }
+    let dumps = flow.dumps()?;
+    let [dump] = dumps.as_slice() else {
+        bail!(
+            "the guest's /var/crash holds {} dumps, not one: {dumps:?}",
+            dumps.len()
+        );
+    };
+    let vmcore = dump.join("vmcore");
+    println!(
+        "\nThe dump: /var/crash/{} in the guest, copied out to {}",
+        dump.file_name().unwrap_or_default().to_string_lossy(),
+        dump.display()
+    );
+    for name in ["vmcore", "vmcore-dmesg.txt", "kexec-dmesg.log"] {
+        println!(
+            "  {name:<17} {:>10} bytes",
+            std::fs::metadata(dump.join(name))?.len()
+        );
+    }
+    if let (Some(crashed), Some(rebooted)) = (crashed_at, rebooted_at) {
+        println!(
+            "Crash to the system's reboot: {:.1} s (under TCG emulation)",
+            rebooted - crashed
+        );
+    }
+    let rkdump = build::rkdump()?;
+    let info = Process::new(&rkdump).arg("info").arg(&vmcore).output()?;
+    print!("\n{}", String::from_utf8_lossy(&info.stdout));
     let version = Process::new("crash").arg("--version").output()?;
     let version = String::from_utf8_lossy(&version.stdout);
     println!(
@@ -204,7 +314,7 @@ fn demo() -> Result<()> {
             .unwrap_or("crash")
             .trim()
     );
-    let output = reference::crash(&kernel.vmlinux(), &run.dump(), &["sys", "bt"]);
+    let output = reference::crash(&kernel.vmlinux(), &vmcore, &["sys", "bt"]);
     let panic_line = output
         .lines()
         .find(|l| l.trim_start().starts_with("PANIC:"));
@@ -222,12 +332,12 @@ fn demo() -> Result<()> {
     println!(
         "\nDone in {:.0} s. Files of this run: {}",
         started.elapsed().as_secs_f64(),
-        run.dir.display()
+        dir.display()
     );
     Ok(())
 }
 
-fn bench_image(sizes: &[String], timeout: u64) -> Result<()> {
+fn bench_image(sizes: &[String], memory: u32, fill: u32, timeout: u64) -> Result<()> {
     use rkdump_lab::bench_image;
     let sizes_mib = sizes
         .iter()
@@ -239,14 +349,22 @@ fn bench_image(sizes: &[String], timeout: u64) -> Result<()> {
         })
         .collect::<Result<Vec<u32>>>()?;
     let mut command = "cargo run --release -p rkdump-lab -- bench-image".to_owned();
-    if sizes_mib != bench_image::DEFAULT_SIZES_MIB {
+    if !sizes_mib.is_empty() {
         command.push_str(" --sizes");
         for mib in &sizes_mib {
             command.push_str(&format!(" {mib}M"));
         }
     }
+    if memory != 1024 {
+        command.push_str(&format!(" --memory {memory}"));
+    }
+    if fill != 0 {
+        command.push_str(&format!(" --fill {fill}"));
+    }
     let options = bench_image::Options {
         sizes_mib,
+        memory_mib: memory,
+        fill_percent: fill,
         timeout: std::time::Duration::from_secs(timeout),
         ..bench_image::Options::default()
     };
