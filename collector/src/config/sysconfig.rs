@@ -18,7 +18,8 @@ use super::kdump_conf::{Diagnostic, Severity};
 pub const SYSCONFIG_FILE: &str = "/etc/sysconfig/kdump";
 /// Debian kdump-tools' settings file.
 pub const KDUMP_TOOLS_FILE: &str = "/etc/default/kdump-tools";
-/// Where kdump-tools keeps its own capture images (ignored as `KDUMP_INITRD`).
+/// Where kdump-tools keeps its own capture images and kernel link (ignored as `KDUMP_INITRD`
+/// and `KDUMP_KERNEL`).
 const KDUMP_TOOLS_IMAGES: &str = "/var/lib/kdump/";
 
 /// The first-kernel settings, merged from both files.
@@ -142,8 +143,13 @@ impl FirstKernel {
             );
             // kdump-tools' own image (`/var/lib/kdump/initrd.img*`, which its debconf writes
             // into /etc/default/kdump-tools) boots kdump-tools' dump service, not rkdump: it
-            // is never the image rkdump loads; rkdump builds its own instead.
-            if name == "KDUMP_INITRD" && value.starts_with(KDUMP_TOOLS_IMAGES) {
+            // is never the image rkdump loads; rkdump builds its own instead. Its kernel
+            // (`/var/lib/kdump/vmlinuz`) is a link that only kdump-tools' own load makes, to
+            // the running kernel's image: rkdump finds that image itself (with kdump-tools
+            // disabled, the link is missing or stale).
+            if matches!(name, "KDUMP_INITRD" | "KDUMP_KERNEL")
+                && value.starts_with(KDUMP_TOOLS_IMAGES)
+            {
                 continue;
             }
             *slot = (list || !value.is_empty()).then_some(value);
@@ -224,10 +230,15 @@ KDUMP_IMG="vmlinuz"
                       KDUMP_CMDLINE_APPEND=\"nr_cpus=1 systemd.unit=kdump-tools-dump.service irqpoll\"\n";
         let mut settings = FirstKernel::default();
         assert_eq!(settings.parse_into(KDUMP_TOOLS_FILE, debian), []);
-        assert_eq!(settings.kernel.as_deref(), Some("/var/lib/kdump/vmlinuz"));
         assert_eq!(settings.coredir.as_deref(), Some("/var/crash"));
-        // kdump-tools' own image is not one rkdump loads; another one named is.
+        // kdump-tools' own image and kernel link are not what rkdump loads; others named are.
         assert_eq!(settings.initrd, None);
+        assert_eq!(settings.kernel, None);
+        assert_eq!(
+            settings.parse_into(KDUMP_TOOLS_FILE, "KDUMP_KERNEL=/boot/vmlinuz-capture\n"),
+            []
+        );
+        assert_eq!(settings.kernel.as_deref(), Some("/boot/vmlinuz-capture"));
         assert_eq!(
             settings.parse_into(KDUMP_TOOLS_FILE, "KDUMP_INITRD=/boot/capture.img\n"),
             []
