@@ -384,13 +384,20 @@ fn a_system_s_life_crashkernel_set_test_force_a_kernel_upgrade_and_purge() {
 }
 
 #[test]
-fn beside_an_enabled_kdump_tools_the_package_says_so_and_the_service_does_not_load_over_it() {
+fn beside_an_enabled_kdump_tools_the_package_says_so_and_does_not_load_over_it_until_disabled() {
     // Debian's kdump-tools installed and enabled (USE_KDUMP=1): it arms at boot.
     let system = DebianSystem::get_variant(&rkdump_lab::debian::Variant::KDUMP_TOOLS)
         .expect("the Debian 12 tree with kdump-tools");
     let deb = rkdump_lab::package::build().unwrap();
     let dir = rkdump_lab::cache::root().join("lab/package/kdump-tools");
-    let mut flow = Flow::create(&system, &dir, &deb, &["install armed power_off"], &[]).unwrap();
+    let mut flow = Flow::create(
+        &system,
+        &dir,
+        &deb,
+        &["install armed takeover power_off"],
+        &[],
+    )
+    .unwrap();
     flow.run(
         &BootOptions::default(),
         Duration::from_secs(900),
@@ -426,5 +433,21 @@ fn beside_an_enabled_kdump_tools_the_package_says_so_and_the_service_does_not_lo
         exit_status(status),
         "0",
         "kdump-tools' capture kernel is loaded: {status}"
+    ); // Doing what it says: kdump-tools disabled and stopped (its kernel unloaded), rkdump
+    // starts with its own image and the running kernel's image from /boot (not kdump-tools'
+    // KDUMP_KERNEL link, which only kdump-tools' own load makes).
+    assert_eq!(exit_status(step(&log, "1.disable-other")), "0", "{log}");
+    let start = step(&log, "1.start");
+    assert_eq!(exit_status(start), "0", "{start}");
+    assert!(
+        start.contains("rebuilding the capture image: no capture image at"),
+        "{start}"
     );
+    assert!(
+        start.contains("loaded the capture kernel (kexec_file_load): /boot/vmlinuz-"),
+        "{start}"
+    );
+    let after = step(&log, "1.status-after");
+    assert_eq!(exit_status(after), "0", "{after}");
+    assert!(after.contains("kdump is operational"), "{after}");
 }

@@ -105,6 +105,12 @@ test_force() {
   rkdump test --force >> $log 2>&1
   stage "$boot.test-returned"
 }
+# What the refusal beside kdump-tools tells the user to do.
+takeover() {
+  step disable-other systemctl disable --now kdump-tools.service
+  step start rkdump start
+  step status-after rkdump status
+}
 # A second kernel package, booted next (the host boots the disk's /boot).
 upgrade() {
   step kernel-install dpkg -i /root/linux-image.deb
@@ -364,6 +370,7 @@ mod tests {
                 "coldplug",
                 "crash",
                 "test_force",
+                "takeover",
                 "upgrade",
                 "remove",
                 "power_off"
