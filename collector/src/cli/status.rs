@@ -61,20 +61,27 @@ pub(crate) fn run(args: &StatusArgs) -> ExitStatus {
         }
     };
     // A start, stop or reload in progress (rkdump.service reloading after a hotplug) changes
-    // what the kernel says: wait for it, a bounded while. Without root there is no lock to take,
-    // and nothing to wait for that status could see anyway.
-    let _lock = match service::lock_within(STATUS_WAIT) {
-        Ok(None) => {
-            println!(
-                "rkdump: another rkdump start, stop or reload is still running after {} s",
-                STATUS_WAIT.as_secs()
-            );
+    // what the kernel says: wait for it, a bounded while, and only for the reading. Only root:
+    // the verbs that hold the lock run as root, and a user's status must never create or hold
+    // the lock file that root's verbs take.
+    let state = {
+        let _lock = if nix::unistd::geteuid().is_root() {
+            match service::lock_within(STATUS_WAIT) {
+                Ok(None) => {
+                    println!(
+                        "rkdump: another rkdump command still holds the service lock after {} s",
+                        STATUS_WAIT.as_secs()
+                    );
+                    None
+                }
+                Ok(lock) => lock,
+                Err(_) => None,
+            }
+        } else {
             None
-        }
-        Ok(lock) => lock,
-        Err(_) => None,
+        };
+        KexecState::read(root, &running_release())
     };
-    let state = KexecState::read(root, &running_release());
     let status = status(root, &config, settings.coredir.as_deref(), &state);
     match &status.last_dump {
         LastDump::NotChecked(why) => println!("rkdump: last dump: not checked: {why}"),

@@ -150,6 +150,8 @@ impl FirstKernel {
             if matches!(name, "KDUMP_INITRD" | "KDUMP_KERNEL")
                 && value.starts_with(KDUMP_TOOLS_IMAGES)
             {
+                // A later assignment replaces an earlier one, as in the shell.
+                *slot = None;
                 continue;
             }
             *slot = (list || !value.is_empty()).then_some(value);
