@@ -294,6 +294,7 @@ fn a_system_s_life_crashkernel_set_test_force_a_kernel_upgrade_and_purge() {
     let first = last_dump(step(&log, "3.status"));
     // udev's coldplug replayed: the hotplug rule ignores synthetic events (no reload).
     assert_eq!(exit_status(step(&log, "3.coldplug")), "0", "{log}");
+    assert_eq!(exit_status(step(&log, "3.memory-online")), "0", "{log}");
     let after_coldplug = step(&log, "3.after-coldplug");
     assert!(after_coldplug.contains("\nactive\n"), "{after_coldplug}");
     let reloads = step(&log, "3.reloads");

@@ -86,9 +86,10 @@ armed() {
   step images ls /var/lib/rkdump
 }
 # The boot's coldplug again: the synthetic "add" events udev replays for every CPU and memory
-# block are no hotplug, and must not reload the service.
+# block (and synthetic "online" ones for memory) are no hotplug, and must not reload the service.
 coldplug() {
   step coldplug udevadm trigger --settle --action=add --subsystem-match=cpu --subsystem-match=memory
+  step memory-online udevadm trigger --settle --action=online --subsystem-match=memory
   sleep 3
   step after-coldplug systemctl is-active rkdump.service
   step reloads sh -c 'journalctl -b -u rkdump.service -o cat | grep -c Reloading'
