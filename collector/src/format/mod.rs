@@ -9,6 +9,7 @@
 //! * [`note`]: the PT_NOTE segment (PRSTATUS, VMCOREINFO).
 //! * [`vmcoreinfo`]: the dead kernel's `KEY=VALUE` description of itself.
 //! * [`kdump`]: the kdump-compressed (`KDUMP   `) header, sub header and page descriptors.
+//! * [`lzo1x`]: the LZO1X-1 page codec of makedumpfile's `-l`.
 //! * [`flat`]: makedumpfile's flattened stream (`-F`).
 //! * [`manifest`]: per-chunk CRC-32 of a dump directory's files, sent with remote dumps.
 //! * [`sftp`]: SFTP version 3 packets, for the ssh target and `rkdump receive`.
@@ -23,6 +24,7 @@ pub mod elf;
 pub(crate) mod executable;
 pub(crate) mod flat;
 pub(crate) mod kdump;
+pub mod lzo1x;
 pub(crate) mod manifest;
 pub mod note;
 pub(crate) mod sftp;
