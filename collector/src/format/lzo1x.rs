@@ -115,16 +115,38 @@ impl Compressor {
                 continue;
             }
             emit_literals(out, start, &input[literal_start..ip], false);
-            let mut length = 4;
-            while ip + length < limit && input[candidate + length] == input[ip + length] {
-                length += 1;
-            }
+            let length = match_length(input, candidate, ip, limit);
             emit_match(out, distance, length);
             ip += length;
             literal_start = ip;
         }
         literal_start
     }
+}
+
+/// How far the match of 4 bytes at `ip` with `candidate` goes on, compared 8 bytes at a time
+/// as LZO1X-1 compares them: the comparison stops once it has passed `limit`, so a match may
+/// end up to 7 bytes into the literal tail (which keeps 20 bytes of room for the reads).
+fn match_length(input: &[u8], candidate: usize, ip: usize, limit: usize) -> usize {
+    let differ = |length: usize| read_u64(input, ip + length) ^ read_u64(input, candidate + length);
+    let mut length = 4;
+    let mut difference = differ(length);
+    while difference == 0 {
+        length += 8;
+        if ip + length >= limit {
+            return length;
+        }
+        difference = differ(length);
+    }
+    length + to_usize(difference.trailing_zeros() / 8)
+}
+
+fn to_usize(value: u32) -> usize {
+    usize::try_from(value).expect("usize holds a u32")
+}
+
+fn read_u64(input: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(input[at..at + 8].try_into().expect("8 bytes"))
 }
 
 fn read_u32(input: &[u8], at: usize) -> u32 {
