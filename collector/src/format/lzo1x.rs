@@ -138,11 +138,7 @@ fn match_length(input: &[u8], candidate: usize, ip: usize, limit: usize) -> usiz
         }
         difference = differ(length);
     }
-    length + to_usize(difference.trailing_zeros() / 8)
-}
-
-fn to_usize(value: u32) -> usize {
-    usize::try_from(value).expect("usize holds a u32")
+    length + (difference.trailing_zeros() / 8) as usize
 }
 
 fn read_u64(input: &[u8], at: usize) -> u64 {
@@ -169,22 +165,16 @@ fn emit_length(out: &mut Vec<u8>, mut count: usize) {
 }
 
 /// Appends a run of literals. Up to three literals after a back-reference ride in its `SS`
-/// bits; `first` allows the `17 + n` form of a stream that begins with its only literals.
-fn emit_literals(out: &mut Vec<u8>, start: usize, literals: &[u8], first: bool) {
+/// bits; `ends_stream` allows the `17 + n` form for a stream that is only literals.
+fn emit_literals(out: &mut Vec<u8>, start: usize, literals: &[u8], ends_stream: bool) {
     let count = literals.len();
     if count == 0 {
         return;
     }
-    if out.len() == start {
-        if first && count <= 238 {
-            out.push(u8::try_from(17 + count).expect("at most 255"));
-        } else if count <= 18 {
-            out.push(u8::try_from(count - 3).expect("at most 15"));
-        } else {
-            out.push(0);
-            emit_length(out, count - 18);
-        }
-    } else if count <= 3 {
+    let at_start = out.len() == start;
+    if at_start && ends_stream && count <= 238 {
+        out.push(u8::try_from(17 + count).expect("at most 255"));
+    } else if !at_start && count <= 3 {
         let at = out.len() - 2;
         out[at] |= u8::try_from(count).expect("at most 3");
     } else if count <= 18 {
