@@ -46,6 +46,26 @@ fn binary_has_no_interpreter_and_no_shared_libraries() {
     );
 }
 
+/// The binary does not depend on where the checkout is: the lab's caches are keyed by its bytes,
+/// and a clone elsewhere (CI's) must find them. OpenSSL compiles its build directory in unless
+/// `collector/openssl-configure` replaces it.
+#[test]
+fn binary_holds_no_path_of_the_checkout() {
+    use std::os::unix::ffi::OsStrExt;
+    let data = std::fs::read(rkdump_lab::build::rkdump().unwrap()).unwrap();
+    let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let needle = checkout.as_os_str().as_bytes();
+    let at = data.windows(needle.len()).position(|w| w == needle);
+    assert!(
+        at.is_none(),
+        "the binary holds {} at offset {at:?}: {}",
+        checkout.display(),
+        String::from_utf8_lossy(&data[at.unwrap_or(0)..(at.unwrap_or(0) + 200).min(data.len())])
+    );
+}
+
 #[test]
 fn binary_runs_alone_in_an_empty_root_with_an_empty_environment() {
     let path = rkdump_lab::build::rkdump().unwrap();

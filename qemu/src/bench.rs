@@ -190,42 +190,132 @@ pub fn run(vmcore: &Path, scratch: &Path, rkdump: &Path, repeats: usize) -> Resu
                 .concat(),
             ),
         ];
-        for case in cases {
-            let output = scratch.join("bench.out");
-            let mut times = Vec::new();
-            let mut rss = 0;
-            let mut bytes = 0;
-            let mut failed = None;
-            for _ in 0..repeats {
-                let _ = std::fs::remove_file(&output);
-                match measure(&case.program, &case.args, vmcore, Some(&output)) {
-                    Ok((seconds, peak)) => {
-                        times.push(seconds);
-                        rss = rss.max(peak);
-                        bytes = std::fs::metadata(&output)?.len();
-                    }
-                    Err(e) => {
-                        failed = Some(e.to_string());
-                        break;
-                    }
+        measure_cases(cases, vmcore, scratch, repeats, &mut rows)?;
+    }
+    Ok(rows)
+}
+
+/// Runs each case `repeats` times on `vmcore`, writing into `scratch`, and appends its row.
+fn measure_cases(
+    cases: impl IntoIterator<Item = Case>,
+    vmcore: &Path,
+    scratch: &Path,
+    repeats: usize,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    for case in cases {
+        let output = scratch.join("bench.out");
+        let mut times = Vec::new();
+        let mut rss = 0;
+        let mut bytes = 0;
+        let mut failed = None;
+        for _ in 0..repeats {
+            let _ = std::fs::remove_file(&output);
+            match measure(&case.program, &case.args, vmcore, Some(&output)) {
+                Ok((seconds, peak)) => {
+                    times.push(seconds);
+                    rss = rss.max(peak);
+                    bytes = std::fs::metadata(&output)?.len();
+                }
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
                 }
             }
-            let _ = std::fs::remove_file(&output);
-            let seconds = if times.is_empty() {
-                f64::NAN
-            } else {
-                median(times)
+        }
+        let _ = std::fs::remove_file(&output);
+        let seconds = if times.is_empty() {
+            f64::NAN
+        } else {
+            median(times)
+        };
+        rows.push(Row {
+            label: case.label,
+            seconds,
+            bytes,
+            peak_rss_kib: rss,
+            failed,
+        });
+    }
+    Ok(())
+}
+
+/// makedumpfile's codecs (`-c` zlib, `-l` LZO, `-p` snappy) on `vmcore`: upstream makedumpfile
+/// serial and with 2 threads, rkdump with 1 and 2 threads, at `-d 31` and `-d 1`.
+pub fn codecs(vmcore: &Path, scratch: &Path, rkdump: &Path, repeats: usize) -> Result<Vec<Row>> {
+    let upstream = crate::reference::makedumpfile();
+    let mut rows = Vec::new();
+    measure(Path::new("/bin/cat"), &[], vmcore, None)?;
+    for level in ["31", "1"] {
+        for codec in ["-c", "-l", "-p"] {
+            let d = |tail: &[&str]| strings(&[&[codec, "-d", level], tail]);
+            let rk = |tail: &[&str]| {
+                strings(&[
+                    &["save", "-f", "--message-level", "0", codec, "-d", level],
+                    tail,
+                ])
             };
-            rows.push(Row {
-                label: case.label,
-                seconds,
-                bytes,
-                peak_rss_kib: rss,
-                failed,
-            });
+            let cases = [
+                case(
+                    &format!("makedumpfile upstream {codec} -d {level}"),
+                    &upstream,
+                    d(&[]),
+                ),
+                case(
+                    &format!("makedumpfile upstream {codec} -d {level} --num-threads 2"),
+                    &upstream,
+                    d(&["--num-threads", "2"]),
+                ),
+                case(
+                    &format!("rkdump {codec} -d {level} --num-threads 1"),
+                    rkdump,
+                    rk(&["--num-threads", "1"]),
+                ),
+                case(
+                    &format!("rkdump {codec} -d {level} --num-threads 2"),
+                    rkdump,
+                    rk(&["--num-threads", "2"]),
+                ),
+            ];
+            measure_cases(cases, vmcore, scratch, repeats, &mut rows)?;
         }
     }
     Ok(rows)
+}
+
+/// The codec goals: rkdump with 2 threads against makedumpfile's faster run (serial or 2
+/// threads) of the same codec, time and size, and 2 threads against 1.
+pub fn codec_ratios(rows: &[Row]) -> String {
+    let find = |label: &str| rows.iter().find(|r| r.label == label && r.failed.is_none());
+    let mut out = String::from(
+        "| Level | Codec | rkdump 2 threads / makedumpfile: time | size | rkdump 2 threads vs 1 |\n|---|---|---:|---:|---:|\n",
+    );
+    for level in ["31", "1"] {
+        for codec in ["-c", "-l", "-p"] {
+            let theirs = [
+                find(&format!("makedumpfile upstream {codec} -d {level}")),
+                find(&format!(
+                    "makedumpfile upstream {codec} -d {level} --num-threads 2"
+                )),
+            ];
+            let best = theirs
+                .into_iter()
+                .flatten()
+                .min_by(|a, b| a.seconds.total_cmp(&b.seconds));
+            let one = find(&format!("rkdump {codec} -d {level} --num-threads 1"));
+            let two = find(&format!("rkdump {codec} -d {level} --num-threads 2"));
+            if let (Some(best), Some(one), Some(two)) = (best, one, two) {
+                let _ = writeln!(
+                    out,
+                    "| `-d {level}` | `{codec}` | {:.2} | {:.4} | {:.2}x |",
+                    two.seconds / best.seconds,
+                    two.bytes as f64 / best.bytes as f64,
+                    one.seconds / two.seconds,
+                );
+            }
+        }
+    }
+    out
 }
 
 /// The rows as a markdown table.

@@ -190,3 +190,73 @@ print(prog.crashed_thread().stack_trace())\n";
             .arg(vmlinux),
     )
 }
+
+/// Two kdump-compressed dumps compared page by page by [`compare_kdump_pages`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageComparison {
+    /// Each file's size in bytes.
+    pub sizes: [u64; 2],
+    /// Each header's `status` (the dump's codec flag, incomplete bit).
+    pub status: [u64; 2],
+    /// Whether both bitmaps (and `max_mapnr`) are identical.
+    pub bitmaps_equal: bool,
+    /// Descriptors by page flags (0 raw, 0x1 zlib, 0x2 LZO, 0x4 snappy, 0x20 zstd), per file.
+    pub flag_counts: [std::collections::BTreeMap<u32, u64>; 2],
+    /// Descriptors compared.
+    pub pages: u64,
+    /// Pages both files decode to the same 4096 bytes.
+    pub same_page: u64,
+    /// Pages whose stored forms (bytes and flags) are identical.
+    pub same_stored_bytes: u64,
+    /// Page data stored by each file (the shared zero page once).
+    pub stored_bytes: [u64; 2],
+    /// The first differences found, in words.
+    pub differences: Vec<String>,
+}
+
+/// Compares the dumps `a` and `b` page by page with the C libraries makedumpfile and crash use
+/// (zlib, liblzo2, libsnappy, libzstd, through Python's ctypes), reading the layout from the
+/// format's description: nothing of rkdump decides what the pages are.
+pub fn compare_kdump_pages(a: &Path, b: &Path) -> PageComparison {
+    const SCRIPT: &str = include_str!("kdump_pages.py");
+    let stdout = run_ok(Command::new("python3").args(["-c", SCRIPT]).arg(a).arg(b));
+    let json: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("kdump_pages.py printed no JSON ({e}): {stdout}"));
+    let pair = |name: &str| -> [u64; 2] {
+        let value = |i: usize| {
+            json[name][i]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{name}: {json}"))
+        };
+        [value(0), value(1)]
+    };
+    let counts = |i: usize| {
+        json["flag_counts"][i]
+            .as_object()
+            .expect("flag counts")
+            .iter()
+            .map(|(flags, n)| (flags.parse().expect("a flag"), n.as_u64().expect("a count")))
+            .collect()
+    };
+    let number = |name: &str| {
+        json[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: {json}"))
+    };
+    PageComparison {
+        sizes: pair("sizes"),
+        status: pair("status"),
+        bitmaps_equal: json["bitmaps_equal"] == true,
+        flag_counts: [counts(0), counts(1)],
+        pages: number("pages"),
+        same_page: number("same_page"),
+        same_stored_bytes: number("same_stored_bytes"),
+        stored_bytes: pair("stored_bytes"),
+        differences: json["differences"]
+            .as_array()
+            .expect("differences")
+            .iter()
+            .map(|d| d.as_str().expect("text").to_owned())
+            .collect(),
+    }
+}

@@ -43,17 +43,25 @@ pub const MSG_REPORT: u8 = 16;
 const SAVE_HELP: &str = "\
 Accepts the options kdump.conf core_collector lines give makedumpfile, e.g.
   rkdump save -l --message-level 7 -d 31 /proc/vmcore /var/crash/vmcore
-Pages are compressed with zstd (kdump flag 0x20) whatever -c/-l/-p/-z say: crash, drgn and
-makedumpfile read it, and it is smaller and faster than zlib. The file is written as
-DUMPFILE-incomplete and renamed to DUMPFILE once complete and synced.
+Pages are compressed one by one as makedumpfile compresses them: -c zlib, -l LZO, -p snappy,
+-z or none of them zstd (the smallest and, with threads, fast); when two are given the last
+one counts. A page that does not shrink is stored as it is. crash, drgn and makedumpfile read
+every codec, but older readers (crash 7.x, old libkdumpfile) may lack zstd: for them use -l
+or -c. The file is written as DUMPFILE-incomplete and renamed to DUMPFILE once complete and synced.
 
 Exit status: 0 done, 1 failed (nothing written), 2 invalid options, 3 incomplete dump kept.";
 
 /// Page compression choices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Compression {
-    /// One zstd frame per page (kdump flag 0x20).
+    /// One zstd frame per page (kdump flag 0x20), as -z.
     Zstd,
+    /// zlib, as -c (flag 0x1).
+    Zlib,
+    /// LZO1X-1, as -l (flag 0x2).
+    Lzo,
+    /// snappy, as -p (flag 0x4).
+    Snappy,
     /// Pages stored as they are.
     None,
 }
@@ -67,21 +75,21 @@ pub struct SaveArgs {
     #[arg(short = 'd', long = "dump-level", value_name = "LEVEL", default_value_t = 31,
           value_parser = clap::value_parser!(u8).range(0..=31))]
     dump_level: u8,
-    /// makedumpfile's zlib compression; rkdump writes zstd instead.
-    #[arg(short = 'c')]
+    /// zlib compression, at zlib's fastest level (kdump flag 0x1).
+    #[arg(short = 'c', overrides_with_all = ["lzo", "snappy", "zstd"])]
     zlib: bool,
-    /// makedumpfile's LZO compression; rkdump writes zstd instead.
-    #[arg(short = 'l')]
+    /// LZO1X-1 compression (kdump flag 0x2).
+    #[arg(short = 'l', overrides_with_all = ["zlib", "snappy", "zstd"])]
     lzo: bool,
-    /// makedumpfile's snappy compression; rkdump writes zstd instead.
-    #[arg(short = 'p')]
+    /// snappy compression (kdump flag 0x4).
+    #[arg(short = 'p', overrides_with_all = ["zlib", "lzo", "zstd"])]
     snappy: bool,
-    /// zstd compression (the default).
-    #[arg(short = 'z')]
+    /// zstd compression (kdump flag 0x20; the default).
+    #[arg(short = 'z', overrides_with_all = ["zlib", "lzo", "snappy"])]
     zstd: bool,
-    /// Page compression.
-    #[arg(long, value_enum, default_value_t = Compression::Zstd)]
-    compress: Compression,
+    /// Page compression, by name (instead of -c, -l, -p or -z).
+    #[arg(long, value_enum, value_name = "CODEC")]
+    compress: Option<Compression>,
     /// zstd level (negative levels are faster and compress less).
     #[arg(long, value_name = "LEVEL", default_value_t = DEFAULT_ZSTD_LEVEL, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-7..=19))]
@@ -134,33 +142,41 @@ impl SaveArgs {
     /// The engine's options; `notes` gets a line for every option replaced or ignored.
     pub fn options(&self, notes: &mut Vec<String>) -> Result<SaveOptions, CollectorError> {
         let level = DumpLevel::new(self.dump_level).expect("clap checked the range");
-        let legacy = [
-            (self.zlib, "-c (zlib)"),
-            (self.lzo, "-l (lzo)"),
-            (self.snappy, "-p (snappy)"),
-        ];
-        let asked_compression = self.zlib || self.lzo || self.snappy || self.zstd;
-        if self.elf && asked_compression {
+        // clap's overrides leave at most one of them: the last given, as makedumpfile takes it.
+        let short = [
+            (self.zlib, Compression::Zlib),
+            (self.lzo, Compression::Lzo),
+            (self.snappy, Compression::Snappy),
+            (self.zstd, Compression::Zstd),
+        ]
+        .into_iter()
+        .find_map(|(given, compression)| given.then_some(compression));
+        if self.elf && short.is_some() {
             return Err(CollectorError::Conflict(
                 "ELF dumps (-E) are not compressed; drop -c/-l/-p/-z",
             ));
         }
-        for (given, name) in legacy {
-            if given {
-                notes.push(format!(
-                    "{name} is not available; pages are compressed with zstd instead"
+        let compression = match (short, self.compress) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(CollectorError::Conflict(
+                    "--compress names another codec than -c/-l/-p/-z; give one of them",
                 ));
             }
-        }
+            (Some(c), _) | (None, Some(c)) => c,
+            (None, None) => Compression::Zstd,
+        };
         if self.non_cyclic {
             notes.push("--non-cyclic is ignored: memory use is always bounded".into());
         }
         if self.block_order.is_some() {
             notes.push("-b is ignored".into());
         }
-        let codec = match (self.elf, self.compress) {
+        let codec = match (self.elf, compression) {
             (true, _) | (false, Compression::None) => Codec::None,
             (false, Compression::Zstd) => Codec::Zstd(self.zstd_level),
+            (false, Compression::Zlib) => Codec::Zlib,
+            (false, Compression::Lzo) => Codec::Lzo,
+            (false, Compression::Snappy) => Codec::Snappy,
         };
         let destination = match &self.dumpfile {
             Some(path) if path.as_os_str() == "-" => {
@@ -304,7 +320,7 @@ mod tests {
     }
 
     #[test]
-    fn kdump_utils_default_line_means_lzo_level_31_as_zstd() {
+    fn kdump_utils_default_line_means_lzo_at_level_31() {
         let collector = CoreCollector::parse(crate::config::DEFAULT_CORE_COLLECTOR).unwrap();
         assert_eq!(collector.name(), "makedumpfile");
         let (options, message_level, notes) =
@@ -312,11 +328,35 @@ mod tests {
         assert_eq!(options.level.bits(), 31);
         assert_eq!(message_level, 7);
         assert!(!options.flattened);
-        assert!(matches!(options.codec, Codec::Zstd(1)));
-        assert_eq!(
-            notes,
-            ["-l (lzo) is not available; pages are compressed with zstd instead"]
-        );
+        assert_eq!(options.codec, Codec::Lzo);
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    fn codec_of(line: &str) -> Result<Codec, CollectorError> {
+        collector_options(&words(line), "/proc/vmcore", "vmcore").map(|(o, _, _)| o.codec)
+    }
+
+    #[test]
+    fn each_makedumpfile_option_names_its_codec_and_the_last_one_counts() {
+        assert_eq!(codec_of("-d 31"), Ok(Codec::Zstd(1)));
+        assert_eq!(codec_of("-z -d 31"), Ok(Codec::Zstd(1)));
+        assert_eq!(codec_of("-c -d 31"), Ok(Codec::Zlib));
+        assert_eq!(codec_of("-p"), Ok(Codec::Snappy));
+        assert_eq!(codec_of("-l -c"), Ok(Codec::Zlib));
+        assert_eq!(codec_of("-c -l"), Ok(Codec::Lzo));
+        assert_eq!(codec_of("-z --zstd-level 3 -p -z"), Ok(Codec::Zstd(3)));
+        assert_eq!(codec_of("--compress lzo"), Ok(Codec::Lzo));
+        assert_eq!(codec_of("--compress none"), Ok(Codec::None));
+        assert_eq!(codec_of("-c --compress zlib"), Ok(Codec::Zlib));
+        assert!(matches!(
+            codec_of("-c --compress none"),
+            Err(CollectorError::Conflict(_))
+        ));
+        assert!(matches!(
+            codec_of("-E -l"),
+            Err(CollectorError::Conflict(_))
+        ));
+        assert_eq!(codec_of("-E"), Ok(Codec::None));
     }
 
     #[test]

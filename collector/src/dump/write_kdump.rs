@@ -3,10 +3,10 @@
 use super::run::{Failure, Run};
 use super::{Progress, SaveError, SaveOptions, Summary, chunks};
 use crate::filter::{self, Bitmap, Counts, DumpLevel, Filter, FilterError};
-use crate::format::kdump::{COMPRESSED_ZSTD, UTS_FIELD_LEN};
+use crate::format::kdump::UTS_FIELD_LEN;
 use crate::output::Sink;
 use crate::output::kdump_writer::{KdumpSpec, KdumpWriter};
-use crate::pipeline::{self, Chunk, ChunkResult, Codec, PipelineError, Settings};
+use crate::pipeline::{self, Chunk, ChunkResult, PipelineError, Settings};
 use crate::vmcore::window::PageMap;
 use crate::vmcore::{KernelMemory, Vmcore};
 
@@ -24,10 +24,7 @@ pub(super) fn save(
     let spec = KdumpSpec {
         utsname,
         crash_time: vmcore.info().crash_time().ok().flatten().unwrap_or(0),
-        compression: match options.codec {
-            Codec::Zstd(_) => COMPRESSED_ZSTD,
-            Codec::None => 0,
-        },
+        compression: options.codec.flag(),
         max_mapnr: filter.max_mapnr(),
         cpus: vmcore.cpus(),
         phys_base,
@@ -39,11 +36,7 @@ pub(super) fn save(
         options,
         Summary {
             format: "kdump-compressed",
-            compression: if spec.compression == 0 {
-                "none"
-            } else {
-                "zstd"
-            },
+            compression: options.codec.name(),
             total_pages: filter.max_mapnr(),
             memory_hole: filter.memory_hole(),
             ..Summary::default()

@@ -218,13 +218,13 @@ fn emit_match(out: &mut Vec<u8>, distance: usize, length: usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
     /// A decoder written from the stream description (Linux's Documentation/staging/lzo.rst),
     /// strict about every bound: the encoder's output must decode with it exactly.
-    fn decode(input: &[u8]) -> Result<Vec<u8>, String> {
+    pub(crate) fn decode(input: &[u8]) -> Result<Vec<u8>, String> {
         let mut out = Vec::new();
         let mut i = 0;
         let byte = |i: &mut usize| -> Result<usize, String> {

@@ -31,7 +31,7 @@ pub struct KdumpSpec {
     pub utsname: Vec<u8>,
     /// Crash time, seconds since the epoch.
     pub crash_time: u64,
-    /// Dump-wide compression flag (`COMPRESSED_ZSTD`, or 0).
+    /// Dump-wide compression flag (one of the `COMPRESSED_*` codec flags, or 0).
     pub compression: u32,
     /// Page frames covered.
     pub max_mapnr: u64,

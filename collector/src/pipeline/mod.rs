@@ -4,7 +4,7 @@
 //! The dump is cut into [`Chunk`]s of about the same work: at most [`CHUNK_PAGES`] pages to
 //! dump, inside one extent of the vmcore's [`PageMap`](crate::vmcore::window::PageMap). Worker
 //! threads of a rayon pool take chunks in order from the shared source, each with its own
-//! [`PageReader`] and compression context, and send results tagged with their sequence number
+//! [`PageReader`] and [`codec::PageCompressor`], and send results tagged with their sequence number
 //! to the writer thread, which puts them back in order. There is no barrier between batches:
 //! a worker that finishes early takes the next chunk at once. A worker may not run more than
 //! [`IN_FLIGHT_PER_THREAD`] chunks per thread ahead of the writer, which bounds memory
@@ -18,8 +18,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, mpsc};
 
+pub mod codec;
+
+pub use codec::Codec;
+use codec::PageCompressor;
+
 use crate::format::bytes::to_usize;
-use crate::format::kdump::COMPRESSED_ZSTD;
 use crate::vmcore::window::{Access, ExtentKind, PageReader};
 use crate::vmcore::{PAGE_SIZE, Vmcore, VmcoreError};
 
@@ -30,15 +34,6 @@ pub const CHUNK_SPAN: u64 = 16384;
 /// Chunks a thread may be ahead of the writer.
 const IN_FLIGHT_PER_THREAD: u64 = 4;
 const PAGE: usize = to_usize(PAGE_SIZE);
-
-/// How stored pages are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    /// Raw page bytes.
-    None,
-    /// One zstd frame per page at this level (kdump flag 0x20).
-    Zstd(i32),
-}
 
 /// Why the pipeline stopped.
 #[derive(Debug, thiserror::Error)]
@@ -136,21 +131,15 @@ pub struct Settings {
 
 struct Worker {
     reader: PageReader,
-    compressor: Option<zstd::bulk::Compressor<'static>>,
-    scratch: Vec<u8>,
+    compressor: PageCompressor,
     page: Vec<u8>,
 }
 
 impl Worker {
     fn new(settings: &Settings) -> std::io::Result<Self> {
-        let compressor = match settings.codec {
-            Codec::None => None,
-            Codec::Zstd(level) => Some(zstd::bulk::Compressor::new(level)?),
-        };
         Ok(Self {
             reader: PageReader::new(settings.access),
-            compressor,
-            scratch: vec![0; PAGE - 1],
+            compressor: PageCompressor::new(settings.codec)?,
             page: vec![0; PAGE],
         })
     }
@@ -177,13 +166,7 @@ impl Worker {
                 for &(first, n) in &chunk.runs {
                     for i in first..first + n {
                         let page = &window[i * PAGE..(i + 1) * PAGE];
-                        let out = encode(
-                            page,
-                            settings,
-                            self.compressor.as_mut(),
-                            &mut self.scratch,
-                            &mut result.data,
-                        );
+                        let out = encode(page, settings, &mut self.compressor, &mut result.data);
                         result.pages.push((chunk.pfn_start + i as u64, out));
                     }
                 }
@@ -194,13 +177,7 @@ impl Worker {
                     vmcore
                         .read_page(pfn, &mut self.page)
                         .map_err(|e| (pfn, e))?;
-                    let out = encode(
-                        &self.page,
-                        settings,
-                        self.compressor.as_mut(),
-                        &mut self.scratch,
-                        &mut result.data,
-                    );
+                    let out = encode(&self.page, settings, &mut self.compressor, &mut result.data);
                     result.pages.push((pfn, out));
                 }
             }
@@ -218,29 +195,14 @@ pub fn is_zero_page(page: &[u8]) -> bool {
 fn encode(
     page: &[u8],
     settings: &Settings,
-    compressor: Option<&mut zstd::bulk::Compressor<'static>>,
-    scratch: &mut [u8],
+    compressor: &mut PageCompressor,
     data: &mut Vec<u8>,
 ) -> PageOut {
     if settings.detect_zero && is_zero_page(page) {
         return PageOut::Zero;
     }
-    // A destination one byte short of a page: output that would not shrink the page does not
-    // fit, and the page is stored raw.
-    if let Some(compressor) = compressor
-        && let Ok(size) = compressor.compress_to_buffer(page, &mut scratch[..PAGE - 1])
-    {
-        data.extend_from_slice(&scratch[..size]);
-        return PageOut::Stored {
-            size: u32::try_from(size).expect("compressed into less than a page"),
-            flags: COMPRESSED_ZSTD,
-        };
-    }
-    data.extend_from_slice(page);
-    PageOut::Stored {
-        size: u32::try_from(PAGE).expect("a page is 4096 bytes"),
-        flags: 0,
-    }
+    let codec::Stored { size, flags } = compressor.store(page, data);
+    PageOut::Stored { size, flags }
 }
 
 /// The chunks still to hand out, with their sequence numbers and the writer's progress.
@@ -397,59 +359,29 @@ mod tests {
     }
 
     #[test]
-    fn incompressible_pages_are_stored_raw() {
-        let settings = Settings {
+    fn zero_detection_comes_before_the_codec() {
+        let mut settings = Settings {
             threads: 1,
-            codec: Codec::Zstd(1),
+            codec: Codec::Lzo,
             detect_zero: true,
             access: Access::Pread,
         };
-        let mut compressor = zstd::bulk::Compressor::new(1).unwrap();
-        let mut scratch = vec![0; PAGE - 1];
+        let mut compressor = PageCompressor::new(settings.codec).unwrap();
         let mut data = Vec::new();
-        let mut state = 0x1234_5678_9abc_def0u64;
-        let random: Vec<u8> = (0..PAGE)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state.to_le_bytes()[0]
-            })
-            .collect();
-        let out = encode(
-            &random,
-            &settings,
-            Some(&mut compressor),
-            &mut scratch,
-            &mut data,
+        let zero = vec![0u8; PAGE];
+        assert_eq!(
+            encode(&zero, &settings, &mut compressor, &mut data),
+            PageOut::Zero
         );
+        assert!(data.is_empty());
+        settings.detect_zero = false;
+        let out = encode(&zero, &settings, &mut compressor, &mut data);
         assert_eq!(
             out,
             PageOut::Stored {
-                size: 4096,
-                flags: 0
+                size: u32::try_from(data.len()).unwrap(),
+                flags: Codec::Lzo.flag()
             }
-        );
-        assert_eq!(data, random);
-        let text = b"kdump ".repeat(PAGE / 6 + 1)[..PAGE].to_vec();
-        data.clear();
-        let out = encode(
-            &text,
-            &settings,
-            Some(&mut compressor),
-            &mut scratch,
-            &mut data,
-        );
-        let PageOut::Stored {
-            size,
-            flags: COMPRESSED_ZSTD,
-        } = out
-        else {
-            panic!("{out:?}")
-        };
-        assert_eq!(
-            zstd::bulk::decompress(&data[..size as usize], PAGE).unwrap(),
-            text
         );
     }
 }

@@ -1,5 +1,6 @@
 //! What `rkdump info` says about a dump file.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -7,8 +8,8 @@ use serde::Serialize;
 
 use super::kdump_reader::KdumpFile;
 use super::{DumpFileError, DumpKind, detect};
-use crate::format::kdump::{COMPRESSED_LZO, COMPRESSED_SNAPPY, COMPRESSED_ZLIB, COMPRESSED_ZSTD};
 use crate::format::time::UtcTime;
+use crate::pipeline::codec::flag_name;
 use crate::vmcore::{PAGE_SIZE, Vmcore};
 
 /// A summary of one dump file.
@@ -48,24 +49,13 @@ pub struct Info {
     pub zero_pages: Option<u64>,
     /// Pages whose descriptor was never written.
     pub missing_pages: Option<u64>,
+    /// Pages with data of a kdump-compressed file by how each is stored: its codec's name, or
+    /// "raw" for a page that did not shrink.
+    pub stored_as: Option<BTreeMap<&'static str, u64>>,
     /// PT_LOAD segments of an ELF file.
     pub segments: Option<usize>,
     /// Size of the file in bytes.
     pub file_size: u64,
-}
-
-fn compression_name(status: u32) -> &'static str {
-    if status & COMPRESSED_ZLIB != 0 {
-        "zlib"
-    } else if status & COMPRESSED_LZO != 0 {
-        "lzo"
-    } else if status & COMPRESSED_SNAPPY != 0 {
-        "snappy"
-    } else if status & COMPRESSED_ZSTD != 0 {
-        "zstd"
-    } else {
-        "none"
-    }
 }
 
 fn with_crash_time(info: &mut Info, seconds: Option<u64>) {
@@ -113,7 +103,7 @@ fn describe_kdump(path: &Path, info: &mut Info) -> Result<(), DumpFileError> {
     let dump = KdumpFile::open(path)?;
     let uts = dump.utsname();
     info.format = "kdump-compressed";
-    info.compression = Some(compression_name(dump.header.status));
+    info.compression = Some(flag_name(dump.header.status));
     info.kernel_release = Some(uts.release);
     info.kernel_version = Some(uts.version);
     // A damaged VMCOREINFO leaves the build id unknown; the rest is still described.
@@ -137,8 +127,20 @@ fn describe_kdump(path: &Path, info: &mut Info) -> Result<(), DumpFileError> {
         .filter(|(_, d)| d.offset == zero_page && d.flags == 0 && d.size as u64 == PAGE_SIZE)
         .count();
     let missing = descriptors.iter().filter(|(_, d)| d.offset == 0).count() as u64;
+    let mut stored_as = BTreeMap::new();
+    for (_, d) in descriptors
+        .iter()
+        .filter(|(_, d)| d.offset != 0 && d.offset != zero_page)
+    {
+        let name = match flag_name(d.flags) {
+            "none" => "raw",
+            codec => codec,
+        };
+        *stored_as.entry(name).or_insert(0) += 1;
+    }
     info.zero_pages = Some(zero as u64);
     info.missing_pages = Some(missing);
+    info.stored_as = Some(stored_as);
     let data_end = descriptors
         .iter()
         .map(|(_, d)| d.offset + u64::from(d.size))
@@ -233,6 +235,21 @@ impl Info {
                         d - zero - missing
                     ),
                     _ => format!("{d} pages"),
+                }),
+        );
+        line(
+            "Stored as:",
+            self.stored_as
+                .as_ref()
+                .filter(|counts| !counts.is_empty())
+                .map(|counts| {
+                    let mut counts: Vec<_> = counts.iter().collect();
+                    counts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                    counts
+                        .iter()
+                        .map(|(name, n)| format!("{n} {name}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }),
         );
         line("Size:", Some(format!("{} bytes", self.file_size)));

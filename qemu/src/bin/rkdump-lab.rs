@@ -83,6 +83,9 @@ enum Command {
         /// capture kernel) instead.
         #[arg(long)]
         nfs: bool,
+        /// Measure makedumpfile's codecs (-c, -l, -p) against rkdump's, 1 and 2 threads.
+        #[arg(long, conflicts_with_all = ["nfs", "network"])]
+        codecs: bool,
     },
 }
 
@@ -136,11 +139,12 @@ fn main() -> Result<()> {
             repeats,
             network,
             nfs,
+            codecs,
         } => {
             if nfs {
                 bench_nfs(&names, repeats)?;
             } else {
-                bench(&names, repeats, network)?;
+                bench(&names, repeats, network, codecs)?;
             }
         }
     }
@@ -373,7 +377,7 @@ fn bench_image(sizes: &[String], memory: u32, fill: u32, timeout: u64) -> Result
     Ok(())
 }
 
-fn bench(names: &[String], repeats: usize, network: bool) -> Result<()> {
+fn bench(names: &[String], repeats: usize, network: bool, codecs: bool) -> Result<()> {
     let rkdump = build::rkdump()?;
     let scratch = tempfile::Builder::new()
         .prefix("rkdump-bench")
@@ -394,6 +398,13 @@ fn bench(names: &[String], repeats: usize, network: bool) -> Result<()> {
         if network {
             let rows = rkdump_lab::bench::network(&vmcore, scratch.path(), &rkdump, repeats)?;
             print!("{}", rkdump_lab::bench::table(&rows));
+            continue;
+        }
+        if codecs {
+            let rows = rkdump_lab::bench::codecs(&vmcore, scratch.path(), &rkdump, repeats)?;
+            print!("{}", rkdump_lab::bench::table(&rows));
+            println!();
+            print!("{}", rkdump_lab::bench::codec_ratios(&rows));
             continue;
         }
         let rows = rkdump_lab::bench::run(&vmcore, scratch.path(), &rkdump, repeats)?;
