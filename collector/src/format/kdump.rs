@@ -38,6 +38,20 @@ pub const DUMP_INCOMPLETE: u32 = 0x8;
 /// Page or dump compressed with zstd.
 pub const COMPRESSED_ZSTD: u32 = 0x20;
 
+/// The codec a page's or the header's compression flags name: "zlib", "lzo", "snappy" or
+/// "zstd" (the lowest codec bit set wins, as in makedumpfile's readers), "none" for none.
+pub fn compression_name(flags: u32) -> &'static str {
+    [
+        (COMPRESSED_ZLIB, "zlib"),
+        (COMPRESSED_LZO, "lzo"),
+        (COMPRESSED_SNAPPY, "snappy"),
+        (COMPRESSED_ZSTD, "zstd"),
+    ]
+    .into_iter()
+    .find(|&(flag, _)| flags & flag != 0)
+    .map_or("none", |(_, name)| name)
+}
+
 /// Why bytes are not a readable kdump-compressed header.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KdumpError {

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::kdump_reader::KdumpFile;
 use super::{DumpFileError, DumpKind, detect};
+use crate::format::kdump::compression_name;
 use crate::format::time::UtcTime;
-use crate::pipeline::codec::flag_name;
 use crate::vmcore::{PAGE_SIZE, Vmcore};
 
 /// A summary of one dump file.
@@ -103,7 +103,7 @@ fn describe_kdump(path: &Path, info: &mut Info) -> Result<(), DumpFileError> {
     let dump = KdumpFile::open(path)?;
     let uts = dump.utsname();
     info.format = "kdump-compressed";
-    info.compression = Some(flag_name(dump.header.status));
+    info.compression = Some(compression_name(dump.header.status));
     info.kernel_release = Some(uts.release);
     info.kernel_version = Some(uts.version);
     // A damaged VMCOREINFO leaves the build id unknown; the rest is still described.
@@ -132,7 +132,7 @@ fn describe_kdump(path: &Path, info: &mut Info) -> Result<(), DumpFileError> {
         .iter()
         .filter(|(_, d)| d.offset != 0 && d.offset != zero_page)
     {
-        let name = match flag_name(d.flags) {
+        let name = match compression_name(d.flags) {
             "none" => "raw",
             codec => codec,
         };
