@@ -13,7 +13,7 @@ pub struct Summary {
     pub format: &'static str,
     /// Whether the output is a flattened stream.
     pub flattened: bool,
-    /// Page compression ("zstd" or "none").
+    /// Page compression ("zstd", "zlib", "lzo", "snappy" or "none").
     pub compression: &'static str,
     /// Dump level asked for.
     pub requested_level: u8,
@@ -39,6 +39,9 @@ pub struct Summary {
     pub seconds: f64,
     /// Seconds until every page was classified (opening the vmcore and the first pass).
     pub filter_seconds: f64,
+    /// Where the page pass's time went (its wall clock, the serial chunk source and writer,
+    /// each worker), when it ran to its end.
+    pub page_pass: Option<crate::pipeline::Times>,
     /// Peak resident memory of the process, in KiB (from /proc/self/status).
     pub peak_rss_kib: Option<u64>,
     /// Whether the dump is complete.

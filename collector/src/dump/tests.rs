@@ -605,6 +605,20 @@ fn identical_whatever_the_threads_and_cycles(format: Format) {
         let (result, _) = save_collecting(&options);
         let summary = result.unwrap_or_else(|e| panic!("{threads} threads, cycle {cycle}: {e}"));
         assert_eq!(summary.threads, threads);
+        // The page pass says where its time went: one figure per worker, each part within it.
+        let times = summary
+            .page_pass
+            .as_ref()
+            .expect("the page pass ran to its end");
+        assert_eq!(times.workers.len(), threads, "{times:?}");
+        assert!(
+            [times.chunk_source, times.writer]
+                .iter()
+                .chain(&times.workers)
+                .all(|&t| (0.0..=times.wall).contains(&t)),
+            "{times:?}"
+        );
+        assert!(times.wall <= summary.seconds, "{times:?}");
         let bytes = read(&path);
         match &first {
             None => {

@@ -117,10 +117,13 @@ pub(super) fn save(
     run.summary.bytes_read = bytes_read;
     let flushed = writer.into_sink();
     let failure = match (result, flushed) {
-        (Ok(()), Ok(sink)) => Ok(sink),
+        (Ok(times), Ok(sink)) => {
+            run.summary.page_pass = Some(times);
+            Ok(sink)
+        }
         (Err(PipelineError::Sink(e)), Ok(sink) | Err((_, sink))) => Err((Failure::Output(e), sink)),
         (Err(e), Ok(sink) | Err((_, sink))) => Err((Failure::Input(e.to_string()), sink)),
-        (Ok(()), Err((e, sink))) => Err((Failure::Output(e), sink)),
+        (Ok(_), Err((e, sink))) => Err((Failure::Output(e), sink)),
     };
     let mut sink = match failure {
         Ok(sink) => sink,

@@ -107,10 +107,13 @@ pub(super) fn save(
     run.summary.bytes_read = bytes_read;
     let failure = match (result, second_pass_error) {
         (_, Some(message)) => Some(Failure::Input(message)),
-        (Ok(()), None) if done != total => Some(Failure::Input(format!(
+        (Ok(_), None) if done != total => Some(Failure::Input(format!(
             "{done} pages were written but the bitmaps promise {total}"
         ))),
-        (Ok(()), None) => None,
+        (Ok(times), None) => {
+            run.summary.page_pass = Some(times);
+            None
+        }
         (Err(PipelineError::Sink(e)), None) => Some(Failure::Output(e)),
         (Err(e), None) => Some(Failure::Input(e.to_string())),
     };

@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 pub mod codec;
 
@@ -205,22 +206,38 @@ fn encode(
     PageOut::Stored { size, flags }
 }
 
+/// Where one run's time went, for the scaling work: the workers run in parallel; handing out
+/// chunks (under the source lock) and the writer are serial.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Times {
+    /// Wall-clock seconds of the whole run.
+    pub wall: f64,
+    /// Seconds spent producing the next chunk (the caller's iterator), one worker at a time.
+    pub chunk_source: f64,
+    /// Seconds the writer thread spent in the sink (ordering aside).
+    pub writer: f64,
+    /// Each worker's seconds reading, zero-testing and compressing its chunks.
+    pub workers: Vec<f64>,
+}
+
 /// The chunks still to hand out, with their sequence numbers and the writer's progress.
 struct Source<I> {
     chunks: I,
     next: u64,
     written: u64,
     done: bool,
+    /// Time spent in `chunks.next()`.
+    producing: Duration,
 }
 
 /// Runs `chunks` through the workers and feeds the results, in order, to `sink` on a writer
-/// thread.
+/// thread; returns where the time went.
 pub fn run<E, I, S>(
     vmcore: &Vmcore,
     settings: Settings,
     chunks: I,
     mut sink: S,
-) -> Result<(), PipelineError<E>>
+) -> Result<Times, PipelineError<E>>
 where
     E: std::error::Error + Send + 'static,
     I: Iterator<Item = Chunk> + Send,
@@ -239,13 +256,16 @@ where
         .map(|_| Worker::new(&settings))
         .collect::<Result<_, _>>()
         .map_err(PipelineError::Compressor)?;
+    let started = Instant::now();
     let limit = threads as u64 * IN_FLIGHT_PER_THREAD;
     let source = Mutex::new(Source {
         chunks,
         next: 0,
         written: 0,
         done: false,
+        producing: Duration::ZERO,
     });
+    let busy: Mutex<Vec<f64>> = Mutex::new(Vec::with_capacity(threads));
     let room = Condvar::new();
     let stop = AtomicBool::new(false);
     let spare: Mutex<Vec<ChunkResult>> = Mutex::new(Vec::new());
@@ -253,17 +273,20 @@ where
 
     std::thread::scope(|scope| {
         let (source_ref, room_ref, stop_ref, spare_ref) = (&source, &room, &stop, &spare);
-        let writer = scope.spawn(move || -> Result<(), PipelineError<E>> {
+        let writer = scope.spawn(move || -> Result<Duration, PipelineError<E>> {
             let (source, room, stop, spare) = (source_ref, room_ref, stop_ref, spare_ref);
             let mut pending = BTreeMap::new();
             let mut next = 0u64;
+            let mut writing = Duration::ZERO;
             let outcome = (|| {
                 for (seq, result) in &receiver {
                     pending.insert(seq, result);
                     while let Some(result) = pending.remove(&next) {
                         let result =
                             result.map_err(|(pfn, source)| PipelineError::Read { pfn, source })?;
+                        let at = Instant::now();
                         sink(&result).map_err(PipelineError::Sink)?;
+                        writing += at.elapsed();
                         spare.lock().expect("not poisoned").push(result);
                         next += 1;
                         source.lock().expect("not poisoned").written = next;
@@ -276,14 +299,20 @@ where
                 stop.store(true, Ordering::Relaxed);
                 room.notify_all();
             }
-            outcome
+            outcome.map(|()| writing)
         });
         pool.scope(|pool_scope| {
             for mut worker in workers {
                 let sender = sender.clone();
-                let (source, room, stop, spare, settings) =
-                    (&source, &room, &stop, &spare, &settings);
+                let (source, room, stop, spare, settings, busy) =
+                    (&source, &room, &stop, &spare, &settings, &busy);
                 pool_scope.spawn(move |_| {
+                    let mut working = Duration::ZERO;
+                    let report = |working: Duration| {
+                        busy.lock()
+                            .expect("not poisoned")
+                            .push(working.as_secs_f64());
+                    };
                     loop {
                         let (seq, chunk) = {
                             let mut state = source.lock().expect("not poisoned");
@@ -294,9 +323,12 @@ where
                                 state = room.wait(state).expect("not poisoned");
                             }
                             if state.done || stop.load(Ordering::Relaxed) {
-                                return;
+                                return report(working);
                             }
-                            match state.chunks.next() {
+                            let at = Instant::now();
+                            let chunk = state.chunks.next();
+                            state.producing += at.elapsed();
+                            match chunk {
                                 Some(chunk) => {
                                     state.next += 1;
                                     (state.next - 1, chunk)
@@ -304,7 +336,7 @@ where
                                 None => {
                                     state.done = true;
                                     room.notify_all();
-                                    return;
+                                    return report(working);
                                 }
                             }
                         };
@@ -313,21 +345,32 @@ where
                             .expect("not poisoned")
                             .pop()
                             .unwrap_or_default();
+                        let at = Instant::now();
                         let outcome = worker
                             .process(vmcore, &chunk, settings, &mut result)
                             .map(|()| result);
+                        working += at.elapsed();
                         let failed = outcome.is_err();
                         if sender.send((seq, outcome)).is_err() || failed {
                             stop.store(true, Ordering::Relaxed);
                             room.notify_all();
-                            return;
+                            return report(working);
                         }
                     }
                 });
             }
         });
         drop(sender);
-        writer.join().expect("the writer thread does not panic")
+        let writing = writer.join().expect("the writer thread does not panic")?;
+        let producing = source.lock().expect("not poisoned").producing;
+        let mut workers = std::mem::take(&mut *busy.lock().expect("not poisoned"));
+        workers.sort_by(|a, b| b.total_cmp(a));
+        Ok(Times {
+            wall: started.elapsed().as_secs_f64(),
+            chunk_source: producing.as_secs_f64(),
+            writer: writing.as_secs_f64(),
+            workers,
+        })
     })
 }
 
