@@ -230,6 +230,17 @@ fn assert_same_pages(
     }
 }
 
+/// `rkdump save CODEC EXTRA -d 31` of the run's raw vmcore into `out`.
+fn save_d31(run: &CrashRun, codec: &str, extra: &[&str], out: &std::path::Path) {
+    run_ok(
+        Command::new(rkdump())
+            .args(["save", codec, "--message-level", "0", "-d", "31"])
+            .args(extra)
+            .arg(run.raw_vmcore())
+            .arg(out),
+    );
+}
+
 /// `-z`, `-c` and `-p` on the host from the raw vmcore, against makedumpfile with the same
 /// option: zstd level 1 and zlib level 1 are deterministic (the same libraries), so the files
 /// are byte-identical; snappy's encoder is the `snap` crate's, so its pages are compared.
@@ -238,12 +249,7 @@ fn check_codecs(run: &CrashRun) {
     for (codec, identical) in [("-z", true), ("-c", true), ("-p", false)] {
         let ours = dir.path().join(format!("rkdump{codec}"));
         let theirs = dir.path().join(format!("mdf{codec}"));
-        run_ok(
-            Command::new(rkdump())
-                .args(["save", codec, "--message-level", "0", "-d", "31"])
-                .arg(run.raw_vmcore())
-                .arg(&ours),
-        );
+        save_d31(run, codec, &[], &ours);
         run_ok(
             Command::new(makedumpfile())
                 .args([codec, "-d", "31"])
@@ -268,18 +274,8 @@ fn check_flattened(run: &CrashRun) {
     for codec in ["-z", "-c", "-l", "-p"] {
         let direct = dir.path().join(format!("direct{codec}"));
         let stream = dir.path().join(format!("stream{codec}"));
-        run_ok(
-            Command::new(rkdump())
-                .args(["save", codec, "--message-level", "0", "-d", "31"])
-                .arg(run.raw_vmcore())
-                .arg(&direct),
-        );
-        run_ok(
-            Command::new(rkdump())
-                .args(["save", codec, "--message-level", "0", "-F", "-d", "31"])
-                .arg(run.raw_vmcore())
-                .arg(&stream),
-        );
+        save_d31(run, codec, &[], &direct);
+        save_d31(run, codec, &["-F"], &stream);
         let rebuilt = dir.path().join(format!("rebuilt{codec}"));
         run_ok(Command::new("sh").arg("-c").arg(format!(
             "{} -R {} < {}",
@@ -305,12 +301,7 @@ fn every_codec_opens_in_crash_drgn_and_makedumpfile() {
     let dir = tempfile::tempdir().unwrap();
     for codec in ["-c", "-l", "-p", "-z"] {
         let dump = dir.path().join(format!("vmcore{codec}"));
-        run_ok(
-            Command::new(rkdump())
-                .args(["save", codec, "--message-level", "0", "-d", "31"])
-                .arg(run.raw_vmcore())
-                .arg(&dump),
-        );
+        save_d31(&run, codec, &[], &dump);
         let output = crash(&run.kernel.vmlinux(), &dump, &["bt"]);
         assert!(
             output.contains("sysrq_handle_crash"),
