@@ -612,13 +612,14 @@ fn identical_whatever_the_threads_and_cycles(format: Format) {
             .expect("the page pass ran to its end");
         assert_eq!(times.workers.len(), threads, "{times:?}");
         assert!(
-            [times.chunk_source, times.writer]
+            [times.chunk_source, times.ordered]
                 .iter()
                 .chain(&times.workers)
                 .all(|&t| (0.0..=times.wall).contains(&t)),
             "{times:?}"
         );
         assert!(times.wall <= summary.seconds, "{times:?}");
+        assert!((0.0..1.0).contains(&times.serial_fraction), "{times:?}");
         let bytes = read(&path);
         match &first {
             None => {

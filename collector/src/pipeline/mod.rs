@@ -1,22 +1,26 @@
-//! The parallel page pipeline: read, zero-test and compress pages on every CPU, hand the
-//! results to one writer in page-frame order.
+//! The parallel page pipeline: read, zero-test and compress pages on every CPU, and hand the
+//! results in page-frame order to the caller's sink.
 //!
 //! The dump is cut into [`Chunk`]s of about the same work: at most [`CHUNK_PAGES`] pages to
 //! dump, inside one extent of the vmcore's [`PageMap`](crate::vmcore::window::PageMap). Worker
 //! threads of a rayon pool take chunks in order from the shared source, each with its own
-//! [`PageReader`] and [`codec::PageCompressor`], and send results tagged with their sequence number
-//! to the writer thread, which puts them back in order. There is no barrier between batches:
-//! a worker that finishes early takes the next chunk at once. A worker may not run more than
-//! [`IN_FLIGHT_PER_THREAD`] chunks per thread ahead of the writer, which bounds memory
-//! whatever the dump's size, and buffers come back from the writer for reuse, so steady state
-//! allocates nothing.
+//! [`PageReader`] and [`codec::PageCompressor`]. There is no writer thread and no barrier
+//! between batches: a worker hands its result in by sequence number, and the worker whose
+//! result is next in order runs the sink on it and on any later results already waiting, while
+//! the others go on compressing; no worker ever waits for the sink ([`run`]). The sink stays
+//! serial because the output is: a stream must see its bytes in order, and the kernel takes
+//! one file's buffered writes one at a time (the inode lock of tmpfs, ext4, xfs and NFS), which
+//! was measured: positioned writes from every worker at once spent the time saved spinning on
+//! that lock. A worker may not take more than [`IN_FLIGHT_PER_THREAD`] chunks per thread ahead
+//! of the sink, which bounds memory whatever the dump's size, and buffers are reused, so
+//! steady state allocates nothing. With one thread this is a serial loop on one CPU.
 //!
 //! Chunking depends only on the input, and each page is compressed on its own, so the output
 //! is byte-identical whatever the number of threads.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, mpsc};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod codec;
@@ -32,7 +36,7 @@ use crate::vmcore::{PAGE_SIZE, Vmcore, VmcoreError};
 pub const CHUNK_PAGES: usize = 256;
 /// Most page frames one chunk spans (64 MiB of memory): the size of a worker's mapping.
 pub const CHUNK_SPAN: u64 = 16384;
-/// Chunks a thread may be ahead of the writer.
+/// Chunks a thread may be ahead of the sink.
 const IN_FLIGHT_PER_THREAD: u64 = 4;
 const PAGE: usize = to_usize(PAGE_SIZE);
 
@@ -58,7 +62,7 @@ pub enum PipelineError<E: std::error::Error + 'static> {
         /// What went wrong.
         message: String,
     },
-    /// The writer failed.
+    /// The sink failed.
     #[error(transparent)]
     Sink(E),
 }
@@ -206,37 +210,70 @@ fn encode(
     PageOut::Stored { size, flags }
 }
 
-/// Where one run's time went, for the scaling work: the workers run in parallel; handing out
-/// chunks (under the source lock) and the writer are serial.
+/// Where one run's time went, for the scaling work: the workers' reading and compressing run
+/// in parallel; handing out chunks (under the source lock) and the ordered step are serial.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Times {
     /// Wall-clock seconds of the whole run.
     pub wall: f64,
     /// Seconds spent producing the next chunk (the caller's iterator), one worker at a time.
     pub chunk_source: f64,
-    /// Seconds the writer thread spent in the sink (ordering aside).
-    pub writer: f64,
+    /// Seconds in the ordered step (the caller's sink: for a dump file, placing each result
+    /// and writing it), one chunk at a time in sequence order.
+    pub ordered: f64,
     /// Each worker's seconds reading, zero-testing and compressing its chunks.
     pub workers: Vec<f64>,
+    /// The serial part (chunk source and ordered step) as a fraction of all the work timed
+    /// (Amdahl's `s`): what more CPUs cannot shorten.
+    pub serial_fraction: f64,
 }
 
-/// The chunks still to hand out, with their sequence numbers and the writer's progress.
+impl Times {
+    fn new(wall: f64, chunk_source: f64, ordered: f64, workers: Vec<f64>) -> Self {
+        let serial = chunk_source + ordered;
+        let total = serial + workers.iter().sum::<f64>();
+        Self {
+            wall,
+            chunk_source,
+            ordered,
+            workers,
+            serial_fraction: if total > 0.0 { serial / total } else { 0.0 },
+        }
+    }
+}
+
+/// The chunks still to hand out, with their sequence numbers and how many are done.
 struct Source<I> {
     chunks: I,
     next: u64,
-    written: u64,
+    /// Chunks through the ordered step.
+    retired: u64,
     done: bool,
     /// Time spent in `chunks.next()`.
     producing: Duration,
 }
 
-/// Runs `chunks` through the workers and feeds the results, in order, to `sink` on a writer
-/// thread; returns where the time went.
+/// Results waiting for their turn in the ordered step.
+struct Pending {
+    results: BTreeMap<u64, Result<ChunkResult, (u64, VmcoreError)>>,
+    /// Sequence number of the next result for the ordered step.
+    next: u64,
+    /// Whether a worker is running the ordered step now (only one does at a time).
+    draining: bool,
+}
+
+/// Runs `chunks` through the workers and feeds the results, in order and one at a time, to
+/// `sink`; returns where the time went.
+///
+/// There is no writer thread: the worker whose result is next in order runs `sink` on it and
+/// on any later results already waiting, while the others go on compressing; a worker whose
+/// result is not next leaves it and takes another chunk, so no worker waits for the ordered
+/// step. With one thread this is a serial loop on one CPU.
 pub fn run<E, I, S>(
     vmcore: &Vmcore,
     settings: Settings,
     chunks: I,
-    mut sink: S,
+    sink: S,
 ) -> Result<Times, PipelineError<E>>
 where
     E: std::error::Error + Send + 'static,
@@ -257,121 +294,181 @@ where
         .collect::<Result<_, _>>()
         .map_err(PipelineError::Compressor)?;
     let started = Instant::now();
-    let limit = threads as u64 * IN_FLIGHT_PER_THREAD;
-    let source = Mutex::new(Source {
-        chunks,
-        next: 0,
-        written: 0,
-        done: false,
-        producing: Duration::ZERO,
+    let shared = Shared {
+        limit: threads as u64 * IN_FLIGHT_PER_THREAD,
+        source: Mutex::new(Source {
+            chunks,
+            next: 0,
+            retired: 0,
+            done: false,
+            producing: Duration::ZERO,
+        }),
+        room: Condvar::new(),
+        stop: AtomicBool::new(false),
+        spare: Mutex::new(Vec::new()),
+        pending: Mutex::new(Pending {
+            results: BTreeMap::new(),
+            next: 0,
+            draining: false,
+        }),
+        sink: Mutex::new((sink, Duration::ZERO)),
+        error: Mutex::new(None),
+        busy: Mutex::new(Vec::with_capacity(threads)),
+        settings,
+    };
+    pool.scope(|pool_scope| {
+        for worker in workers {
+            let shared = &shared;
+            pool_scope.spawn(move |_| shared.work(vmcore, worker));
+        }
     });
-    let busy: Mutex<Vec<f64>> = Mutex::new(Vec::with_capacity(threads));
-    let room = Condvar::new();
-    let stop = AtomicBool::new(false);
-    let spare: Mutex<Vec<ChunkResult>> = Mutex::new(Vec::new());
-    let (sender, receiver) = mpsc::channel::<(u64, Result<ChunkResult, (u64, VmcoreError)>)>();
+    if let Some(error) = shared.error.into_inner().expect("not poisoned") {
+        return Err(error);
+    }
+    let source = shared.source.into_inner().expect("not poisoned");
+    let (_, ordered) = shared.sink.into_inner().expect("not poisoned");
+    let mut busy = shared.busy.into_inner().expect("not poisoned");
+    busy.sort_by(|a, b| b.total_cmp(a));
+    Ok(Times::new(
+        started.elapsed().as_secs_f64(),
+        source.producing.as_secs_f64(),
+        ordered.as_secs_f64(),
+        busy,
+    ))
+}
 
-    std::thread::scope(|scope| {
-        let (source_ref, room_ref, stop_ref, spare_ref) = (&source, &room, &stop, &spare);
-        let writer = scope.spawn(move || -> Result<Duration, PipelineError<E>> {
-            let (source, room, stop, spare) = (source_ref, room_ref, stop_ref, spare_ref);
-            let mut pending = BTreeMap::new();
-            let mut next = 0u64;
-            let mut writing = Duration::ZERO;
-            let outcome = (|| {
-                for (seq, result) in &receiver {
-                    pending.insert(seq, result);
-                    while let Some(result) = pending.remove(&next) {
-                        let result =
-                            result.map_err(|(pfn, source)| PipelineError::Read { pfn, source })?;
-                        let at = Instant::now();
-                        sink(&result).map_err(PipelineError::Sink)?;
-                        writing += at.elapsed();
-                        spare.lock().expect("not poisoned").push(result);
-                        next += 1;
-                        source.lock().expect("not poisoned").written = next;
-                        room.notify_all();
-                    }
-                }
-                Ok(())
-            })();
-            if outcome.is_err() {
-                stop.store(true, Ordering::Relaxed);
-                room.notify_all();
+/// What the workers of one run share.
+struct Shared<I, S, E: std::error::Error + 'static> {
+    /// Chunks that may be taken and not yet through the ordered step.
+    limit: u64,
+    source: Mutex<Source<I>>,
+    /// Signalled when chunks retire or the run ends.
+    room: Condvar,
+    stop: AtomicBool,
+    /// Result buffers for reuse.
+    spare: Mutex<Vec<ChunkResult>>,
+    /// Results waiting for the ordered step; held only to queue or take one.
+    pending: Mutex<Pending>,
+    /// The ordered step (the caller's sink) and the time spent in it, locked by the one
+    /// worker that runs it (`Pending::draining`).
+    sink: Mutex<(S, Duration)>,
+    /// The first failure.
+    error: Mutex<Option<PipelineError<E>>>,
+    /// Each worker's compressing seconds.
+    busy: Mutex<Vec<f64>>,
+    settings: Settings,
+}
+
+impl<E, I, S> Shared<I, S, E>
+where
+    E: std::error::Error + Send + 'static,
+    I: Iterator<Item = Chunk>,
+    S: FnMut(&ChunkResult) -> Result<(), E>,
+{
+    /// One worker's loop: take a chunk, process it, hand it to the ordered step.
+    fn work(&self, vmcore: &Vmcore, mut worker: Worker) {
+        let mut working = Duration::ZERO;
+        while let Some((seq, chunk)) = self.take() {
+            let mut result = self
+                .spare
+                .lock()
+                .expect("not poisoned")
+                .pop()
+                .unwrap_or_default();
+            let at = Instant::now();
+            let outcome = worker
+                .process(vmcore, &chunk, &self.settings, &mut result)
+                .map(|()| result);
+            working += at.elapsed();
+            self.hand_in(seq, outcome);
+        }
+        self.busy
+            .lock()
+            .expect("not poisoned")
+            .push(working.as_secs_f64());
+    }
+
+    /// The next chunk, once there is room for it; `None` at the end or after a failure.
+    fn take(&self) -> Option<(u64, Chunk)> {
+        let mut state = self.source.lock().expect("not poisoned");
+        while !state.done && state.next >= state.retired + self.limit && !self.stopped() {
+            state = self.room.wait(state).expect("not poisoned");
+        }
+        if state.done || self.stopped() {
+            return None;
+        }
+        let at = Instant::now();
+        let chunk = state.chunks.next();
+        state.producing += at.elapsed();
+        match chunk {
+            Some(chunk) => {
+                state.next += 1;
+                Some((state.next - 1, chunk))
             }
-            outcome.map(|()| writing)
-        });
-        pool.scope(|pool_scope| {
-            for mut worker in workers {
-                let sender = sender.clone();
-                let (source, room, stop, spare, settings, busy) =
-                    (&source, &room, &stop, &spare, &settings, &busy);
-                pool_scope.spawn(move |_| {
-                    let mut working = Duration::ZERO;
-                    let report = |working: Duration| {
-                        busy.lock()
-                            .expect("not poisoned")
-                            .push(working.as_secs_f64());
-                    };
-                    loop {
-                        let (seq, chunk) = {
-                            let mut state = source.lock().expect("not poisoned");
-                            while !state.done
-                                && state.next >= state.written + limit
-                                && !stop.load(Ordering::Relaxed)
-                            {
-                                state = room.wait(state).expect("not poisoned");
-                            }
-                            if state.done || stop.load(Ordering::Relaxed) {
-                                return report(working);
-                            }
-                            let at = Instant::now();
-                            let chunk = state.chunks.next();
-                            state.producing += at.elapsed();
-                            match chunk {
-                                Some(chunk) => {
-                                    state.next += 1;
-                                    (state.next - 1, chunk)
-                                }
-                                None => {
-                                    state.done = true;
-                                    room.notify_all();
-                                    return report(working);
-                                }
-                            }
-                        };
-                        let mut result = spare
-                            .lock()
-                            .expect("not poisoned")
-                            .pop()
-                            .unwrap_or_default();
-                        let at = Instant::now();
-                        let outcome = worker
-                            .process(vmcore, &chunk, settings, &mut result)
-                            .map(|()| result);
-                        working += at.elapsed();
-                        let failed = outcome.is_err();
-                        if sender.send((seq, outcome)).is_err() || failed {
-                            stop.store(true, Ordering::Relaxed);
-                            room.notify_all();
-                            return report(working);
-                        }
-                    }
-                });
+            None => {
+                state.done = true;
+                self.room.notify_all();
+                None
             }
-        });
-        drop(sender);
-        let writing = writer.join().expect("the writer thread does not panic")?;
-        let producing = source.lock().expect("not poisoned").producing;
-        let mut workers = std::mem::take(&mut *busy.lock().expect("not poisoned"));
-        workers.sort_by(|a, b| b.total_cmp(a));
-        Ok(Times {
-            wall: started.elapsed().as_secs_f64(),
-            chunk_source: producing.as_secs_f64(),
-            writer: writing.as_secs_f64(),
-            workers,
-        })
-    })
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Records the first failure and stops every worker.
+    fn fail(&self, error: PipelineError<E>) {
+        self.error
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert(error);
+        self.stop.store(true, Ordering::Relaxed);
+        // Taken under the source lock, so that no worker misses the wake-up between its
+        // check of `stop` and its wait.
+        let _source = self.source.lock().expect("not poisoned");
+        self.room.notify_all();
+    }
+
+    /// Queues result `seq`; if no other worker is running the ordered step, runs it on every
+    /// result that is next in order, this one and those that arrive meanwhile.
+    fn hand_in(&self, seq: u64, outcome: Result<ChunkResult, (u64, VmcoreError)>) {
+        {
+            let mut pending = self.pending.lock().expect("not poisoned");
+            pending.results.insert(seq, outcome);
+            if pending.draining {
+                return;
+            }
+            pending.draining = true;
+        }
+        let mut sink = self.sink.lock().expect("not poisoned");
+        loop {
+            let next = {
+                let mut pending = self.pending.lock().expect("not poisoned");
+                let next = pending.next;
+                let Some(next) = pending.results.remove(&next) else {
+                    pending.draining = false;
+                    return;
+                };
+                pending.next += 1;
+                next
+            };
+            // After a failure nothing more goes through: `draining` stays set.
+            let result = match next {
+                Ok(result) => result,
+                Err((pfn, source)) => return self.fail(PipelineError::Read { pfn, source }),
+            };
+            let at = Instant::now();
+            let outcome = (sink.0)(&result);
+            sink.1 += at.elapsed();
+            self.spare.lock().expect("not poisoned").push(result);
+            if let Err(e) = outcome {
+                return self.fail(PipelineError::Sink(e));
+            }
+            self.source.lock().expect("not poisoned").retired += 1;
+            self.room.notify_all();
+        }
+    }
 }
 
 #[cfg(test)]
