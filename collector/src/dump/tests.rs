@@ -923,3 +923,47 @@ fn elf_progress_ends_with_every_page_written() {
     let last = reports.last().expect("progress is reported");
     assert_eq!(last.done, summary.dumped_pages, "{last:?}");
 }
+
+/// A panic in the ordered step (a bug in a sink) reaches the caller: the other workers, which
+/// would otherwise wait for room behind a result that never goes through, stop.
+#[test]
+fn a_panicking_sink_ends_the_run_with_its_panic() {
+    use crate::filter::Bitmap;
+    use crate::pipeline::{self, ChunkResult, Settings};
+    use crate::vmcore::window::PageMap;
+
+    let input = Input::every_kind();
+    let vmcore = crate::vmcore::Vmcore::open(&input.path).unwrap();
+    let map = PageMap::new(vmcore.segments());
+    let mut all = Bitmap::new(0..input.builder.pages);
+    all.set_range(0..input.builder.pages);
+    let chunks = chunks::chunks(&map, &all);
+    assert!(chunks.len() > 20, "{} chunks", chunks.len());
+    for threads in [1, 2, 4] {
+        let mut seen = 0;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pipeline::run(
+                &vmcore,
+                Settings {
+                    threads,
+                    codec: Codec::None,
+                    detect_zero: false,
+                    access: Access::Mmap,
+                },
+                chunks.clone().into_iter(),
+                |_: &ChunkResult| {
+                    seen += 1;
+                    assert!(seen < 3, "the sink's bug");
+                    Ok::<(), OutputError>(())
+                },
+            )
+        }));
+        let message = outcome.expect_err("the sink panicked");
+        let text = message
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| message.downcast_ref::<String>().cloned());
+        assert_eq!(text.as_deref(), Some("the sink's bug"), "{threads} threads");
+        assert_eq!(seen, 3, "{threads} threads");
+    }
+}

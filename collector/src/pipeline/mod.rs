@@ -6,21 +6,23 @@
 //! threads of a rayon pool take chunks in order from the shared source, each with its own
 //! [`PageReader`] and [`codec::PageCompressor`]. There is no writer thread and no barrier
 //! between batches: a worker hands its result in by sequence number, and the worker whose
-//! result is next in order runs the sink on it and on any later results already waiting, while
-//! the others go on compressing; no worker ever waits for the sink ([`run`]). The sink stays
-//! serial because the output is: a stream must see its bytes in order, and the kernel takes
-//! one file's buffered writes one at a time (the inode lock of tmpfs, ext4, xfs and NFS), which
-//! was measured: positioned writes from every worker at once spent the time saved spinning on
-//! that lock. A worker may not take more than [`IN_FLIGHT_PER_THREAD`] chunks per thread ahead
-//! of the sink, which bounds memory whatever the dump's size, and buffers are reused, so
-//! steady state allocates nothing. With one thread this is a serial loop on one CPU.
+//! result is next in order runs the sink on it and on the results next in order after it,
+//! while the others go on compressing ([`run`]). A worker may not take more than
+//! [`IN_FLIGHT_PER_THREAD`] chunks per thread ahead of the sink, which bounds memory whatever
+//! the dump's size (it is the only time a worker waits for the sink), and buffers are reused,
+//! so steady state allocates nothing. With one thread this is a serial loop on one CPU.
+//!
+//! The sink stays serial because the output is: a stream must see its bytes in order, and the
+//! kernel takes one file's buffered writes one at a time (the inode lock of tmpfs, ext4, xfs
+//! and NFS). That was measured: positioned writes from every worker at once spent the time
+//! they saved spinning on that lock.
 //!
 //! Chunking depends only on the input, and each page is compressed on its own, so the output
 //! is byte-identical whatever the number of threads.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub mod codec;
@@ -262,13 +264,20 @@ struct Pending {
     draining: bool,
 }
 
+/// The ordered step: the caller's sink and the time spent in it.
+struct Ordered<S> {
+    sink: S,
+    spent: Duration,
+}
+
 /// Runs `chunks` through the workers and feeds the results, in order and one at a time, to
 /// `sink`; returns where the time went.
 ///
 /// There is no writer thread: the worker whose result is next in order runs `sink` on it and
-/// on any later results already waiting, while the others go on compressing; a worker whose
-/// result is not next leaves it and takes another chunk, so no worker waits for the ordered
-/// step. With one thread this is a serial loop on one CPU.
+/// on the results next in order after it, while the others go on compressing; a worker whose
+/// result is not next leaves it and takes another chunk, and waits only when it is
+/// [`IN_FLIGHT_PER_THREAD`] chunks per thread ahead of the sink. With one thread this is a
+/// serial loop on one CPU.
 pub fn run<E, I, S>(
     vmcore: &Vmcore,
     settings: Settings,
@@ -311,7 +320,10 @@ where
             next: 0,
             draining: false,
         }),
-        sink: Mutex::new((sink, Duration::ZERO)),
+        ordered: Mutex::new(Ordered {
+            sink,
+            spent: Duration::ZERO,
+        }),
         error: Mutex::new(None),
         busy: Mutex::new(Vec::with_capacity(threads)),
         settings,
@@ -326,7 +338,7 @@ where
         return Err(error);
     }
     let source = shared.source.into_inner().expect("not poisoned");
-    let (_, ordered) = shared.sink.into_inner().expect("not poisoned");
+    let ordered = shared.ordered.into_inner().expect("not poisoned").spent;
     let mut busy = shared.busy.into_inner().expect("not poisoned");
     busy.sort_by(|a, b| b.total_cmp(a));
     Ok(Times::new(
@@ -349,9 +361,8 @@ struct Shared<I, S, E: std::error::Error + 'static> {
     spare: Mutex<Vec<ChunkResult>>,
     /// Results waiting for the ordered step; held only to queue or take one.
     pending: Mutex<Pending>,
-    /// The ordered step (the caller's sink) and the time spent in it, locked by the one
-    /// worker that runs it (`Pending::draining`).
-    sink: Mutex<(S, Duration)>,
+    /// The ordered step, locked by the one worker that runs it (`Pending::draining`).
+    ordered: Mutex<Ordered<S>>,
     /// The first failure.
     error: Mutex<Option<PipelineError<E>>>,
     /// Each worker's compressing seconds.
@@ -367,6 +378,7 @@ where
 {
     /// One worker's loop: take a chunk, process it, hand it to the ordered step.
     fn work(&self, vmcore: &Vmcore, mut worker: Worker) {
+        let _stop_on_panic = StopOnPanic(&self.stop, &self.source, &self.room);
         let mut working = Duration::ZERO;
         while let Some((seq, chunk)) = self.take() {
             let mut result = self
@@ -430,43 +442,59 @@ where
         self.room.notify_all();
     }
 
-    /// Queues result `seq`; if no other worker is running the ordered step, runs it on every
-    /// result that is next in order, this one and those that arrive meanwhile.
+    /// Queues result `seq`. If it is the next in order and no other worker is running the
+    /// ordered step, runs the step on it and on every result next in order after it, those
+    /// already waiting and those that arrive meanwhile.
     fn hand_in(&self, seq: u64, outcome: Result<ChunkResult, (u64, VmcoreError)>) {
         {
             let mut pending = self.pending.lock().expect("not poisoned");
             pending.results.insert(seq, outcome);
-            if pending.draining {
+            if pending.draining || seq != pending.next {
                 return;
             }
             pending.draining = true;
         }
-        let mut sink = self.sink.lock().expect("not poisoned");
+        let mut ordered = self.ordered.lock().expect("not poisoned");
         loop {
-            let next = {
+            let outcome = {
                 let mut pending = self.pending.lock().expect("not poisoned");
-                let next = pending.next;
-                let Some(next) = pending.results.remove(&next) else {
+                let seq = pending.next;
+                let Some(outcome) = pending.results.remove(&seq) else {
                     pending.draining = false;
                     return;
                 };
                 pending.next += 1;
-                next
+                outcome
             };
             // After a failure nothing more goes through: `draining` stays set.
-            let result = match next {
+            let result = match outcome {
                 Ok(result) => result,
                 Err((pfn, source)) => return self.fail(PipelineError::Read { pfn, source }),
             };
             let at = Instant::now();
-            let outcome = (sink.0)(&result);
-            sink.1 += at.elapsed();
+            let written = (ordered.sink)(&result);
+            ordered.spent += at.elapsed();
             self.spare.lock().expect("not poisoned").push(result);
-            if let Err(e) = outcome {
+            if let Err(e) = written {
                 return self.fail(PipelineError::Sink(e));
             }
             self.source.lock().expect("not poisoned").retired += 1;
             self.room.notify_all();
+        }
+    }
+}
+
+/// Stops the run when a worker panics (in the sink or in its own processing), so that the
+/// others, which would wait for its result forever, end and the panic reaches the caller.
+struct StopOnPanic<'a, I>(&'a AtomicBool, &'a Mutex<Source<I>>, &'a Condvar);
+
+impl<I> Drop for StopOnPanic<'_, I> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+            // Under the source lock, as in `Shared::fail`; a poisoned lock is still a lock.
+            let _source = self.1.lock().unwrap_or_else(PoisonError::into_inner);
+            self.2.notify_all();
         }
     }
 }
