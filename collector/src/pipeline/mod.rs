@@ -378,7 +378,7 @@ where
 {
     /// One worker's loop: take a chunk, process it, hand it to the ordered step.
     fn work(&self, vmcore: &Vmcore, mut worker: Worker) {
-        let _stop_on_panic = StopOnPanic(&self.stop, &self.source, &self.room);
+        let _stop_on_panic = StopOnPanic(self);
         let mut working = Duration::ZERO;
         while let Some((seq, chunk)) = self.take() {
             let mut result = self
@@ -435,11 +435,7 @@ where
             .lock()
             .expect("not poisoned")
             .get_or_insert(error);
-        self.stop.store(true, Ordering::Relaxed);
-        // Taken under the source lock, so that no worker misses the wake-up between its
-        // check of `stop` and its wait.
-        let _source = self.source.lock().expect("not poisoned");
-        self.room.notify_all();
+        self.halt();
     }
 
     /// Queues result `seq`. If it is the next in order and no other worker is running the
@@ -484,17 +480,25 @@ where
     }
 }
 
+impl<I, S, E: std::error::Error + 'static> Shared<I, S, E> {
+    /// Stops every worker: those waiting for room wake up and end.
+    fn halt(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Taken under the source lock, so that no worker misses the wake-up between its
+        // check of `stop` and its wait; after a panic a poisoned lock is still a lock.
+        let _source = self.source.lock().unwrap_or_else(PoisonError::into_inner);
+        self.room.notify_all();
+    }
+}
+
 /// Stops the run when a worker panics (in the sink or in its own processing), so that the
 /// others, which would wait for its result forever, end and the panic reaches the caller.
-struct StopOnPanic<'a, I>(&'a AtomicBool, &'a Mutex<Source<I>>, &'a Condvar);
+struct StopOnPanic<'a, I, S, E: std::error::Error + 'static>(&'a Shared<I, S, E>);
 
-impl<I> Drop for StopOnPanic<'_, I> {
+impl<I, S, E: std::error::Error + 'static> Drop for StopOnPanic<'_, I, S, E> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.store(true, Ordering::Relaxed);
-            // Under the source lock, as in `Shared::fail`; a poisoned lock is still a lock.
-            let _source = self.1.lock().unwrap_or_else(PoisonError::into_inner);
-            self.2.notify_all();
+            self.0.halt();
         }
     }
 }
